@@ -1,0 +1,44 @@
+# Two commands do everything on a machine with only python3 and make:
+#   make run   - set up, then run the whole pipeline (against the stand-in API without a token)
+#   make test  - set up, then lint and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint format bench ui simulate endpoints clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/incomaker-elt run
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+simulate: install
+	$(BIN)/incomaker-elt simulate
+
+endpoints: install
+	$(BIN)/incomaker-elt endpoints
+
+clean:
+	rm -rf $(VENV) warehouse .pytest_cache .ruff_cache dbt_project/target dbt_project/logs

@@ -1,0 +1,1 @@
+"""incomaker-elt: the Incomaker Reporting API into a DuckDB warehouse."""

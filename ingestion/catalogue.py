@@ -1,0 +1,238 @@
+"""The endpoint catalogue: every Incomaker Reporting v1 operation, loaded from catalogue.yaml.
+
+The YAML file is data, not code: a user holding the real API documentation corrects an entry there
+or in an override file (INCOMAKER_CATALOGUE_OVERRIDES) and no code changes. This module only loads,
+merges and validates it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CATALOGUE_PATH = Path(__file__).with_name("catalogue.yaml")
+
+Kind = Literal["entity", "event", "aggregate", "detail"]
+KINDS = ("entity", "event", "aggregate", "detail")
+STATUSES = ("confirmed", "assumed")
+PAGINGS = ("page", "none")
+FIELD_TYPES = ("string", "integer", "decimal", "boolean", "date", "timestamp", "list", "object")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+class CatalogueError(ValueError):
+    """The catalogue or an override file is not valid; the message says which entry and why."""
+
+
+@dataclass(frozen=True)
+class Parent:
+    resource: str
+    field: str
+    into: str
+    batch: int | None = None
+    changed_only: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    title: str
+    group: str
+    method: str
+    path: str
+    status: str
+    kind: Kind
+    paging: str
+    records: str
+    primary_key: tuple[str, ...]
+    fields: dict[str, str]
+    params: tuple[str, ...] = ()
+    window: str | None = None
+    lookback_days: int = 0
+    parent: Parent | None = None
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(_PLACEHOLDER.findall(self.path))
+
+    @property
+    def is_windowed(self) -> bool:
+        """The operation takes a dateFrom/dateTo window."""
+        return "dateFrom" in self.params and "dateTo" in self.params
+
+    @property
+    def is_paged(self) -> bool:
+        return self.paging == "page"
+
+    def url_path(self, **values: Any) -> str:
+        """The path with its placeholders filled, e.g. /campaigns/7/recipients."""
+        try:
+            return self.path.format(**values)
+        except KeyError as exc:
+            raise CatalogueError(
+                f"operation {self.name!r}: no value for path placeholder {exc.args[0]!r}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    operations: tuple[Operation, ...]
+    parameter_types: dict[str, str]
+    page_size: int
+    max_page_size: int
+    source: tuple[Path, ...] = field(default=())
+
+    def __iter__(self):
+        return iter(self.operations)
+
+    def __len__(self) -> int:
+        return len(self.operations)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(op.group for op in self.operations))
+
+    def get(self, name: str) -> Operation:
+        for op in self.operations:
+            if op.name == name:
+                return op
+        raise CatalogueError(f"no operation named {name!r}; `incomaker-elt endpoints` lists them")
+
+    def select(self, names_or_groups: Iterable[str] | None) -> tuple[Operation, ...]:
+        """Operations named, or belonging to a group named; all of them for None or empty."""
+        wanted = [n.strip() for n in (names_or_groups or []) if n and n.strip()]
+        if not wanted:
+            return self.operations
+        names = {op.name for op in self.operations}
+        groups = set(self.groups)
+        unknown = [w for w in wanted if w not in names and w not in groups]
+        if unknown:
+            raise CatalogueError(
+                f"unknown operation or group: {', '.join(unknown)}. "
+                f"Groups: {', '.join(self.groups)}; `incomaker-elt endpoints` lists operations."
+            )
+        return tuple(op for op in self.operations if op.name in wanted or op.group in wanted)
+
+
+def _merge_overrides(entries: list[dict[str, Any]], overrides: dict[str, Any], where: Path) -> None:
+    by_name = {e.get("name"): e for e in entries}
+    for name, change in (overrides.get("operations") or {}).items():
+        if name not in by_name:
+            raise CatalogueError(f"{where}: override for unknown operation {name!r}")
+        if not isinstance(change, dict):
+            raise CatalogueError(f"{where}: override for {name!r} must be a mapping of keys")
+        by_name[name].update(change)
+
+
+def _operation(entry: dict[str, Any], parameter_types: dict[str, str]) -> Operation:
+    name = entry.get("name", "<unnamed>")
+
+    def fail(msg: str) -> CatalogueError:
+        return CatalogueError(f"catalogue entry {name!r}: {msg}")
+
+    required = ("name", "title", "group", "method", "path", "status", "kind", "paging", "records")
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise fail(f"missing {', '.join(missing)}")
+    if entry["status"] not in STATUSES:
+        raise fail(f"status must be one of {STATUSES}, not {entry['status']!r}")
+    if entry["kind"] not in KINDS:
+        raise fail(f"kind must be one of {KINDS}, not {entry['kind']!r}")
+    if entry["paging"] not in PAGINGS:
+        raise fail(f"paging must be one of {PAGINGS}, not {entry['paging']!r}")
+    fields = dict(entry.get("fields") or {})
+    bad_types = {f: t for f, t in fields.items() if t not in FIELD_TYPES}
+    if bad_types:
+        raise fail(f"unknown field types {bad_types}; use one of {FIELD_TYPES}")
+    params = tuple(entry.get("params") or ())
+    unknown_params = [p for p in params if p not in parameter_types]
+    if unknown_params:
+        raise fail(f"parameters without a type in parameter_types: {unknown_params}")
+    pk = tuple(entry.get("primary_key") or ())
+    missing_pk = [k for k in pk if k not in fields]
+    if missing_pk:
+        raise fail(f"primary key fields not among fields: {missing_pk}")
+    window = entry.get("window")
+    if window and window not in fields:
+        raise fail(f"window field {window!r} is not among fields")
+    parent = None
+    if entry.get("parent"):
+        p = entry["parent"]
+        try:
+            parent = Parent(**p)
+        except TypeError as exc:
+            raise fail(f"parent: {exc}") from None
+    placeholders = _PLACEHOLDER.findall(entry["path"])
+    if placeholders and (parent is None or placeholders != [parent.into]):
+        raise fail(f"path placeholders {placeholders} must be filled by the parent's `into`")
+    return Operation(
+        name=name,
+        title=entry["title"],
+        group=entry["group"],
+        method=entry["method"].upper(),
+        path=entry["path"],
+        status=entry["status"],
+        kind=entry["kind"],
+        paging=entry["paging"],
+        records=entry["records"],
+        primary_key=pk,
+        fields=fields,
+        params=params,
+        window=window,
+        lookback_days=int(entry.get("lookback_days") or 0),
+        parent=parent,
+    )
+
+
+def load_catalogue(overrides: Path | None = None) -> Catalogue:
+    """Read catalogue.yaml, apply an override file if given, and validate every entry."""
+    raw = yaml.safe_load(CATALOGUE_PATH.read_text())
+    entries = [dict(e) for e in raw["operations"]]
+    sources = [CATALOGUE_PATH]
+    if overrides is not None:
+        if not overrides.is_file():
+            raise CatalogueError(
+                f"catalogue override file {overrides} does not exist "
+                "(set INCOMAKER_CATALOGUE_OVERRIDES to an existing YAML file, or unset it)"
+            )
+        _merge_overrides(entries, yaml.safe_load(overrides.read_text()) or {}, overrides)
+        sources.append(overrides)
+    parameter_types = dict(raw["parameter_types"])
+    ops = tuple(_operation(e, parameter_types) for e in entries)
+    names = [op.name for op in ops]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise CatalogueError(f"operation names must be unique; repeated: {dupes}")
+    by_name = {op.name: op for op in ops}
+    for op in ops:
+        if op.parent:
+            parent = by_name.get(op.parent.resource)
+            if parent is None:
+                raise CatalogueError(f"{op.name!r}: parent {op.parent.resource!r} is not an entry")
+            if op.parent.field not in parent.fields:
+                raise CatalogueError(
+                    f"{op.name!r}: parent field {op.parent.field!r} is not a field of "
+                    f"{parent.name!r}"
+                )
+    defaults = raw.get("defaults") or {}
+    return Catalogue(
+        operations=ops,
+        parameter_types=parameter_types,
+        page_size=int(defaults.get("page_size", 1000)),
+        max_page_size=int(defaults.get("max_page_size", 1000)),
+        source=tuple(sources),
+    )
+
+
+@cache
+def default_catalogue() -> Catalogue:
+    """The catalogue with the overrides named by the environment, loaded once per process."""
+    from incomaker_elt.settings import load_settings
+
+    return load_catalogue(load_settings().catalogue_overrides)
