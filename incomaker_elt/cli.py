@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -10,18 +11,8 @@ from collections.abc import Callable, Sequence
 from ingestion.catalogue import CatalogueError
 
 Command = Callable[[argparse.Namespace], int]
-_COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str) -> Callable[[Command], Command]:
-    def register(fn: Command) -> Command:
-        _COMMANDS[name] = fn
-        return fn
-
-    return register
-
-
-@command("endpoints")
 def endpoints(args: argparse.Namespace) -> int:
     from ingestion.catalogue import default_catalogue
 
@@ -67,23 +58,21 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("endpoints", help="list the catalogue of API operations")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    p.set_defaults(handler=endpoints)
 
-    from standin.cli import add_simulate_arguments
-
-    add_simulate_arguments(
-        sub.add_parser("simulate", help="serve the synthetic stand-in Incomaker API over HTTP")
-    )
+    # Each stage of the flow registers its own subcommands: register(subparsers) adds parsers
+    # whose defaults carry `handler`. Imports stay light; heavy libraries load in the handler.
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
+
+
+SUBCOMMAND_MODULES = ("standin.cli",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "simulate":
-        from standin.cli import simulate
-
-        handler: Command = simulate
-    else:
-        handler = _COMMANDS[args.command]
+    handler: Command = args.handler
     try:
         return handler(args)
     except CatalogueError as exc:

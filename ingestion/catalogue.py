@@ -53,6 +53,7 @@ class Operation:
     primary_key: tuple[str, ...]
     fields: dict[str, str]
     params: tuple[str, ...] = ()
+    nested: dict[str, dict[str, str]] = field(default_factory=dict)
     window: str | None = None
     lookback_days: int = 0
     parent: Parent | None = None
@@ -150,6 +151,15 @@ def _operation(entry: dict[str, Any], parameter_types: dict[str, str]) -> Operat
     bad_types = {f: t for f, t in fields.items() if t not in FIELD_TYPES}
     if bad_types:
         raise fail(f"unknown field types {bad_types}; use one of {FIELD_TYPES}")
+    nested = {k: dict(v) for k, v in (entry.get("nested") or {}).items()}
+    for path, sub in nested.items():
+        head, *rest = path.split(".")
+        owner = fields if not rest else nested.get(head, {})
+        if owner.get(rest[-1] if rest else head) not in ("list", "object"):
+            raise fail(f"nested {path!r} does not name a list or object field")
+        bad = {f: t for f, t in sub.items() if t not in FIELD_TYPES}
+        if bad:
+            raise fail(f"nested {path!r}: unknown field types {bad}")
     params = tuple(entry.get("params") or ())
     unknown_params = [p for p in params if p not in parameter_types]
     if unknown_params:
@@ -184,6 +194,7 @@ def _operation(entry: dict[str, Any], parameter_types: dict[str, str]) -> Operat
         primary_key=pk,
         fields=fields,
         params=params,
+        nested=nested,
         window=window,
         lookback_days=int(entry.get("lookback_days") or 0),
         parent=parent,
