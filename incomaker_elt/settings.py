@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,18 @@ RAW_DATASET = "incomaker_raw"
 DEFAULT_WAREHOUSE = "warehouse/incomaker.duckdb"
 DEFAULT_STANDIN_PORT = 8765
 
+DEFAULT_SCHEDULE_CRON = "0 2 * * *"
+"""Nightly at 02:00: the API's day is over, and the marts are ready before office hours."""
+
+DEFAULT_SCHEDULE_TIMEZONE = "Europe/Prague"
+"""Incomaker accounts live in Central Europe; the schedule and the daily partitions use its days."""
+
+DEFAULT_PARTITIONS_START = "2025-01-01"
+"""First daily partition of the date-windowed raw tables (the stand-in's world starts here)."""
+
+DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
+"""Holds the committed dagster.yaml (run queue, concurrency pool, retries); runtime files beside."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -28,6 +41,11 @@ class Settings:
     base_url: str | None
     api_token: str | None
     catalogue_overrides: Path | None
+    schedule_cron: str = DEFAULT_SCHEDULE_CRON
+    schedule_timezone: str = DEFAULT_SCHEDULE_TIMEZONE
+    partitions_start: date = date.fromisoformat(DEFAULT_PARTITIONS_START)
+    alert_webhook_url: str | None = None
+    dagster_home: Path = DEFAULT_DAGSTER_HOME
 
     @property
     def warehouse_dir(self) -> Path:
@@ -49,6 +67,13 @@ def _resolve(path: str) -> Path:
     return Path(path).expanduser().resolve()
 
 
+def _date(variable: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{variable}={value!r} is not an ISO date such as 2025-01-01") from None
+
+
 def load_settings() -> Settings:
     overrides = os.environ.get("INCOMAKER_CATALOGUE_OVERRIDES")
     return Settings(
@@ -56,4 +81,15 @@ def load_settings() -> Settings:
         base_url=os.environ.get("INCOMAKER_BASE_URL") or None,
         api_token=os.environ.get("INCOMAKER_API_TOKEN") or None,
         catalogue_overrides=_resolve(overrides) if overrides else None,
+        schedule_cron=os.environ.get("INCOMAKER_SCHEDULE_CRON") or DEFAULT_SCHEDULE_CRON,
+        schedule_timezone=os.environ.get("INCOMAKER_SCHEDULE_TIMEZONE")
+        or DEFAULT_SCHEDULE_TIMEZONE,
+        partitions_start=_date(
+            "INCOMAKER_PARTITIONS_START",
+            os.environ.get("INCOMAKER_PARTITIONS_START") or DEFAULT_PARTITIONS_START,
+        ),
+        alert_webhook_url=os.environ.get("INCOMAKER_ALERT_WEBHOOK_URL") or None,
+        dagster_home=_resolve(os.environ["DAGSTER_HOME"])
+        if os.environ.get("DAGSTER_HOME")
+        else DEFAULT_DAGSTER_HOME,
     )
