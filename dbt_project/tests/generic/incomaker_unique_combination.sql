@@ -1,0 +1,10 @@
+{#- Fails for every combination of `columns` that occurs more than once: the grain test for models
+    whose rows are identified by several columns. -#}
+{% test incomaker_unique_combination(model, columns) %}
+    select
+        {{ columns | join(', ') }},
+        count(*) as occurrences
+    from {{ model }}
+    group by {{ columns | join(', ') }}
+    having count(*) > 1
+{% endtest %}
