@@ -31,6 +31,9 @@ DEFAULT_SCHEDULE_TIMEZONE = "Europe/Prague"
 DEFAULT_PARTITIONS_START = "2025-01-01"
 """First daily partition of the date-windowed raw tables (the stand-in's world starts here)."""
 
+DEFAULT_INGEST_CONCURRENCY = 8
+"""Requests in flight at once during ingestion: fast on loopback, polite to the real API."""
+
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
 """Holds the committed dagster.yaml (run queue, concurrency pool, retries); runtime files beside."""
 
@@ -46,6 +49,9 @@ class Settings:
     partitions_start: date = date.fromisoformat(DEFAULT_PARTITIONS_START)
     alert_webhook_url: str | None = None
     dagster_home: Path = DEFAULT_DAGSTER_HOME
+    ingest_concurrency: int = DEFAULT_INGEST_CONCURRENCY
+    dlt_destination: str | None = None
+    """A dlt destination name (configured in dlt's own config); None: DuckDB at warehouse_path."""
 
     @property
     def warehouse_dir(self) -> Path:
@@ -74,6 +80,16 @@ def _date(variable: str, value: str) -> date:
         raise ValueError(f"{variable}={value!r} is not an ISO date such as 2025-01-01") from None
 
 
+def _positive_int(variable: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{variable}={value!r} must be a whole number of at least 1")
+    return number
+
+
 def load_settings() -> Settings:
     overrides = os.environ.get("INCOMAKER_CATALOGUE_OVERRIDES")
     return Settings(
@@ -92,4 +108,9 @@ def load_settings() -> Settings:
         dagster_home=_resolve(os.environ["DAGSTER_HOME"])
         if os.environ.get("DAGSTER_HOME")
         else DEFAULT_DAGSTER_HOME,
+        ingest_concurrency=_positive_int(
+            "INCOMAKER_INGEST_CONCURRENCY",
+            os.environ.get("INCOMAKER_INGEST_CONCURRENCY") or str(DEFAULT_INGEST_CONCURRENCY),
+        ),
+        dlt_destination=os.environ.get("INCOMAKER_DLT_DESTINATION") or None,
     )

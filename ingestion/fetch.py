@@ -1,0 +1,204 @@
+"""Paging, bounded concurrency and progress: how the pages of an operation are fetched.
+
+A listing's first page says how many pages there are; the rest are fetched a few at a time ahead
+of the consumer, so dlt writes one chunk while the next pages are on the wire. Per-id operations
+(one listing per campaign, order, contact batch...) run their listings side by side. The client's
+in-flight bound caps the requests of the whole run, whatever the number of resources.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ingestion.catalogue import Operation
+from ingestion.client import IncomakerClient
+from ingestion.records import Page
+
+
+@dataclass
+class OperationProgress:
+    pages: int = 0
+    rows: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+
+class Progress:
+    """Pages and rows per operation; `report` is called with a line whenever one finishes."""
+
+    def __init__(self, report: Callable[[str], None] | None = None, every_s: float = 15.0) -> None:
+        self.operations: dict[str, OperationProgress] = {}
+        self._report = report
+        self._every_s = every_s
+        self._last_report = time.monotonic()
+        self._lock = threading.Lock()
+        self._report_lock = threading.Lock()
+
+    def _emit(self, line: str) -> None:
+        if self._report:
+            with self._report_lock:
+                self._report(line)
+
+    def page(self, operation: str, rows: int) -> None:
+        with self._lock:
+            op = self.operations.setdefault(operation, OperationProgress())
+            op.pages += 1
+            op.rows += rows
+            now = time.monotonic()
+            due = self._report and now - self._last_report >= self._every_s
+            if due:
+                self._last_report = now
+                running = [
+                    f"{name} {p.pages:,} pages/{p.rows:,} rows"
+                    for name, p in self.operations.items()
+                    if p.finished is None
+                ]
+        if due:
+            self._emit("  ... " + "; ".join(running))
+
+    def done(self, operation: str) -> None:
+        with self._lock:
+            op = self.operations.setdefault(operation, OperationProgress())
+            op.finished = time.monotonic()
+            line = (
+                f"  {operation:<36} {op.pages:>7,} pages {op.rows:>11,} rows "
+                f"{op.finished - op.started:7.1f} s"
+            )
+        self._emit(line)
+
+
+class Fetcher:
+    """Fetches whole listings for the resources of one run."""
+
+    def __init__(
+        self,
+        client: IncomakerClient,
+        *,
+        page_size: int,
+        concurrency: int,
+        progress: Progress | None = None,
+    ) -> None:
+        self.client = client
+        self.page_size = page_size
+        self.concurrency = max(1, concurrency)
+        self.progress = progress or Progress()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="incomaker")
+            return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _get(
+        self, op: Operation, path: str, params: Mapping[str, str], decode: Callable[[bytes], Page]
+    ) -> Page:
+        page = self.client.get(op.name, path, params, decode)
+        self.progress.page(op.name, page.rows)
+        return page
+
+    def _page_params(self, params: Mapping[str, str], number: int) -> dict[str, str]:
+        return {**params, "page": str(number), "size": str(self.page_size)}
+
+    def listing(
+        self, op: Operation, path: str, params: Mapping[str, str], decode: Callable[[bytes], Page]
+    ) -> Iterator[Page]:
+        """Every page of one listing, the later ones fetched ahead while earlier ones are used."""
+        if not op.is_paged:
+            yield self._get(op, path, params, decode)
+            return
+        first = self._get(op, path, self._page_params(params, 0), decode)
+        yield first
+        pending: deque[Future[Page]] = deque()
+        following = 1
+        try:
+            while following < first.total_pages or pending:
+                while following < first.total_pages and len(pending) < self.concurrency:
+                    pending.append(
+                        self.pool.submit(
+                            self._get, op, path, self._page_params(params, following), decode
+                        )
+                    )
+                    following += 1
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _whole_listing(
+        self, op: Operation, path: str, params: Mapping[str, str], decode: Callable[[bytes], Page]
+    ) -> list[Page]:
+        """One listing fetched page after page, for running many listings side by side."""
+        if not op.is_paged:
+            return [self._get(op, path, params, decode)]
+        pages = [self._get(op, path, self._page_params(params, 0), decode)]
+        for number in range(1, pages[0].total_pages):
+            pages.append(self._get(op, path, self._page_params(params, number), decode))
+        return pages
+
+    def many_listings(
+        self,
+        op: Operation,
+        requests: Iterable[tuple[str, dict[str, str], object]],
+        decode: Callable[[bytes], Page],
+    ) -> Iterator[tuple[object, list[Page]]]:
+        """Listings for many (path, params, tag) at once, yielded as (tag, pages) when done."""
+        pending: dict[Future[list[Page]], object] = {}
+        queue = iter(requests)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < 2 * self.concurrency:
+                    try:
+                        path, params, tag = next(queue)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    future = self.pool.submit(self._whole_listing, op, path, params, decode)
+                    pending[future] = tag
+                if not pending:
+                    return
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    tag = pending.pop(future)
+                    yield tag, future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+class ArrowChunks:
+    """Collects page tables into chunks of about `rows` rows: dlt handles few big tables best."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self._tables: list[pa.Table] = []
+        self._count = 0
+
+    def add(self, table: pa.Table) -> pa.Table | None:
+        if table.num_rows:
+            self._tables.append(table)
+            self._count += table.num_rows
+        return self.flush() if self._count >= self.rows else None
+
+    def flush(self) -> pa.Table | None:
+        if not self._tables:
+            return None
+        # Pages with extra fields (schema drift) or all-null columns unify to one schema.
+        table = pa.concat_tables(self._tables, promote_options="permissive")
+        self._tables, self._count = [], 0
+        return table

@@ -1,0 +1,253 @@
+"""From a catalogue entry to typed records: column hints, Arrow schemas and page decoders.
+
+Two ways a page becomes records, chosen per operation:
+- flat operations (no `list` field, which is nearly all the volume) take the Arrow path: the page
+  body goes straight into pyarrow's C++ JSON reader with the catalogue's types, and dlt loads the
+  Arrow tables as parquet. No Python object per row is ever made.
+- operations with nested lists (an order's items, a contact's segments) take the dict path: orjson
+  dicts that dlt's normaliser splits into child tables `<table>__<field>`.
+Both give the same column names (dlt's snake_case) and the same types, taken from the catalogue.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.json as pa_json
+from dlt.common.normalizers.naming.snake_case import NamingConvention
+
+from ingestion.catalogue import Operation
+from ingestion.client import BrokenBody
+
+SNAPSHOT_DATE = "_snapshot_date"
+PARAMS = "_params"
+"""Columns every aggregate record gets: the day of the snapshot and the query that produced it."""
+
+DECIMAL = pa.decimal128(38, 9)
+"""dlt's default DuckDB decimal: money stays exact, scores and shares keep nine places."""
+
+_naming = NamingConvention()
+
+
+@cache
+def snake(name: str) -> str:
+    """The column name dlt gives a field: amountWTax -> amount_w_tax."""
+    return _naming.normalize_identifier(name)
+
+
+def has_nested_lists(op: Operation) -> bool:
+    return "list" in op.fields.values() or any("list" in s.values() for s in op.nested.values())
+
+
+# ----------------------------------------------------------------------------- column hints
+
+_HINT_TYPES: dict[str, dict[str, Any]] = {
+    "string": {"data_type": "text"},
+    "integer": {"data_type": "bigint"},
+    "decimal": {"data_type": "decimal", "precision": 38, "scale": 9},
+    "boolean": {"data_type": "bool"},
+    "date": {"data_type": "date"},
+    "timestamp": {"data_type": "timestamp", "timezone": True},
+}
+
+
+def _hints_for(fields: dict[str, str], prefix: str = "") -> dict[str, dict[str, Any]]:
+    columns: dict[str, dict[str, Any]] = {}
+    for name, kind in fields.items():
+        if kind in _HINT_TYPES:
+            column = prefix + snake(name)
+            columns[column] = {"name": column, "nullable": True, **_HINT_TYPES[kind]}
+    return columns
+
+
+def column_hints(op: Operation) -> dict[str, dict[str, Any]]:
+    """Typed columns of the operation's table; object fields flatten to <field>__<sub>."""
+    columns = _hints_for(op.fields)
+    for name, kind in op.fields.items():
+        if kind == "object":
+            columns.update(_hints_for(op.nested.get(name, {}), prefix=f"{snake(name)}__"))
+    for key in primary_key(op):
+        columns.setdefault(key, {"name": key})["nullable"] = False
+    if op.kind == "aggregate":
+        columns[SNAPSHOT_DATE] = {"name": SNAPSHOT_DATE, "data_type": "date", "nullable": False}
+        columns[PARAMS] = {"name": PARAMS, "data_type": "text", "nullable": False}
+    return columns
+
+
+def nested_hints(op: Operation) -> dict[tuple[str, ...], dict[str, Any]]:
+    """Typed columns of the child tables made from list fields, keyed by their path."""
+    result: dict[tuple[str, ...], dict[str, Any]] = {}
+    for dotted, sub in op.nested.items():
+        path = tuple(dotted.split("."))
+        owner = op.fields if len(path) == 1 else op.nested.get(path[0], {})
+        if owner.get(path[-1]) != "list":
+            continue
+        # A list inside an object lives at <object>__<list>: dlt's path is the flattened name.
+        key = (snake(path[0]),) if len(path) == 1 else ("__".join(snake(p) for p in path),)
+        result[key] = {"columns": _hints_for(sub)}
+    return result
+
+
+def primary_key(op: Operation) -> tuple[str, ...]:
+    """The merge key: aggregates are keyed by snapshot day and parameters first."""
+    keys = tuple(snake(k) for k in op.primary_key)
+    if op.kind == "aggregate":
+        return (SNAPSHOT_DATE, PARAMS, *keys)
+    return keys
+
+
+# ----------------------------------------------------------------------------- Arrow path
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "decimal": DECIMAL,
+    "boolean": pa.bool_(),
+    # pyarrow's JSON reader cannot parse dates, so they are read as text and cast afterwards.
+    "date": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+
+def _struct_fields(fields: dict[str, str], nested: dict[str, dict[str, str]]) -> list[pa.Field]:
+    out = []
+    for name, kind in fields.items():
+        if kind == "object":
+            out.append(pa.field(name, pa.struct(_struct_fields(nested.get(name, {}), {}))))
+        elif kind in _ARROW_TYPES:
+            out.append(pa.field(name, _ARROW_TYPES[kind]))
+    return out
+
+
+@dataclass(frozen=True)
+class Page:
+    """One decoded response: its records and how many pages the listing has in all."""
+
+    records: Any  # pa.Table on the Arrow path, list[dict] on the dict path
+    rows: int
+    total_pages: int = 1
+
+
+def _flatten(table: pa.Table, op: Operation) -> pa.Table:
+    """Struct columns to <field>__<sub>, names to snake_case, text dates to date32."""
+    columns: list[pa.Array] = []
+    names: list[str] = []
+
+    def add(name: str, column: Any, kind: str | None, subfields: dict[str, str]) -> None:
+        if pa.types.is_struct(column.type):
+            for i in range(column.type.num_fields):
+                sub = column.type.field(i).name
+                child = pa.chunked_array(
+                    [c.field(i) for c in column.chunks], type=column.type.field(i).type
+                )
+                add(f"{name}__{snake(sub)}", child, subfields.get(sub), {})
+            return
+        if kind == "date" and pa.types.is_string(column.type):
+            column = column.cast(pa.date32())
+        columns.append(column)
+        names.append(name)
+
+    for i, field in enumerate(table.schema):
+        kind = op.fields.get(field.name)
+        add(snake(field.name), table.column(i), kind, op.nested.get(field.name, {}))
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def arrow_decoder(op: Operation) -> Callable[[bytes], Page]:
+    """Decoder of one response body into an Arrow table with the contract's columns."""
+    record_type = pa.struct(_struct_fields(op.fields, op.nested))
+    whole_body = op.records == "$"
+    if whole_body:
+        schema = pa.schema(list(record_type))
+    else:
+        schema = pa.schema(
+            [pa.field(op.records, pa.list_(record_type)), pa.field("totalPages", pa.int64())]
+        )
+    # Fields the catalogue does not know (schema drift) are kept with inferred types.
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+    multiline = pa_json.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="infer", newlines_in_values=True
+    )
+
+    def read(body: bytes) -> pa.Table:
+        read_options = pa_json.ReadOptions(use_threads=False, block_size=max(len(body) + 1, 1024))
+        stripped = body.strip()
+        if not stripped.startswith(b"{"):
+            raise BrokenBody(f"expected a JSON object, got {stripped[:40]!r}")
+        # The reader takes one JSON document per line; a pretty-printed body needs the slower mode.
+        parse = multiline if b"\n" in stripped else options
+        try:
+            table = pa_json.read_json(io.BytesIO(stripped), read_options, parse)
+        except pa.ArrowInvalid as exc:
+            if b"\n" not in stripped:
+                return _fallback(stripped, exc)
+            raise BrokenBody(str(exc)[:200]) from None
+        if table.num_rows != 1:
+            raise BrokenBody(f"expected one JSON object, got {table.num_rows}")
+        return table
+
+    def _fallback(body: bytes, exc: Exception) -> pa.Table:
+        # Valid JSON whose values do not fit the catalogue's types: let Arrow infer them, so the
+        # run goes on and dlt records the new type. Invalid JSON is a broken (truncated) body.
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BrokenBody(str(exc)[:200]) from None
+        return pa.Table.from_pylist([doc])
+
+    def decode(body: bytes) -> Page:
+        doc = read(body)
+        if whole_body:
+            table = doc
+            total_pages = 1
+        else:
+            if op.records not in doc.column_names:
+                raise BrokenBody(f"no {op.records!r} in the response")
+            records = doc.column(op.records).combine_chunks()
+            if pa.types.is_null(records.type) or records.null_count:
+                table = pa.table({})
+            else:
+                table = pa.Table.from_struct_array(records.flatten())
+            total_pages = 1
+            if "totalPages" in doc.column_names:
+                total_pages = doc.column("totalPages")[0].as_py() or 1
+        table = _flatten(table, op) if table.num_columns else table
+        return Page(table, table.num_rows, int(total_pages))
+
+    return decode
+
+
+# ----------------------------------------------------------------------------- dict path
+
+
+def dict_decoder(op: Operation) -> Callable[[bytes], Page]:
+    """Decoder of one body into dicts; dlt turns their lists into child tables."""
+
+    def decode(body: bytes) -> Page:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BrokenBody(str(exc)[:200]) from None
+        if op.records == "$":
+            records = doc if isinstance(doc, list) else [doc]
+            total_pages = 1
+        else:
+            if not isinstance(doc, dict) or op.records not in doc:
+                raise BrokenBody(f"no {op.records!r} in the response")
+            records = doc[op.records] or []
+            total_pages = int(doc.get("totalPages") or 1)
+        if not all(isinstance(r, dict) for r in records):
+            raise BrokenBody("records are not JSON objects")
+        return Page(records, len(records), total_pages)
+
+    return decode
+
+
+def decoder(op: Operation) -> Callable[[bytes], Page]:
+    return dict_decoder(op) if has_nested_lists(op) else arrow_decoder(op)
