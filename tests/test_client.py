@@ -1,0 +1,154 @@
+"""The API client's failure policy, against scripted responses (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import httpx
+import orjson
+import pytest
+
+from ingestion.catalogue import default_catalogue
+from ingestion.client import (
+    ApiUnavailable,
+    IncomakerClient,
+    RequestRejected,
+    RetryPolicy,
+    TokenRejected,
+)
+from ingestion.records import arrow_decoder, dict_decoder
+
+TOKEN = "secret-token-123"
+PAGE = orjson.dumps(
+    {
+        "content": [{"segmentId": 1, "name": "VIP", "createdAt": "2026-01-02T03:04:05Z"}],
+        "totalElements": 1,
+        "totalPages": 1,
+        "number": 0,
+        "size": 1000,
+    }
+)
+
+
+def scripted(responses: list[Callable[[httpx.Request], httpx.Response]]):
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        step = responses[min(len(seen), len(responses)) - 1]
+        return step(request)
+
+    return httpx.MockTransport(handler), seen
+
+
+def ok(_: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=PAGE)
+
+
+def status(code: int, headers: dict[str, str] | None = None, body: bytes = b"{}"):
+    return lambda _: httpx.Response(code, headers=headers, content=body)
+
+
+def client_for(transport: httpx.BaseTransport, sleeps: list[float], attempts: int = 5):
+    return IncomakerClient(
+        "http://api.test/v1",
+        TOKEN,
+        transport=transport,
+        retry=RetryPolicy(max_attempts=attempts, backoff_base=0.01, backoff_cap=0.05),
+        sleep=sleeps.append,
+    )
+
+
+def get_segments(client: IncomakerClient):
+    op = default_catalogue().get("segments")
+    return client.get(op.name, op.url_path(), {"page": "0", "size": "1000"}, arrow_decoder(op))
+
+
+def test_sends_the_bearer_token_and_decodes_a_page():
+    transport, seen = scripted([ok])
+    page = get_segments(client_for(transport, []))
+    assert seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
+    assert seen[0].url.path == "/v1/segments"
+    assert page.rows == 1
+    # every catalogue field is a column, present in the body or not
+    assert page.records.column_names == ["segment_id", "name", "created_at", "contacts_count"]
+
+
+def test_retries_429_and_5xx_honouring_retry_after():
+    transport, seen = scripted(
+        [status(429, {"Retry-After": "2"}), status(500), status(502), status(503), ok]
+    )
+    sleeps: list[float] = []
+    page = get_segments(client_for(transport, sleeps))
+    assert page.rows == 1
+    assert len(seen) == 5
+    assert sleeps[0] >= 2.0, "the wait asked for by Retry-After is honoured"
+    assert all(s <= 0.05 for s in sleeps[1:])
+
+
+def test_retries_truncated_bodies_and_timeouts():
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    transport, seen = scripted([status(200, body=PAGE[: len(PAGE) // 2]), timeout, ok])
+    page = get_segments(client_for(transport, []))
+    assert page.rows == 1
+    assert len(seen) == 3
+
+
+def test_gives_up_after_the_bounded_attempts():
+    transport, seen = scripted([status(503)])
+    with pytest.raises(ApiUnavailable, match=r"'segments'.*HTTP 503 after 3 attempts"):
+        get_segments(client_for(transport, [], attempts=3))
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize("code", [401, 403])
+def test_rejected_token_fails_at_once_without_printing_it(code, caplog):
+    caplog.set_level(logging.DEBUG)
+    transport, seen = scripted([status(code, body=b'{"message": "invalid JWT"}')])
+    with pytest.raises(TokenRejected) as failure:
+        get_segments(client_for(transport, []))
+    assert len(seen) == 1
+    message = str(failure.value)
+    assert "rejected the token" in message and "'segments'" in message
+    assert TOKEN not in message and TOKEN not in caplog.text
+
+
+def test_other_client_errors_name_operation_params_and_server_message():
+    transport, seen = scripted([status(400, body=b'{"message": "size must be <= 1000"}')])
+    with pytest.raises(RequestRejected) as failure:
+        get_segments(client_for(transport, []))
+    assert len(seen) == 1
+    message = str(failure.value)
+    assert "'segments'" in message and "size=1000" in message
+    assert "size must be <= 1000" in message and "HTTP 400" in message
+
+
+def test_decoders_keep_unknown_fields_and_type_known_ones():
+    catalogue = default_catalogue()
+    op = catalogue.get("conversions")
+    body = orjson.dumps(
+        {
+            "content": [
+                {
+                    "conversionId": 7,
+                    "date": "2026-06-30",
+                    "createdAt": "2026-06-30T10:00:00Z",
+                    "conversionAmountWTax": 121.21,
+                    "loyaltyTier": "gold",
+                }
+            ],
+            "totalPages": 3,
+        }
+    )
+    page = arrow_decoder(op)(body)
+    table = page.records
+    assert page.total_pages == 3
+    assert str(table.schema.field("date").type) == "date32[day]"
+    assert str(table.schema.field("conversion_amount_w_tax").type) == "decimal128(38, 9)"
+    assert table.column("loyalty_tier").to_pylist() == ["gold"]
+    nested = catalogue.get("order_detail")
+    page = dict_decoder(nested)(b'{"orderId": 1, "items": [{"lineNumber": 1}]}')
+    assert page.records == [{"orderId": 1, "items": [{"lineNumber": 1}]}]
