@@ -1,0 +1,2 @@
+-- The breakdown of conversion_totals as rows: one per currency, whole history.
+{{ conversion_totals_by_currency() }}

@@ -1,0 +1,1 @@
+{{ rfm_heatmap('f_score', 'm_score') }}

@@ -1,0 +1,1 @@
+{{ rfm_heatmap('r_score', 'm_score') }}
