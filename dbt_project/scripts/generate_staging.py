@@ -307,8 +307,7 @@ def model_doc(op: Operation) -> dict:
 def child_doc(child: Child) -> dict:
     parent_keys = parent_columns(child.op)
     columns = [
-        {"name": c, "description": f"Parent's `{c}` ({model_name(child.op)})."}
-        for c in parent_keys
+        {"name": c, "description": f"Parent's `{c}` ({model_name(child.op)})."} for c in parent_keys
     ]
     columns += [_column_doc(c, []) for c in child.columns]
     columns += [
