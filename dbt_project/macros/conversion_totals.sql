@@ -122,11 +122,16 @@ select
     cast(totals.conversions_amount_wo_tax as decimal(38, 2)) as conversions_amount_wo_tax,
     cast(totals.conversions_amount_w_tax as decimal(38, 2)) as conversions_amount_w_tax,
     '{{ var("reference_currency") }}' as currency,
-    {{ round_half_up_divide('totals.conversions_amount_w_tax', 'totals.conversions_number') }}
-        as average_conversion,
+    -- Like the API, an empty selection averages 0.
+    coalesce(
+        {{ round_half_up_divide('totals.conversions_amount_w_tax', 'totals.conversions_number') }},
+        0
+    ) as average_conversion,
     totals.unique_contacts,
-    {{ round_half_up_divide('totals.conversions_amount_w_tax', 'totals.unique_contacts') }}
-        as average_unique_conversion,
+    coalesce(
+        {{ round_half_up_divide('totals.conversions_amount_w_tax', 'totals.unique_contacts') }},
+        0
+    ) as average_unique_conversion,
     coalesce(breakdown.breakdown, []) as breakdown
 from totals
 cross join breakdown

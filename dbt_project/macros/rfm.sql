@@ -61,7 +61,8 @@ select
     grid.{{ x_score }},
     grid.{{ y_score }},
     coalesce(cells.contacts_count, 0) as contacts_count,
-    {{ safe_ratio('coalesce(cells.contacts_count, 0)', 'population.contacts_total') }} as share,
+    {{ round_half_up_divide('coalesce(cells.contacts_count, 0) * 100', 'population.contacts_total') }}
+        as share,
     '{{ var("reference_currency") }}' as reference_currency,
     cast(coalesce(cells.monetary, 0) as decimal(38, 2)) as monetary,
     {{ round_half_up_divide('cells.monetary', 'cells.contacts_count') }} as average_monetary

@@ -22,7 +22,7 @@ by_language as (
     select
         language,
         delivery_type,
-        count(*) as deliveries_count,
+        count(*) filter (where sent > 0) as deliveries_count,
         sum(sent) as sent,
         sum(delivered) as delivered,
         sum(bounced) as bounced,

@@ -17,18 +17,19 @@ with scored as (
 ),
 
 monetary_quartiles as (
-    -- Linear interpolation between order statistics (quantile_cont), on the exact values.
+    -- Linear interpolation between order statistics (quantile_cont), in exact hundredths.
     select
-        quantile_cont(cast(monetary as double), 0.25) as q1,
-        quantile_cont(cast(monetary as double), 0.5) as median,
-        quantile_cont(cast(monetary as double), 0.75) as q3
+        quantile_cont(cast(monetary * 100 as bigint), 0.25) as q1_cents,
+        quantile_cont(cast(monetary * 100 as bigint), 0.5) as median_cents,
+        quantile_cont(cast(monetary * 100 as bigint), 0.75) as q3_cents
     from scored
 ),
 
 bounds as (
     select
-        median,
-        q3 + {{ var('rfm_outlier_iqr_multiplier') }} * (q3 - q1) as outlier_threshold
+        median_cents,
+        q3_cents + {{ var('rfm_outlier_iqr_multiplier') }} * (q3_cents - q1_cents)
+            as outlier_threshold_cents
     from monetary_quartiles
 ),
 
@@ -48,8 +49,9 @@ segmented as (
         cast(scored.r_score as varchar) || cast(scored.f_score as varchar)
             || cast(scored.m_score as varchar) as cell,
         {{ rfm_segment('scored.r_score', 'scored.f_score') }} as segment,
-        bounds.outlier_threshold,
-        bounds.median as median_monetary
+        cast(scored.monetary * 100 as bigint) as monetary_cents,
+        bounds.outlier_threshold_cents,
+        bounds.median_cents
     from scored
     cross join bounds
 )
@@ -69,8 +71,8 @@ select
     m_score,
     cell,
     segment,
-    cast(monetary as double) > outlier_threshold as is_outlier,
-    round(outlier_threshold, 2) as outlier_threshold,
-    segment in ('At Risk', 'Can''t Lose Them') and cast(monetary as double) >= median_monetary
+    monetary_cents > outlier_threshold_cents as is_outlier,
+    cast(round(outlier_threshold_cents) as decimal(38, 0)) * 0.01 as outlier_threshold,
+    segment in ('At Risk', 'Can''t Lose Them') and monetary_cents >= median_cents
         as is_review_candidate
 from segmented

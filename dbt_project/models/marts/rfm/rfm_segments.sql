@@ -35,12 +35,14 @@ select
     segment_names.segment,
     segment_names.segment_order,
     coalesce(by_segment.contacts_count, 0) as contacts_count,
-    {{ safe_ratio('coalesce(by_segment.contacts_count, 0)', 'population.contacts_total') }}
+    {{ round_half_up_divide('coalesce(by_segment.contacts_count, 0) * 100', 'population.contacts_total') }}
         as share,
     '{{ var("reference_currency") }}' as reference_currency,
     cast(coalesce(by_segment.monetary, 0) as decimal(38, 2)) as monetary,
-    round(by_segment.recency_days_total / by_segment.contacts_count, 2) as average_recency_days,
-    round(by_segment.frequency_total / by_segment.contacts_count, 2) as average_frequency,
+    {{ round_half_up_divide('by_segment.recency_days_total', 'by_segment.contacts_count') }}
+        as average_recency_days,
+    {{ round_half_up_divide('by_segment.frequency_total', 'by_segment.contacts_count') }}
+        as average_frequency,
     {{ round_half_up_divide('by_segment.monetary', 'by_segment.contacts_count') }}
         as average_monetary
 from segment_names
