@@ -24,10 +24,10 @@ from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from incomaker_elt.settings import RAW_DATASET, Settings
-from ingestion.catalogue import Catalogue, default_catalogue
+from ingestion.catalogue import Catalogue, Operation, default_catalogue
 from ingestion.client import IncomakerClient, IngestionError, RetryPolicy
 from ingestion.fetch import Fetcher, OperationProgress, Progress
-from ingestion.records import arrow_decoder
+from ingestion.records import arrow_decoder, has_nested_lists, primary_key
 from ingestion.source import DEFAULT_CHUNK_ROWS, RunDates, incomaker_source, with_ancestors
 
 PIPELINE_NAME = "incomaker"
@@ -47,6 +47,7 @@ class LoadSummary:
     table_rows: dict[str, int]
     """Rows each raw table of the selection holds after the run."""
     load_ids: list[str] = field(default_factory=list)
+    duplicates_removed: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
@@ -57,9 +58,13 @@ class LoadSummary:
 
 
 def _enable_arrow_dlt_columns() -> None:
-    """Arrow tables skip dlt's row normaliser: ask it to add _dlt_load_id and _dlt_id anyway."""
+    """Arrow tables skip dlt's row normaliser: ask dlt to add `_dlt_load_id` to them anyway.
+
+    `_dlt_id` comes with the tables already (records.row_ids), so dlt can load their parquet
+    files as written instead of rewriting each one to add it.
+    """
     dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
-    dlt.config["normalize.parquet_normalizer.add_dlt_id"] = True
+    dlt.config["normalize.parquet_normalizer.add_dlt_id"] = False
 
 
 def make_pipeline(settings: Settings) -> dlt.Pipeline:
@@ -110,6 +115,39 @@ def _root_cause(exc: BaseException) -> BaseException:
             return current
         current = current.__cause__ or current.__context__
     return exc
+
+
+def remove_duplicates(
+    pipeline: dlt.Pipeline, load_ids: Sequence[str], operations: Sequence[Operation]
+) -> dict[str, int]:
+    """Delete rows of these loads that repeat a key within them; returns the count per table.
+
+    Flat tables are merged without dlt's staging dedup (see source.py). A record repeated within
+    one run can only come from a listing that shifted while it was paged; this keeps one copy.
+    """
+    if not load_ids:
+        return {}
+    existing = set(pipeline.default_schema.data_table_names(seen_data_only=True))
+    loads = ", ".join(f"'{load_id}'" for load_id in load_ids)
+    removed: dict[str, int] = {}
+    with pipeline.sql_client() as sql:
+        for op in operations:
+            if op.name not in existing or has_nested_lists(op):
+                continue
+            table = sql.make_qualified_table_name(op.name)
+            keys = ", ".join(sql.escape_column_name(k) for k in primary_key(op))
+            repeats = (
+                f"select _dlt_id from (select _dlt_id, row_number() over (partition by {keys} "
+                f"order by _dlt_id) as copy from {table} where _dlt_load_id in ({loads})) "
+                "as numbered where copy > 1"
+            )
+            with sql.execute_query(f"select count(*) from ({repeats}) as r") as cursor:
+                count = int(cursor.fetchone()[0])
+            if count:
+                sql.execute_sql(f"delete from {table} where _dlt_id in ({repeats})")
+                removed[op.name] = count
+                log.warning("%s: removed %d repeated records of this run", op.name, count)
+    return removed
 
 
 def _rows_loaded(pipeline: dlt.Pipeline) -> dict[str, int]:
@@ -187,6 +225,7 @@ def run_ingestion(
                 f"ingestion failed in dlt's {exc.step} step: {cause}. Nothing from this run was "
                 "committed; run again to resume."
             ) from exc
+        removed = remove_duplicates(pipeline, list(info.loads_ids), operations)
         tables = [op.name for op in operations]
         children = [
             t
@@ -198,6 +237,7 @@ def run_ingestion(
             end=dates.end,
             operations=dict(progress.operations),
             rows_loaded=_rows_loaded(pipeline),
+            duplicates_removed=removed,
             table_rows=_table_rows(pipeline, tables + children),
             load_ids=list(info.loads_ids),
             requests=client.requests,

@@ -28,6 +28,7 @@ from dlt.extract.source import DltSource
 from ingestion.catalogue import Catalogue, Operation
 from ingestion.fetch import ArrowChunks, Fetcher
 from ingestion.records import (
+    DLT_ID,
     PARAMS,
     SNAPSHOT_DATE,
     Page,
@@ -36,6 +37,7 @@ from ingestion.records import (
     has_nested_lists,
     nested_hints,
     primary_key,
+    row_ids,
     snake,
 )
 
@@ -155,13 +157,15 @@ class _Records:
             yield self._keyed(chunk)
 
     def _keyed(self, table: pa.Table) -> pa.Table:
-        """Key columns declared NOT NULL, as the table hints say, so dlt sees one schema."""
+        """Key columns NOT NULL as the hints say (one schema for dlt), and a `_dlt_id` per row."""
         schema = table.schema
         for name in self.key:
             index = schema.get_field_index(name)
             if index >= 0:
                 schema = schema.set(index, schema.field(index).with_nullable(False))
-        return table.cast(schema) if schema is not table.schema else table
+        if schema is not table.schema:
+            table = table.cast(schema)
+        return table.append_column(pa.field(DLT_ID, pa.string(), False), row_ids(table.num_rows))
 
 
 def _typed_cursor(records: list[dict[str, Any]], field: str, kind: str) -> None:
@@ -218,7 +222,11 @@ class SourceBuilder:
         return {
             "name": op.name,
             "table_name": op.name,
-            "write_disposition": "merge",
+            "write_disposition": {
+                "disposition": "merge",
+                "strategy": "delete-insert",
+                "deduplicated": True,
+            },
             "primary_key": primary_key(op),
             "columns": column_hints(op),
             "nested_hints": nested_hints(op) or None,
