@@ -1,0 +1,376 @@
+"""The main job: `incomaker-elt run` (and `make run`) runs the whole pipeline through Dagster.
+
+Without INCOMAKER_API_TOKEN it starts the stand-in API in a child process on a free loopback port
+and points the pipeline at it, loading every day up to the stand-in's today. With
+INCOMAKER_BASE_URL and INCOMAKER_API_TOKEN it runs against the real API up to yesterday. Either
+way the Dagster job that the nightly schedule runs is executed here, in this process, with the
+instance of DAGSTER_HOME (so the run shows in `make ui`), and a summary is printed: tables and
+rows, checks, and where the serving warehouse is. A failed run exits non-zero and says why.
+
+`incomaker-elt ui` (make ui) starts the Dagster UI with the same environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from incomaker_elt.settings import PROJECT_ROOT, Settings, load_settings
+
+_STANDIN_READY_SECONDS = 300.0
+_URL = re.compile(r"https?://[^\s]+")
+
+
+class RunError(RuntimeError):
+    """The run could not start or did not finish; the message says what to do."""
+
+
+# ------------------------------------------------------------------------------ the stand-in
+
+
+@dataclass
+class StandInProcess:
+    process: subprocess.Popen[str]
+    base_url: str
+    token: str
+    today: date
+    output: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _standin_today(today: date | None) -> date:
+    if today is not None:
+        return today
+    from standin import DEFAULT_TODAY
+
+    return DEFAULT_TODAY
+
+
+@contextmanager
+def standin_process(scale: str, seed: int, today: date | None) -> Iterator[StandInProcess]:
+    """`incomaker-elt simulate` on a free loopback port with a one-off token, stopped on exit."""
+    token = secrets.token_urlsafe(24)
+    today = _standin_today(today)
+    command = [
+        sys.executable,
+        "-m",
+        "incomaker_elt.cli",
+        "simulate",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--token",
+        token,
+        "--scale",
+        scale,
+        "--seed",
+        str(seed),
+        "--today",
+        today.isoformat(),
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        cwd=PROJECT_ROOT,
+    )
+    output: list[str] = []
+    found: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        # Keeps draining the child's output for the whole run, so it never blocks on a full pipe.
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line.rstrip())
+            del output[:-50]
+            match = _URL.search(line)
+            if match and not found:
+                found.append(match.group(0).rstrip("/."))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, name="standin-output", daemon=True).start()
+    standin = StandInProcess(process, "", token, today, output)
+    try:
+        if not ready.wait(_STANDIN_READY_SECONDS) or not found:
+            tail = "\n".join(output[-10:])
+            raise RunError(f"the stand-in API did not start:\n{tail}")
+        standin.base_url = found[0]
+        yield standin
+    finally:
+        standin.stop()
+
+
+# ---------------------------------------------------------------------------- the summary
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    success: bool
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows per materialised asset (`schema/table`), as recorded on the materialisation."""
+    checks_passed: list[str] = field(default_factory=list)
+    checks_warned: list[str] = field(default_factory=list)
+    checks_failed: list[str] = field(default_factory=list)
+    failed_steps: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    days: str = ""
+
+
+def summarise(result: object, seconds: float) -> RunSummary:
+    """Tables, rows, checks and failures from the events of an executed run."""
+    import dagster as dg
+
+    assert isinstance(result, dg.ExecuteInProcessResult)
+    summary = RunSummary(run_id=result.run_id, success=result.success, seconds=seconds)
+    for event in result.all_events:
+        if event.is_step_materialization:
+            materialization = event.step_materialization_data.materialization
+            row_count = materialization.metadata.get("dagster/row_count")
+            if row_count is not None:
+                summary.rows[materialization.asset_key.to_user_string()] = int(row_count.value)
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.asset_check_evaluation_data
+            name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            if evaluation.passed:
+                summary.checks_passed.append(name)
+            elif evaluation.severity == dg.AssetCheckSeverity.WARN:
+                summary.checks_warned.append(name)
+            else:
+                summary.checks_failed.append(name)
+        elif event.is_step_failure and event.step_key:
+            error = event.step_failure_data.error
+            message = error.message.strip() if error else "failed"
+            summary.failed_steps[event.step_key] = message.splitlines()[0][:300]
+    return summary
+
+
+def print_summary(summary: RunSummary, settings: Settings, api: str) -> None:
+    by_layer: dict[str, dict[str, int]] = {}
+    for key, rows in summary.rows.items():
+        layer, _, table = key.partition("/")
+        by_layer.setdefault(layer, {})[table] = rows
+    print()
+    print(f"incomaker-elt run {summary.run_id[:8]}: {api}, days {summary.days}")
+    for layer in ("incomaker_raw", "staging", "intermediate", "marts"):
+        tables = by_layer.get(layer, {})
+        if tables:
+            print(f"  {layer:<14} {len(tables):>3} tables {sum(tables.values()):>12,} rows")
+    marts = by_layer.get("marts", {})
+    if marts:
+        print("  marts:")
+        for table, rows in sorted(marts.items()):
+            print(f"    {table:<34} {rows:>10,} rows")
+    checks = len(summary.checks_passed) + len(summary.checks_warned) + len(summary.checks_failed)
+    print(
+        f"  checks: {len(summary.checks_passed)} of {checks} passed"
+        + (f", {len(summary.checks_warned)} warned" if summary.checks_warned else "")
+        + (f", {len(summary.checks_failed)} failed" if summary.checks_failed else "")
+    )
+    for name in summary.checks_warned:
+        print(f"    warned: {name}")
+    for name in summary.checks_failed:
+        print(f"    FAILED: {name}")
+    for step, message in summary.failed_steps.items():
+        print(f"    step {step} failed: {message}")
+    if summary.success:
+        print(f"  serving warehouse (read-only, for BI tools): {settings.serving_warehouse_path}")
+    else:
+        kept = (
+            f"the previous copy {settings.serving_warehouse_path} is unchanged"
+            if settings.serving_warehouse_path.exists()
+            else "no serving warehouse was published"
+        )
+        print(f"  NOT published: {kept}")
+    print(f"  warehouse: {settings.warehouse_path}")
+    print(f"  run history: {settings.dagster_home} (browse with `make ui`)")
+    print(f"  took {summary.seconds:.0f} s")
+
+
+# --------------------------------------------------------------------------------- the run
+
+
+def partition_days(settings: Settings, last_day: date) -> tuple[str, str]:
+    """First and last daily partition of a full run, clipped to the days Dagster knows."""
+    from orchestration.partitions import daily_partitions
+
+    partitions = daily_partitions(settings)
+    newest = partitions.get_last_partition_key()
+    if newest is None:
+        raise RunError(
+            f"INCOMAKER_PARTITIONS_START={settings.partitions_start} leaves no complete day to load"
+        )
+    last = min(last_day, date.fromisoformat(newest))
+    if last < settings.partitions_start:
+        raise RunError(
+            f"the last day to load ({last}) is before INCOMAKER_PARTITIONS_START "
+            f"({settings.partitions_start}); set an earlier start"
+        )
+    return settings.partitions_start.isoformat(), last.isoformat()
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME for this process and its children: the project's folder unless set."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def run_pipeline(settings: Settings, last_day: date) -> RunSummary:
+    """Prepare dbt's manifest, then execute the refresh job over [partitions start, last_day]."""
+    import dagster as dg
+
+    from incomaker_elt.transform import TransformError, prepare_manifest
+
+    try:
+        prepare_manifest(settings)
+    except TransformError as exc:
+        raise RunError(str(exc)) from exc
+    from orchestration.definitions import build_definitions
+    from orchestration.schedules import REFRESH_JOB_NAME, partition_range_tags
+
+    first, last = partition_days(settings, last_day)
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(REFRESH_JOB_NAME)
+    started = time.monotonic()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags={**partition_range_tags(first, last), "incomaker/trigger": "incomaker-elt run"},
+            raise_on_error=False,
+        )
+    summary = summarise(result, time.monotonic() - started)
+    summary.days = f"{first}..{last}"
+    return summary
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    ensure_dagster_home(settings)
+    try:
+        if settings.api_token:
+            if not settings.base_url:
+                raise RunError("INCOMAKER_API_TOKEN is set but INCOMAKER_BASE_URL is not")
+            last_day = datetime.now(UTC).date() - timedelta(days=1)
+            summary = run_pipeline(settings, last_day)
+            api = f"the Incomaker API at {settings.base_url}"
+        else:
+            print(f"INCOMAKER_API_TOKEN is not set: starting the stand-in API ({args.scale} world)")
+            with standin_process(args.scale, args.seed, args.today) as standin:
+                os.environ["INCOMAKER_BASE_URL"] = standin.base_url
+                os.environ["INCOMAKER_API_TOKEN"] = standin.token
+                settings = load_settings()
+                print(f"stand-in ready at {standin.base_url}, today {standin.today}")
+                summary = run_pipeline(settings, standin.today)
+                api = f"stand-in API (today {standin.today})"
+    except RunError as exc:
+        print(f"incomaker-elt run: {exc}", file=sys.stderr)
+        return 1
+    print_summary(summary, settings, api)
+    if not summary.success:
+        print(
+            "incomaker-elt run: the run failed (see above); open it in `make ui` for the logs",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------ the UI
+
+
+def ui_command(args: argparse.Namespace) -> int:
+    """`dagster dev` on 127.0.0.1 with DAGSTER_HOME set, and the stand-in when there is no token."""
+    settings = load_settings()
+    env = dict(os.environ, DAGSTER_HOME=str(ensure_dagster_home(settings)))
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # dbt for prepare_if_dev
+    command = [
+        str(Path(bin_dir) / "dagster"),
+        "dev",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workspace",
+        str(PROJECT_ROOT / "workspace.yaml"),
+    ]
+    try:
+        if settings.api_token:
+            return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
+        with standin_process(args.scale, args.seed, args.today) as standin:
+            env["INCOMAKER_BASE_URL"] = standin.base_url
+            env["INCOMAKER_API_TOKEN"] = standin.token
+            print(f"stand-in API at {standin.base_url} (today {standin.today}); Dagster UI next")
+            return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
+    except RunError as exc:
+        print(f"incomaker-elt ui: {exc}", file=sys.stderr)
+        return 1
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO date such as 2026-06-30"
+        ) from None
+
+
+def _standin_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("stand-in API (used when INCOMAKER_API_TOKEN is not set)")
+    group.add_argument("--scale", default="small", help="size of the synthetic account")
+    group.add_argument("--seed", type=int, default=1, help="seed of the synthetic account")
+    group.add_argument("--today", type=_date, help="the stand-in's today (default 2026-06-30)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run the whole pipeline through Dagster and print a summary",
+        description=(
+            "Load every API operation, build the dbt models, run the checks and publish the "
+            "serving warehouse, as the nightly Dagster job does. Without INCOMAKER_API_TOKEN the "
+            "stand-in API is started and used."
+        ),
+    )
+    _standin_options(p)
+    p.set_defaults(handler=run_command)
+
+    p = subparsers.add_parser(
+        "ui",
+        help="start the Dagster UI (dagster dev) for this project",
+        description="The Dagster UI with DAGSTER_HOME=.dagster_home; the stand-in without a token.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    _standin_options(p)
+    p.set_defaults(handler=ui_command)

@@ -1,0 +1,308 @@
+"""Raw tables as Dagster assets: one per catalogue operation, loaded by the ingestion's dlt source.
+
+Lineage starts at the API: each operation is an external asset `incomaker_api/<operation>`, the
+table it fills is `incomaker_raw/<operation>` (the key the dbt sources declare in
+`meta.dagster.asset_key`), then staging and marts follow from dbt.
+
+Two multi-assets share the one dlt source:
+- the date-windowed events (`kind: event`, and the per-id operations fed by them) are daily
+  partitioned. A run over partitions [first, last] fetches exactly those days: the dlt cursor is
+  replaced by a fixed window (dlt's backfill mode), which neither reads nor moves the cursor state.
+- everything else is unpartitioned and refreshed by every run; windowed entities keep their dlt
+  cursors (with the catalogue's lookback) and aggregates are snapshotted as of the run's last day.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import dagster as dg
+import dlt
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, PARTITION_NAME_TAG
+from dagster_dlt import DagsterDltResource, DagsterDltTranslator
+from dagster_dlt.asset_decorator import build_dlt_asset_specs
+from dagster_dlt.translator import DltResourceTranslatorData
+from dlt.extract.source import DltSource
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from incomaker_elt.settings import RAW_DATASET, Settings
+from ingestion import pipeline as ingestion_pipeline
+from ingestion.catalogue import Catalogue, Operation
+from ingestion.client import IncomakerClient, IngestionError, RequestRejected, TokenRejected
+from ingestion.fetch import Fetcher, Progress
+from ingestion.records import has_nested_lists, snake
+from ingestion.source import RunDates, incomaker_source
+from orchestration.partitions import window_dates
+from orchestration.warehouse import DUCKDB_POOL
+
+API_PREFIX = "incomaker_api"
+RAW_GROUP = "incomaker_raw"
+API_GROUP = "incomaker_api"
+
+INGESTION_RETRY = dg.RetryPolicy(
+    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""The client already retries each request; this covers an API outage longer than its patience.
+A rejected token or request is not retried (see `_failure`)."""
+
+_DEFINITIONS_ONLY_URL = "http://definitions.invalid"
+"""The source built for the asset definitions is never iterated, so its client never connects."""
+
+
+def raw_asset_key(operation: str) -> dg.AssetKey:
+    return dg.AssetKey([RAW_DATASET, operation])
+
+
+def api_asset_key(operation: str) -> dg.AssetKey:
+    return dg.AssetKey([API_PREFIX, operation])
+
+
+def partitioned_operations(catalogue: Catalogue) -> tuple[Operation, ...]:
+    """Events and the per-id operations fed by them: one day of events is one partition."""
+
+    def fed_by_event(op: Operation) -> bool:
+        while op is not None:
+            if op.kind == "event":
+                return True
+            op = catalogue.get(op.parent.resource) if op.parent else None
+        return False
+
+    return tuple(op for op in catalogue if fed_by_event(op))
+
+
+def unpartitioned_operations(catalogue: Catalogue) -> tuple[Operation, ...]:
+    partitioned = {op.name for op in partitioned_operations(catalogue)}
+    return tuple(op for op in catalogue if op.name not in partitioned)
+
+
+def api_specs(catalogue: Catalogue) -> list[dg.AssetSpec]:
+    """The API's operations as external assets: where each raw table's data comes from."""
+    return [
+        dg.AssetSpec(
+            api_asset_key(op.name),
+            group_name=API_GROUP,
+            kinds={"api"},
+            description=f"{op.title}: `{op.method} {op.path}` ({op.status} in the catalogue)",
+            metadata={"path": op.path, "catalogue_status": op.status, "kind": op.kind},
+        )
+        for op in catalogue
+    ]
+
+
+@dataclass
+class IncomakerDltTranslator(DagsterDltTranslator):
+    """Raw keys equal the dbt sources' `meta.dagster.asset_key`, so lineage is one graph."""
+
+    catalogue: Catalogue | None = None
+
+    def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
+        spec = super().get_asset_spec(data)
+        assert self.catalogue is not None
+        op = self.catalogue.get(data.resource.name)
+        return spec.replace_attributes(
+            key=raw_asset_key(op.name),
+            deps=[api_asset_key(op.name)],
+            group_name=RAW_GROUP,
+            description=f"Raw `{op.name}` from `{op.method} {op.path}` ({op.kind}, merged by dlt)",
+            kinds={"dlt", "duckdb"},
+            tags={"incomaker/kind": op.kind},
+        )
+
+
+# --------------------------------------------------------------------------------- execution
+
+
+def _credentials(settings: Settings) -> tuple[str, str]:
+    if not settings.base_url or not settings.api_token:
+        raise IngestionError(
+            "no API address or token: set INCOMAKER_BASE_URL and INCOMAKER_API_TOKEN (without a "
+            "token, `incomaker-elt run` and `make ui` start the stand-in and set both)"
+        )
+    return settings.base_url, settings.api_token
+
+
+def exact_window(source: DltSource, catalogue: Catalogue, first: date, last: date) -> None:
+    """Replace each windowed resource's cursor by the fixed window [first, last].
+
+    With an end value dlt runs the cursor in backfill mode: it filters to the window and leaves the
+    cursor state alone, so a backfill of old days never rewinds the nightly incremental loads.
+    """
+    for name, resource in source.resources.items():
+        op = catalogue.get(name)
+        if not op.window:
+            continue
+        path = op.window if has_nested_lists(op) else snake(op.window)
+        after_last = last + timedelta(days=1)
+        if op.fields[op.window] == "date":
+            bounds: tuple[Any, Any] = (first, after_last)
+        else:
+            bounds = (
+                datetime.combine(first, time.min, tzinfo=UTC),
+                datetime.combine(after_last, time.min, tzinfo=UTC),
+            )
+        resource.apply_hints(
+            incremental=dlt.sources.incremental(
+                path,
+                initial_value=bounds[0],
+                end_value=bounds[1],
+                primary_key=(),
+                on_cursor_value_missing="include",
+            )
+        )
+
+
+def _failure(exc: BaseException) -> dg.Failure:
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, IngestionError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, TokenRejected | RequestRejected):
+        return dg.Failure(f"ingestion failed: {cause}", allow_retries=False)
+    if cause is not None:
+        return dg.Failure(f"ingestion failed: {cause}")
+    return dg.Failure(
+        f"ingestion failed in dlt: {exc}. Nothing from this step was committed; run it again."
+    )
+
+
+def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
+    existing = set(pipeline.default_schema.data_table_names(seen_data_only=True))
+    counts: dict[str, int] = {}
+    wanted = [t for t in tables if t in existing]
+    if not wanted:
+        return counts
+    with pipeline.sql_client() as sql:
+        for table in wanted:
+            with sql.execute_query(
+                f"select count(*) from {sql.make_qualified_table_name(table)}"
+            ) as cursor:
+                counts[table] = int(cursor.fetchone()[0])
+    return counts
+
+
+def load(
+    context: dg.AssetExecutionContext,
+    dlt_resource: DagsterDltResource,
+    settings: Settings,
+    catalogue: Catalogue,
+    operations: Sequence[Operation],
+    dates: RunDates,
+    *,
+    fixed_window: bool,
+) -> Iterator[dg.MaterializeResult]:
+    """Run the dlt source for `operations` and yield one materialisation per raw table."""
+    base_url, token = _credentials(settings)
+    progress = Progress(context.log.info)
+    client = IncomakerClient(base_url, token, max_in_flight=settings.ingest_concurrency)
+    fetcher = Fetcher(
+        client,
+        page_size=catalogue.page_size,
+        concurrency=settings.ingest_concurrency,
+        progress=progress,
+    )
+    translator = IncomakerDltTranslator(catalogue=catalogue)
+    try:
+        ingestion_pipeline._enable_arrow_dlt_columns()
+        pipeline = ingestion_pipeline.make_pipeline(settings)
+        source = incomaker_source(catalogue, fetcher, dates, operations)
+        if fixed_window:
+            exact_window(source, catalogue, dates.start, dates.end)
+        try:
+            results = list(
+                dlt_resource.run(
+                    context=context,
+                    dlt_source=source,
+                    dlt_pipeline=pipeline,
+                    dagster_dlt_translator=translator,
+                )
+            )
+        except (PipelineStepFailed, IngestionError) as exc:
+            raise _failure(exc) from exc
+        tables = [key.path[-1] for key in (r.asset_key for r in results) if key is not None]
+        counts = _table_rows(pipeline, tables)
+        context.log.info(
+            f"loaded {dates.start}..{dates.end}: {client.requests} requests, "
+            f"{client.retries} retries"
+        )
+        for result in results:
+            assert result.asset_key is not None
+            table = result.asset_key.path[-1]
+            metadata = dict(result.metadata or {})
+            loaded = metadata.get("rows_loaded")
+            metadata["dagster/row_count"] = dg.MetadataValue.int(counts.get(table, 0))
+            metadata["window"] = f"{dates.start}..{dates.end}"
+            if context.has_partition_key_range or context.has_partition_key:
+                rows = getattr(loaded, "value", loaded) or 0
+                metadata["dagster/partition_row_count"] = dg.MetadataValue.int(int(rows))
+            yield result._replace(metadata=metadata)
+    finally:
+        fetcher.close()
+        client.close()
+
+
+def run_last_day(context: dg.AssetExecutionContext) -> date:
+    """The last day this run loads: its partition (range) end, else yesterday (UTC)."""
+    tags = context.run.tags
+    key = tags.get(ASSET_PARTITION_RANGE_END_TAG) or tags.get(PARTITION_NAME_TAG)
+    if key:
+        return date.fromisoformat(key)
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def _definition_source(
+    settings: Settings, catalogue: Catalogue, operations: Sequence[Operation]
+) -> tuple[DltSource, dlt.Pipeline]:
+    client = IncomakerClient(_DEFINITIONS_ONLY_URL, "definitions-only")
+    fetcher = Fetcher(client, page_size=catalogue.page_size, concurrency=1)
+    dates = RunDates(settings.partitions_start, settings.partitions_start)
+    source = incomaker_source(catalogue, fetcher, dates, operations).with_resources(
+        *(op.name for op in operations)
+    )
+    return source, ingestion_pipeline.make_pipeline(settings)
+
+
+def build_raw_assets(
+    settings: Settings, catalogue: Catalogue, partitions: dg.DailyPartitionsDefinition
+) -> list[dg.AssetsDefinition]:
+    translator = IncomakerDltTranslator(catalogue=catalogue)
+    events = partitioned_operations(catalogue)
+    others = unpartitioned_operations(catalogue)
+    event_source, dlt_pipeline = _definition_source(settings, catalogue, events)
+    other_source, _ = _definition_source(settings, catalogue, others)
+
+    @dg.multi_asset(
+        name="incomaker_raw_events",
+        specs=build_dlt_asset_specs(event_source, dlt_pipeline, translator),
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        can_subset=True,
+        pool=DUCKDB_POOL,
+        retry_policy=INGESTION_RETRY,
+        description="Date-windowed API operations, one daily partition per day of events.",
+    )
+    def incomaker_raw_events(
+        context: dg.AssetExecutionContext, dlt: DagsterDltResource
+    ) -> Iterator[dg.MaterializeResult]:
+        first, last = window_dates(context.partition_time_window)
+        yield from load(
+            context, dlt, settings, catalogue, events, RunDates(first, last), fixed_window=True
+        )
+
+    @dg.multi_asset(
+        name="incomaker_raw_snapshots",
+        specs=build_dlt_asset_specs(other_source, dlt_pipeline, translator),
+        can_subset=True,
+        pool=DUCKDB_POOL,
+        retry_policy=INGESTION_RETRY,
+        description=(
+            "Entities, details and API aggregates: refreshed by every run, entities incrementally "
+            "with the catalogue's lookback, aggregates as of the run's last day."
+        ),
+    )
+    def incomaker_raw_snapshots(
+        context: dg.AssetExecutionContext, dlt: DagsterDltResource
+    ) -> Iterator[dg.MaterializeResult]:
+        dates = RunDates(settings.partitions_start, run_last_day(context))
+        yield from load(context, dlt, settings, catalogue, others, dates, fixed_window=False)
+
+    return [incomaker_raw_events, incomaker_raw_snapshots]

@@ -1,0 +1,48 @@
+"""Publishing the serving warehouse: the last asset of a run, after the blocking checks passed."""
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from incomaker_elt.serving import publish_serving_warehouse
+from incomaker_elt.settings import Settings
+from orchestration.warehouse import DUCKDB_POOL
+
+SERVING_ASSET_KEY = dg.AssetKey(["serving", "incomaker_serving"])
+
+
+def build_serving_asset(
+    settings: Settings, published_models: Sequence[dg.AssetKey]
+) -> dg.AssetsDefinition:
+    """Depends on every published model, so a failed blocking check on any of them stops it."""
+
+    @dg.asset(
+        key=SERVING_ASSET_KEY,
+        deps=list(published_models),
+        pool=DUCKDB_POOL,
+        group_name="serving",
+        kinds={"duckdb"},
+        description=(
+            "Read-only copy of the marts and staging for BI tools, replaced atomically after the "
+            "marts are built and the reconciliation checks pass (docs/serving.md)."
+        ),
+    )
+    def incomaker_serving(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        published = publish_serving_warehouse(
+            settings.warehouse_path, settings.serving_warehouse_path, run_id=context.run_id
+        )
+        context.log.info(
+            f"published {len(published.tables)} tables, {published.total_rows} rows, "
+            f"to {published.path}"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(published.path)),
+                "published_at": dg.MetadataValue.timestamp(published.published_at),
+                "tables": dg.MetadataValue.int(len(published.tables)),
+                "rows_by_table": dg.MetadataValue.json(published.tables),
+                "dagster/row_count": dg.MetadataValue.int(published.total_rows),
+            }
+        )
+
+    return incomaker_serving

@@ -1,0 +1,81 @@
+"""dbt models as Dagster assets, and dbt tests as their asset checks.
+
+The dbt project is described by its manifest, prepared once, never parsed when the definitions
+load: `dagster dev` (make ui) re-parses it on start (`prepare_if_dev`), `incomaker-elt run`
+parses it before it runs, otherwise `incomaker-elt transform --parse-only` writes it. Loading
+the definitions without a manifest fails with that instruction.
+"""
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from incomaker_elt.settings import Settings
+from incomaker_elt.transform import DBT_PROJECT_DIR, dbt_vars
+from orchestration.warehouse import DUCKDB_POOL
+
+DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+DBT_PROJECT.prepare_if_dev()
+
+_TRANSLATOR = DagsterDbtTranslator(
+    settings=DagsterDbtTranslatorSettings(
+        enable_asset_checks=True,
+        # dlt's child tables (orders__items) are dbt sources of their own that carry their parent
+        # table's asset key: the raw asset stands for the table and its children.
+        enable_duplicate_source_asset_keys=True,
+    )
+)
+
+
+class ManifestMissing(RuntimeError):
+    pass
+
+
+DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
+"""The dbt beside this Python: `.venv/bin/incomaker-elt` does not put .venv/bin on PATH."""
+
+
+def dbt_resource() -> DbtCliResource:
+    executable = str(DBT_EXECUTABLE) if DBT_EXECUTABLE.exists() else "dbt"
+    return DbtCliResource(
+        project_dir=DBT_PROJECT, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=executable
+    )
+
+
+def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
+    if not DBT_PROJECT.manifest_path.is_file():
+        raise ManifestMissing(
+            f"dbt manifest {DBT_PROJECT.manifest_path} is missing: run "
+            "`incomaker-elt transform --parse-only` once, then load the definitions again"
+        )
+
+    @dbt_assets(
+        manifest=DBT_PROJECT.manifest_path,
+        project=DBT_PROJECT,
+        name="incomaker_dbt",
+        dagster_dbt_translator=_TRANSLATOR,
+        pool=DUCKDB_POOL,
+    )
+    def incomaker_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+        # The profile reads the warehouse from INCOMAKER_WAREHOUSE; pin it to the settings' path.
+        os.environ["INCOMAKER_WAREHOUSE"] = str(settings.warehouse_path)
+        yield from (
+            dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
+            .stream()
+            .fetch_row_counts()
+            .fetch_column_metadata(with_column_lineage=False)
+        )
+
+    return incomaker_dbt
