@@ -1,0 +1,108 @@
+"""`incomaker-elt simulate`: serve the stand-in API until Ctrl-C (or answer once with --check)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import date
+
+from incomaker_elt.settings import DEFAULT_STANDIN_PORT
+
+TOKEN_ENV = "INCOMAKER_STANDIN_TOKEN"
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from standin.faults import FAULT_KINDS
+    from standin.scales import SCALES
+
+    p = subparsers.add_parser(
+        "simulate",
+        help="serve the stand-in Incomaker API (one synthetic account) on a local port",
+        description="Serve one synthetic Incomaker account as the Reporting v1 API. "
+        "The same seed and scale always give the same answers.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_STANDIN_PORT, help="0 picks a free port")
+    p.add_argument(
+        "--token",
+        default=None,
+        help=f"bearer token clients must send (default: ${TOKEN_ENV} or 'standin-token')",
+    )
+    p.add_argument("--scale", choices=tuple(SCALES), default="small")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--today", type=_date, default=None, help="the world's today (ISO date)")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail")
+    p.add_argument(
+        "--fault-kinds",
+        nargs="+",
+        choices=FAULT_KINDS,
+        default=["429", "500", "502", "503", "truncate"],
+        help="what a failing request does",
+    )
+    p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument("--slow-seconds", type=float, default=5.0, help="delay of the 'slow' fault")
+    p.add_argument("--drift", action="store_true", help="add a new field to every record")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="start, call GET /conversions/totals once, print the answer and exit",
+    )
+    p.set_defaults(handler=simulate)
+
+
+def simulate(args: argparse.Namespace) -> int:
+    import httpx
+
+    from standin import DEFAULT_TODAY, Faults, StandIn, build_world
+
+    token = args.token or os.environ.get(TOKEN_ENV) or "standin-token"
+    today = args.today or DEFAULT_TODAY
+    try:
+        faults = Faults(
+            rate=args.fault_rate,
+            kinds=tuple(args.fault_kinds),
+            slow_seconds=args.slow_seconds,
+            drift=args.drift,
+            seed=args.fault_seed,
+        )
+        started = time.perf_counter()
+        world = build_world(args.seed, args.scale)
+        standin = StandIn(world, today=today, token=token, faults=faults)
+    except ValueError as exc:
+        print(f"incomaker-elt simulate: {exc}", file=sys.stderr)
+        return 2
+    built = time.perf_counter() - started
+    try:
+        with standin.serve(args.host, args.port) as base_url:
+            print(
+                f"Incomaker stand-in serving {base_url} (seed {args.seed}, scale {args.scale}, "
+                f"today {today.isoformat()}; world built in {built:.1f} s)",
+                flush=True,
+            )
+            if args.check:
+                response = httpx.get(
+                    f"{base_url}/conversions/totals",
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=60,
+                )
+                print(f"GET /conversions/totals -> {response.status_code}")
+                print(response.text)
+                return 0 if response.status_code == 200 else 1
+            print("Press Ctrl-C to stop.", flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stand-in stopped", file=sys.stderr)
+        return 0
+    except RuntimeError as exc:
+        print(f"incomaker-elt simulate: {exc}", file=sys.stderr)
+        return 1

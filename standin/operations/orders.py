@@ -1,0 +1,72 @@
+"""Orders, their items, and the per-order product recommendations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from standin.errors import not_found
+from standin.operations import handles
+from standin.operations.ask import Ask, Sql
+from standin.operations.products import recommendations
+
+ORDER_COLUMNS = """
+    o.order_id AS "orderId", o.contact_id AS "contactId", o.created_at AS "createdAt",
+    o.country, o.currency, o.amount_wo AS "amountWoTax", o.amount_w AS "amountWTax",
+    o.amount_wo_ref AS "amountWoTaxReference", o.amount_w_ref AS "amountWTaxReference"
+"""
+
+
+@handles("orders")
+def orders(a: Ask) -> Sql:
+    return a.sql(f"""
+        SELECT {ORDER_COLUMNS}, o.items_count AS "itemsCount"
+        FROM orders o
+        WHERE o.created_at < {a.cutoff} {a.window("o.created_at::DATE")}
+              {a.among("country", "o.country")} {a.among("currency", "o.currency")}
+    """)
+
+
+@handles("order_detail")
+def order_detail(a: Ask) -> dict[str, Any]:
+    table = a.arrow(f"""
+        SELECT {ORDER_COLUMNS} FROM orders o
+        WHERE o.order_id = {a.id("orderId")} AND o.created_at < {a.cutoff}
+    """)
+    if not table.num_rows:
+        raise not_found(f"order {a.path['orderId']} not found (as of {a.today.isoformat()})")
+    order = table.to_pylist()[0]
+    for key in ("amountWoTax", "amountWTax", "amountWoTaxReference", "amountWTaxReference"):
+        order[key] = order[key] / 100
+    items = a.rows(f"""
+        SELECT i.line_number, i.product_id, p.name, i.quantity, i.unit_price_w, i.amount_wo,
+               i.amount_w
+        FROM order_items i JOIN products p USING (product_id)
+        WHERE i.order_id = {a.id("orderId")} ORDER BY i.line_number
+    """)
+    order["items"] = [
+        {
+            "lineNumber": line,
+            "productId": product,
+            "productName": name,
+            "quantity": quantity,
+            "unitPriceWTax": unit / 100,
+            "amountWoTax": wo / 100,
+            "amountWTax": w / 100,
+        }
+        for line, product, name, quantity, unit, wo, w in items
+    ]
+    return order
+
+
+@handles("order_recommendation")
+def order_recommendation(a: Ask) -> Sql:
+    """For each order, what goes with its first line's product (the model as of today)."""
+    return a.sql(f"""
+        WITH model AS ({recommendations(a)})
+        SELECT o.order_id AS "orderId", o.created_at AS "createdAt", m.rank,
+               m.recommended_product_id AS "productId", m.score
+        FROM orders o
+        JOIN order_items i ON i.order_id = o.order_id AND i.line_number = 1
+        JOIN model m ON m.product_id = i.product_id
+        WHERE o.created_at < {a.cutoff} {a.window("o.created_at::DATE")}
+    """)

@@ -1,0 +1,323 @@
+"""The stand-in API: routes requests to the catalogue's operations and answers from the world.
+
+`StandIn.handle` is the whole protocol (auth, routing, faults, parameters, paging, JSON) as one
+synchronous function; the in-process httpx transport and the ASGI server are thin shells on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import orjson
+
+from ingestion.catalogue import Catalogue, Operation, default_catalogue
+from standin.calendar import DEFAULT_TODAY, check_today
+from standin.errors import ApiError, not_found
+from standin.faults import DRIFT_FIELD, FAULT_HEADER, FaultPlan, Faults, parse_header, plan
+from standin.frames import Frame, Records
+from standin.operations import Ask, Sql, all_handlers
+from standin.params import parse_path_value, parse_query
+from standin.requestlog import RequestLog, RequestRecord, request_log
+from standin.world import World, build_world
+
+log = logging.getLogger(__name__)
+
+JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+DRIFT_VALUES = ("bronze", "silver", "gold")
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (the slow fault)
+
+
+@dataclass(frozen=True)
+class Route:
+    op: Operation
+    pattern: re.Pattern[str]
+
+
+def _routes(catalogue: Catalogue) -> list[Route]:
+    routes = []
+    for op in catalogue:
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(op.path.rstrip("/")))
+        routes.append(Route(op, re.compile(f"^{regex}/?$")))
+    # Literal segments win over placeholders: /deliveries/conversions is not delivery "conversions".
+    routes.sort(key=lambda r: (len(r.op.path_params), -len(r.op.path)))
+    return routes
+
+
+class ResultCache:
+    """Recent query results, so page k of a big list is a slice and not a new query. Bounded by
+    entries and by rows, so a few million-row lists at `large` fit in memory together."""
+
+    def __init__(self, max_entries: int = 8, max_rows: int = 6_000_000) -> None:
+        self._entries: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_entries, self.max_rows = max_entries, max_rows
+
+    @staticmethod
+    def _rows(value: Any) -> int:
+        return len(value) if isinstance(value, Frame | Records) else 1
+
+    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        value = compute()
+        with self._lock:
+            self._entries[key] = value
+            total = sum(self._rows(v) for v in self._entries.values())
+            while len(self._entries) > 1 and (
+                len(self._entries) > self.max_entries or total > self.max_rows
+            ):
+                _, dropped = self._entries.popitem(last=False)
+                total -= self._rows(dropped)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.lower())
+    return value
+
+
+def _error(error: ApiError, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(error.status, orjson.dumps(error.body()), dict(headers or {}))
+
+
+class StandIn:
+    """One synthetic Incomaker account served as the Reporting v1 API."""
+
+    def __init__(
+        self,
+        world: World | None = None,
+        *,
+        seed: int = 1,
+        scale: str = "small",
+        today: date = DEFAULT_TODAY,
+        token: str = "standin-token",
+        faults: Faults | None = None,
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        self.world = world if world is not None else build_world(seed, scale)
+        self._today = check_today(today)
+        if not token:
+            raise ValueError("the stand-in needs a non-empty token")
+        self._token = token
+        self.faults = faults or Faults()
+        self.catalogue = catalogue or default_catalogue()
+        handlers = all_handlers()
+        missing = [op.name for op in self.catalogue if op.name not in handlers]
+        if missing:
+            raise ValueError(f"no stand-in handler for catalogue operations: {missing}")
+        self._handlers = handlers
+        self._routes = _routes(self.catalogue)
+        self._cache = ResultCache()
+        self._counter = itertools.count()
+        self._counter_lock = threading.Lock()
+        self.request_log = RequestLog()
+
+    # -- today
+    @property
+    def today(self) -> date:
+        return self._today
+
+    def set_today(self, today: date) -> None:
+        """Move today; the API then shows what had happened by its end."""
+        self._today = check_today(today)
+
+    def clear_log(self) -> None:
+        self.request_log.clear()
+
+    # -- the protocol
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: Iterable[tuple[str, str]],
+        headers: Mapping[str, str],
+    ) -> Reply:
+        pairs = list(query)
+        with self._counter_lock:
+            number = next(self._counter)
+        reply = self._answer(number, method.upper(), path, pairs, headers)
+        params: dict[str, str] = {}
+        for key, value in pairs:
+            params[key] = f"{params[key]},{value}" if key in params else value
+        record = RequestRecord(method.upper(), path, params, reply.status)
+        self.request_log.append(record)
+        request_log.append(record)
+        return reply
+
+    def _authorised(self, headers: Mapping[str, str]) -> bool:
+        value = _header(headers, "Authorization") or ""
+        scheme, _, credentials = value.partition(" ")
+        return scheme.lower() == "bearer" and credentials.strip() == self._token
+
+    def _route(self, path: str) -> tuple[Operation, dict[str, str]] | None:
+        for route in self._routes:
+            match = route.pattern.match(path)
+            if match:
+                return route.op, match.groupdict()
+        return None
+
+    def _answer(
+        self,
+        number: int,
+        method: str,
+        path: str,
+        pairs: list[tuple[str, str]],
+        headers: Mapping[str, str],
+    ) -> Reply:
+        if not self._authorised(headers):
+            return _error(
+                ApiError(403, "missing or wrong bearer token in the Authorization header")
+            )
+        routed = self._route(path)
+        if routed is None:
+            return _error(
+                not_found(f"no operation at {path}; `incomaker-elt endpoints` lists them")
+            )
+        op, raw_path = routed
+        if method not in (op.method, "HEAD"):
+            return _error(ApiError(405, f"{path} answers {op.method} only"), {"Allow": op.method})
+
+        header_fault = _header(headers, FAULT_HEADER)
+        try:
+            fault = (
+                parse_header(header_fault, self.faults)
+                if header_fault
+                else plan(self.faults.decide(number), self.faults)
+            )
+        except ValueError as exc:
+            return _error(ApiError(400, str(exc), FAULT_HEADER))
+        if fault.status is not None:
+            return self._fault_reply(fault)
+
+        try:
+            body = self._body(op, raw_path, pairs, fault)
+        except ApiError as exc:
+            return _error(exc)
+        except Exception as exc:  # a bug in the stand-in: say so rather than hang the client
+            log.exception("stand-in failed on %s %s", method, path)
+            return _error(
+                ApiError(500, f"stand-in error on {op.name}: {type(exc).__name__}: {exc}")
+            )
+        if fault.truncate:
+            body = body[: len(body) // 2]
+        return Reply(200, body, {}, fault.delay)
+
+    def _fault_reply(self, fault: FaultPlan) -> Reply:
+        status = fault.status or 500
+        headers = {"Retry-After": str(self.faults.retry_after)} if status == 429 else {}
+        message = {
+            429: "too many requests; retry after the Retry-After seconds",
+            500: "injected fault: internal server error",
+            502: "injected fault: bad gateway",
+            503: "injected fault: service unavailable",
+        }[status]
+        return Reply(status, orjson.dumps(ApiError(status, message).body()), headers, fault.delay)
+
+    # -- records and bodies
+    def _body(
+        self,
+        op: Operation,
+        raw_path: dict[str, str],
+        pairs: list[tuple[str, str]],
+        fault: FaultPlan,
+    ) -> bytes:
+        path_values = {name: parse_path_value(name, value) for name, value in raw_path.items()}
+        params, page, size = parse_query(op, self.catalogue, pairs)
+        key = (
+            op.name,
+            tuple(sorted(path_values.items())),
+            tuple(sorted(params.items())),
+            self._today,
+        )
+        result = self._cache.get(key, lambda: self._records(op, path_values, params))
+        if op.records == "$":
+            if isinstance(result, dict):
+                record = dict(result)
+            else:
+                if not len(result):
+                    raise not_found(f"no {op.name} record for {raw_path}")
+                record = result.rows(0, 1)[0]
+            if fault.drift:
+                record[DRIFT_FIELD] = DRIFT_VALUES[0]
+            return orjson.dumps(record, option=JSON_OPTIONS)
+        if op.is_paged:
+            start = page * size
+            rows = result.rows(start, start + size) if start < len(result) else []
+            self._drift(rows, start, fault)
+            total = len(result)
+            body = {
+                "content": rows,
+                "totalElements": total,
+                "totalPages": math.ceil(total / size),
+                "number": page,
+                "size": size,
+            }
+        else:
+            rows = result.rows()
+            self._drift(rows, 0, fault)
+            body = {op.records: rows}
+        return orjson.dumps(body, option=JSON_OPTIONS)
+
+    @staticmethod
+    def _drift(rows: list[dict[str, Any]], start: int, fault: FaultPlan) -> None:
+        if fault.drift:
+            for i, row in enumerate(rows, start):
+                row[DRIFT_FIELD] = DRIFT_VALUES[i % len(DRIFT_VALUES)]
+
+    def _records(
+        self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]
+    ) -> Frame | Records | dict[str, Any]:
+        ask = Ask(self.world, op, self._today, params, path_values)
+        result = self._handlers[op.name](ask)
+        if isinstance(result, Sql):
+            order = ", ".join(f'"{k}"' for k in op.primary_key)
+            text = f"SELECT * FROM ({result.text}) AS records"
+            if order:
+                text += f" ORDER BY {order}"
+            return Frame(self.world.arrow(text, result.params), op.fields)
+        if isinstance(result, dict):
+            return result
+        if op.primary_key:
+            result = sorted(result, key=lambda r: tuple(r[k] for k in op.primary_key))
+        return Records(result)
+
+    # -- ways to reach it
+    def transport(self):  # -> httpx.BaseTransport (httpx imported lazily)
+        from standin.transport import in_process_transport
+
+        return in_process_transport(self)
+
+    def asgi_app(self):
+        from standin.server import asgi_app
+
+        return asgi_app(self)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0):
+        """Context manager: a real HTTP server in a background thread, yielding its base URL."""
+        from standin.server import serve
+
+        return serve(self, host, port)
