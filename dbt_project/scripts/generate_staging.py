@@ -243,49 +243,37 @@ def child_sql(child: Child) -> str:
     )
 
 
-def _column_doc(c: Column, keys: list[str]) -> dict:
+def _column_doc(c: Column) -> dict:
     description = f"API field `{c.api_field}`."
     if c.type == "timestamp":
         description += " UTC."
     if c.name.endswith("_reference"):
         description += " In the reference currency (var `reference_currency`)."
-    doc: dict = {"name": c.name, "description": description}
-    if c.name in keys:
-        doc["data_tests"] = ["not_null"]
-    return doc
+    return {"name": c.name, "description": description}
 
 
 def _grain_tests(columns: list[str]) -> list:
-    if len(columns) == 1:
-        return []
-    return [{"incomaker_unique_combination": {"arguments": {"columns": columns}}}]
+    return [{"incomaker_grain": {"arguments": {"columns": columns}}}]
 
 
 def model_doc(op: Operation) -> dict:
-    keys = key_columns(op)
     columns: list[dict] = []
     if op.kind == "aggregate":
         columns += [
             {
                 "name": "snapshot_date",
                 "description": "Date the snapshot was taken (the ingestion's today).",
-                "data_tests": ["not_null"],
             },
             {
                 "name": "query_params",
                 "description": "JSON text of the query parameters the snapshot was taken with.",
-                "data_tests": ["not_null"],
             },
             {
                 "name": "is_latest_snapshot",
                 "description": "True for the latest snapshot of these query parameters.",
             },
         ]
-    for c in scalar_columns(op.fields, op.nested):
-        doc = _column_doc(c, keys)
-        if len(grain(op)) == 1 and c.name in keys:
-            doc["data_tests"] = ["not_null", "unique"]
-        columns.append(doc)
+    columns += [_column_doc(c) for c in scalar_columns(op.fields, op.nested)]
     columns += [
         {"name": "_dlt_load_id", "description": "dlt load that wrote this version of the row."},
         {"name": "_dlt_id", "description": "dlt row id; nested lists refer to it."},
@@ -309,7 +297,7 @@ def child_doc(child: Child) -> dict:
     columns = [
         {"name": c, "description": f"Parent's `{c}` ({model_name(child.op)})."} for c in parent_keys
     ]
-    columns += [_column_doc(c, []) for c in child.columns]
+    columns += [_column_doc(c) for c in child.columns]
     columns += [
         {"name": "list_index", "description": "Position in the parent's list, from 0."},
         {"name": "_dlt_id", "description": "dlt row id."},
