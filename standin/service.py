@@ -23,16 +23,13 @@ from ingestion.catalogue import Catalogue, Operation, default_catalogue
 from standin.calendar import DEFAULT_TODAY, check_today
 from standin.errors import ApiError, not_found
 from standin.faults import DRIFT_FIELD, FAULT_HEADER, FaultPlan, Faults, parse_header, plan
-from standin.frames import Frame, Records
+from standin.frames import DRIFT_VALUES, JSON_OPTIONS, Frame, Records
 from standin.operations import Ask, Sql, all_handlers
 from standin.params import parse_path_value, parse_query
 from standin.requestlog import RequestLog, RequestRecord, request_log
 from standin.world import World, build_world
 
 log = logging.getLogger(__name__)
-
-JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
-DRIFT_VALUES = ("bronze", "silver", "gold")
 
 
 @dataclass
@@ -61,16 +58,16 @@ def _routes(catalogue: Catalogue) -> list[Route]:
 
 class ResultCache:
     """Recent query results, so page k of a big list is a slice and not a new query. Bounded by
-    entries and by rows, so a few million-row lists at `large` fit in memory together."""
+    entries and by bytes of JSON, so a few million-record lists at `large` fit in memory."""
 
-    def __init__(self, max_entries: int = 8, max_rows: int = 6_000_000) -> None:
+    def __init__(self, max_entries: int = 16, max_bytes: int = 600_000_000) -> None:
         self._entries: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
-        self.max_entries, self.max_rows = max_entries, max_rows
+        self.max_entries, self.max_bytes = max_entries, max_bytes
 
     @staticmethod
-    def _rows(value: Any) -> int:
-        return len(value) if isinstance(value, Frame | Records) else 1
+    def _size(value: Any) -> int:
+        return value.nbytes if isinstance(value, Frame | Records) else 1_000
 
     def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:
@@ -80,12 +77,12 @@ class ResultCache:
         value = compute()
         with self._lock:
             self._entries[key] = value
-            total = sum(self._rows(v) for v in self._entries.values())
+            total = sum(self._size(v) for v in self._entries.values())
             while len(self._entries) > 1 and (
-                len(self._entries) > self.max_entries or total > self.max_rows
+                len(self._entries) > self.max_entries or total > self.max_bytes
             ):
                 _, dropped = self._entries.popitem(last=False)
-                total -= self._rows(dropped)
+                total -= self._size(dropped)
         return value
 
     def clear(self) -> None:
@@ -254,39 +251,23 @@ class StandIn:
             self._today,
         )
         result = self._cache.get(key, lambda: self._records(op, path_values, params))
-        if op.records == "$":
-            if isinstance(result, dict):
-                record = dict(result)
-            else:
-                if not len(result):
-                    raise not_found(f"no {op.name} record for {raw_path}")
-                record = result.rows(0, 1)[0]
-            if fault.drift:
-                record[DRIFT_FIELD] = DRIFT_VALUES[0]
+        if isinstance(result, dict):  # a whole body built by its handler
+            record = {**result, DRIFT_FIELD: DRIFT_VALUES[0]} if fault.drift else result
             return orjson.dumps(record, option=JSON_OPTIONS)
-        if op.is_paged:
-            start = page * size
-            rows = result.rows(start, start + size) if start < len(result) else []
-            self._drift(rows, start, fault)
-            total = len(result)
-            body = {
-                "content": rows,
-                "totalElements": total,
-                "totalPages": math.ceil(total / size),
-                "number": page,
-                "size": size,
-            }
-        else:
-            rows = result.rows()
-            self._drift(rows, 0, fault)
-            body = {op.records: rows}
-        return orjson.dumps(body, option=JSON_OPTIONS)
-
-    @staticmethod
-    def _drift(rows: list[dict[str, Any]], start: int, fault: FaultPlan) -> None:
-        if fault.drift:
-            for i, row in enumerate(rows, start):
-                row[DRIFT_FIELD] = DRIFT_VALUES[i % len(DRIFT_VALUES)]
+        if op.records == "$":
+            if not len(result):
+                raise not_found(f"no {op.name} record for {raw_path}")
+            return result.json_rows(0, 1, fault.drift).encode()
+        if not op.is_paged:
+            rows = result.json_rows(0, len(result), fault.drift)
+            return f"{{{orjson.dumps(op.records).decode()}:[{rows}]}}".encode()
+        start = page * size
+        total = len(result)
+        rows = result.json_rows(start, start + size, fault.drift) if start < total else ""
+        return (
+            f'{{"content":[{rows}],"totalElements":{total},'
+            f'"totalPages":{math.ceil(total / size)},"number":{page},"size":{size}}}'
+        ).encode()
 
     def _records(
         self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]
@@ -294,11 +275,9 @@ class StandIn:
         ask = Ask(self.world, op, self._today, params, path_values)
         result = self._handlers[op.name](ask)
         if isinstance(result, Sql):
-            order = ", ".join(f'"{k}"' for k in op.primary_key)
-            text = f"SELECT * FROM ({result.text}) AS records"
-            if order:
-                text += f" ORDER BY {order}"
-            return Frame(self.world.arrow(text, result.params), op.fields)
+            return Frame.from_query(
+                self.world, result.text, result.params, op.fields, op.primary_key, op.name
+            )
         if isinstance(result, dict):
             return result
         if op.primary_key:

@@ -50,6 +50,13 @@ class World:
     def rows(self, sql: str, params: dict[str, object] | None = None) -> list[tuple]:
         return self.cursor().sql(sql, params=_used(sql, params)).fetchall()
 
+    def describe(self, sql: str, params: dict[str, object] | None = None) -> dict[str, str]:
+        """Column names and DuckDB types of a query, without running it."""
+        relation = self.cursor().sql(sql, params=_used(sql, params))
+        return {
+            name: str(kind) for name, kind in zip(relation.columns, relation.types, strict=True)
+        }
+
 
 def _used(sql: str, params: dict[str, object] | None) -> dict[str, object] | None:
     """The parameters the query names; DuckDB refuses values for parameters a query lacks."""
