@@ -44,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--fault-kinds",
         nargs="+",
-        choices=FAULT_KINDS,
         default=["429", "500", "502", "503", "truncate"],
-        help="what a failing request does",
+        help=f"what a failing request does, some of {', '.join(FAULT_KINDS)} "
+        "(spaces or commas between them)",
     )
     p.add_argument("--fault-seed", type=int, default=0)
     p.add_argument("--slow-seconds", type=float, default=5.0, help="delay of the 'slow' fault")
@@ -69,7 +69,7 @@ def simulate(args: argparse.Namespace) -> int:
     try:
         faults = Faults(
             rate=args.fault_rate,
-            kinds=tuple(args.fault_kinds),
+            kinds=tuple(k for arg in args.fault_kinds for k in arg.split(",") if k),
             slow_seconds=args.slow_seconds,
             drift=args.drift,
             seed=args.fault_seed,

@@ -231,3 +231,23 @@ def test_json_numbers_have_at_most_two_decimals(api: httpx.Client) -> None:
     assert body["conversions"]["currency"] == "CZK"
     text = api.get("/orders", params={"size": 200}).text
     assert "e-" not in text and "E+" not in text
+
+
+def test_simulate_check_prints_the_totals(capsys: pytest.CaptureFixture[str]) -> None:
+    from incomaker_elt.cli import main
+
+    assert main(["simulate", "--check", "--port", "0", "--token", "cli-secret"]) == 0
+    out = capsys.readouterr().out
+    assert "Incomaker stand-in serving http://127.0.0.1:" in out
+    assert "(seed 1, scale small, today 2026-06-30" in out
+    totals = json.loads(out.splitlines()[-1])
+    assert totals["conversions"]["currency"] == "CZK"
+    assert "cli-secret" not in out
+
+
+def test_simulate_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    from incomaker_elt.cli import main
+
+    assert main(["simulate", "--check", "--today", "2031-01-01"]) == 2
+    assert main(["simulate", "--check", "--fault-kinds", "429,teapot"]) == 2
+    assert "horizon" in capsys.readouterr().err
