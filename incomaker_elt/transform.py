@@ -121,7 +121,27 @@ def invoke(args: Sequence[str], settings: Settings | None = None) -> Any:
 
     settings = settings or load_settings()
     with _warehouse_env(settings):
-        return dbtRunner().invoke(list(args))
+        try:
+            return dbtRunner().invoke(list(args))
+        finally:
+            _release_warehouse()
+
+
+def _release_warehouse() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open in this process after a command.
+
+    dbt-duckdb holds the database in a class-level environment that outlives the invocation
+    (after a failed test it stays open), so the next step of the same process (a read-only check,
+    the serving copy, ingestion) could not open the file. There is no public API for this.
+    """
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # another adapter
+        return
+    environment = DuckDBConnectionManager._ENV
+    if environment is not None and hasattr(environment, "close"):
+        environment.close()
+    DuckDBConnectionManager.close_all_connections()
 
 
 def _failures(result: Any) -> list[NodeFailure]:
@@ -175,10 +195,11 @@ def build(
     extra_vars: Mapping[str, Any] | None = None,
     command: str = "build",
     quiet: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> BuildSummary:
     """`dbt build` on the warehouse of `settings`; raise TransformError naming what failed."""
     settings = settings or load_settings()
-    extra_args = ["--quiet"] if quiet else []
+    extra_args = [*extra_args, "--quiet"] if quiet else list(extra_args)
     args = dbt_args(command, settings, select=select, extra_vars=extra_vars, extra_args=extra_args)
     started = time.perf_counter()
     result = invoke(args, settings)
