@@ -180,3 +180,13 @@ def test_contacts_details_by_ids(api: httpx.Client) -> None:
     body = api.get("/contacts/details", params={"ids": "3,1,2,99999999"}).json()
     assert [c["contactId"] for c in body["contacts"]] == [1, 2, 3]
     assert api.get("/contacts/details").status_code == 400
+
+
+def test_an_empty_window_answers_empty_lists_and_zero_totals(api: httpx.Client) -> None:
+    future = {"dateFrom": "2026-12-01"}
+    body = api.get("/conversions", params=future).json()
+    assert body["content"] == [] and body["totalElements"] == 0 and body["totalPages"] == 0
+    assert api.get("/rfm/cells", params=future).json() == {"cells": []}
+    totals = api.get("/conversions/totals", params=future).json()
+    assert totals["uniqueContacts"] == 0 and totals["conversions"]["breakdown"] == []
+    assert api.get("/rfm/cells/555", params=future).status_code == 404
