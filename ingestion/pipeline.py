@@ -31,7 +31,7 @@ from ingestion.records import arrow_decoder, has_nested_lists, primary_key
 from ingestion.source import DEFAULT_CHUNK_ROWS, RunDates, incomaker_source, with_ancestors
 
 PIPELINE_NAME = "incomaker"
-IN_PROCESS_BASE_URL = "http://incomaker.invalid/v1"
+IN_PROCESS_BASE_URL = "http://incomaker.invalid"
 """Base URL used with an injected transport (tests, the stand-in in-process): never resolved."""
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _credentials(settings: Settings, transport: httpx.BaseTransport | None) -> t
 
 def _check_token(client: IncomakerClient, catalogue: Catalogue) -> None:
     """One one-record request, so a bad token or address fails in seconds with nothing written."""
-    probe = next(op for op in catalogue if op.parent is None and op.is_paged)
+    probe = next(op for op in catalogue if op.parent is None and op.is_paged and not op.params)
     client.get(probe.name, probe.url_path(), {"page": "0", "size": "1"}, arrow_decoder(probe))
 
 
