@@ -1,0 +1,110 @@
+"""`incomaker-elt ingest` as a user runs it: a real socket, a killed process, its output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from incomaker_elt.settings import RAW_DATASET
+from standin import StandIn
+
+TOKEN = "standin-token"
+ARGS = ["--only", "orders", "--start-date", "2026-06-01", "--end-date", "2026-06-30"]
+
+
+@pytest.fixture(scope="module")
+def server(small_world):
+    standin = StandIn(small_world, token=TOKEN)
+    with standin.serve(host="127.0.0.1", port=0) as base_url:
+        yield standin, base_url
+
+
+def ingest(base_url: str, warehouse: Path, *args: str, token: str = TOKEN) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "INCOMAKER_BASE_URL": base_url,
+        "INCOMAKER_API_TOKEN": token,
+        "INCOMAKER_WAREHOUSE": str(warehouse),
+        "RUNTIME__LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "incomaker_elt.cli", "ingest", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def api_total(base_url: str, path: str) -> int:
+    params = {"dateFrom": "2026-06-01", "dateTo": "2026-06-30", "page": 0, "size": 1}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    return httpx.get(base_url + path, params=params, headers=headers).json()["totalElements"]
+
+
+def test_killed_process_then_run_again_over_a_socket_ends_exact(server, tmp_path):
+    standin, base_url = server
+    warehouse = tmp_path / "warehouse" / "incomaker.duckdb"
+    standin.clear_log()
+    victim = ingest(base_url, warehouse, *ARGS)
+    # Kill it while it fetches the order details (one request per order).
+    deadline = time.monotonic() + 60
+    while len(standin.request_log) < 60 and victim.poll() is None:
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+    again = ingest(base_url, warehouse, *ARGS)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    orders = api_total(base_url, "/orders")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        counts = {
+            table: con.execute(
+                f"select count(*), count(distinct order_id) from {RAW_DATASET}.{table}"
+            ).fetchone()
+            for table in ("orders", "order_detail", "order_recommendation")
+        }
+    assert counts["orders"] == (orders, orders)
+    assert counts["order_detail"] == (orders, orders)
+    recommendations = api_total(base_url, "/orders/recommendations")
+    assert counts["order_recommendation"][0] == recommendations
+    # Progress per operation, then the table of rows per raw table.
+    assert "order_detail" in out and "pages" in out
+    assert "raw table" in out and f"{orders:,}" in out
+
+
+def test_wrong_token_exits_non_zero_with_the_reason_and_never_the_token(server, tmp_path):
+    _, base_url = server
+    wrong = "not-the-token-42"
+    run = ingest(base_url, tmp_path / "w" / "incomaker.duckdb", *ARGS, token=wrong)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 1
+    assert "rejected the token" in err
+    assert wrong not in out + err
+    assert not (tmp_path / "w" / "incomaker.duckdb").exists()
+
+
+def test_start_after_end_is_refused(server, tmp_path):
+    _, base_url = server
+    run = ingest(
+        base_url,
+        tmp_path / "incomaker.duckdb",
+        "--start-date",
+        str(date(2026, 7, 1)),
+        "--end-date",
+        "2026-06-30",
+    )
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 1 and "after end date" in err
