@@ -166,13 +166,17 @@ def _failure(exc: BaseException) -> dg.Failure:
 
 
 def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
-    existing = set(pipeline.default_schema.data_table_names(seen_data_only=True))
+    """Rows each raw table holds now (not only this load's), for the asset's row count."""
     counts: dict[str, int] = {}
-    wanted = [t for t in tables if t in existing]
-    if not wanted:
-        return counts
     with pipeline.sql_client() as sql:
-        for table in wanted:
+        with sql.execute_query(
+            "select table_name from information_schema.tables where table_schema = %s",
+            sql.dataset_name,
+        ) as cursor:
+            existing = {row[0] for row in cursor.fetchall()}
+        for table in tables:
+            if table not in existing:
+                continue
             with sql.execute_query(
                 f"select count(*) from {sql.make_qualified_table_name(table)}"
             ) as cursor:

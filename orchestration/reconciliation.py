@@ -300,14 +300,12 @@ class ReconciliationContext:
 
 def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetChecksDefinition]:
     settings, catalogue = rc.settings, rc.catalogue
-    retry = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
     @dg.asset_check(
         asset=CONVERSIONS_MART,
         name="conversion_totals_match_api",
         blocking=True,
         pool=DUCKDB_POOL,
-        retry_policy=retry,
         additional_deps=[_raw_key("conversions")],
         description=(
             "Conversions, amounts without and with tax, and amounts in the reference currency per "
@@ -351,7 +349,6 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
         name="smartflow_daily_results_match_api",
         blocking=True,
         pool=DUCKDB_POOL,
-        retry_policy=retry,
         additional_deps=[_raw_key("delivery_recipient_activity")],
         description=(
             "Per day and smartflow delivery, sent, delivered, bounced, opens, unique opens, "
@@ -388,7 +385,6 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
         name="rfm_cells_match_api",
         blocking=True,
         pool=DUCKDB_POOL,
-        retry_policy=retry,
         additional_deps=[_raw_key("orders")],
         description=(
             "Contacts per RFM cell (R, F and M scores) equal the API's RFM cube for the same "

@@ -54,6 +54,21 @@ def dbt_resource() -> DbtCliResource:
     )
 
 
+def release_dbt_duckdb() -> None:
+    """Close the warehouse that dbt's DuckDB adapter keeps open in this process.
+
+    Row counts and column schemas are read through the adapter, which holds the database open
+    read-only with the profile's settings until the process ends. Later steps of an in-process run
+    (checks, publishing) could then not open it at all: DuckDB refuses a second configuration.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        environment, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
+    if environment is not None:
+        environment.close()
+
+
 def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
     if not DBT_PROJECT.manifest_path.is_file():
         raise ManifestMissing(
@@ -71,11 +86,14 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
     def incomaker_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         # The profile reads the warehouse from INCOMAKER_WAREHOUSE; pin it to the settings' path.
         os.environ["INCOMAKER_WAREHOUSE"] = str(settings.warehouse_path)
-        yield from (
-            dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
-            .stream()
-            .fetch_row_counts()
-            .fetch_column_metadata(with_column_lineage=False)
-        )
+        try:
+            yield from (
+                dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
+                .stream()
+                .fetch_row_counts()
+                .fetch_column_metadata(with_column_lineage=False)
+            )
+        finally:
+            release_dbt_duckdb()
 
     return incomaker_dbt
