@@ -1,6 +1,6 @@
 """The nightly refresh: one job loads the latest days, rebuilds the marts and publishes them."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -35,7 +35,6 @@ def partition_range_tags(first_key: str, last_key: str) -> dict[str, str]:
 
 def build_nightly_schedule(
     job: UnresolvedAssetJobDefinition,
-    partitions: dg.DailyPartitionsDefinition,
     settings: Settings,
     refresh_days: int,
 ) -> dg.ScheduleDefinition:
@@ -61,16 +60,15 @@ def build_nightly_schedule(
     def nightly_warehouse_refresh(
         context: dg.ScheduleEvaluationContext,
     ) -> dg.RunRequest | dg.SkipReason:
-        last = partitions.get_last_partition_key(current_time=context.scheduled_execution_time)
-        if last is None:
+        # The last complete API day (UTC) at the scheduled time: "yesterday" for the API.
+        scheduled = context.scheduled_execution_time or datetime.now(UTC)
+        last_day = scheduled.astimezone(UTC).date() - timedelta(days=1)
+        first_day = max(settings.partitions_start, last_day - timedelta(days=refresh_days))
+        if last_day < settings.partitions_start:
             return dg.SkipReason(
                 f"no complete day since the partitions start ({settings.partitions_start})"
             )
-        first_day = partitions.start.date()
-        wanted = (
-            partitions.time_window_for_partition_key(last).start - timedelta(days=refresh_days)
-        ).date()
-        first = max(first_day, wanted).isoformat()
+        first, last = first_day.isoformat(), last_day.isoformat()
         return dg.RunRequest(
             run_key=f"nightly-{last}",
             tags={**partition_range_tags(first, last), "incomaker/trigger": "nightly"},
