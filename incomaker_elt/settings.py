@@ -26,7 +26,10 @@ DEFAULT_SCHEDULE_CRON = "0 2 * * *"
 """Nightly at 02:00: the API's day is over, and the marts are ready before office hours."""
 
 DEFAULT_SCHEDULE_TIMEZONE = "Europe/Prague"
-"""Incomaker accounts live in Central Europe; the schedule and the daily partitions use its days."""
+"""Incomaker accounts live in Central Europe: the nightly schedule runs on its clock."""
+
+DEFAULT_FRESHNESS_DEADLINE_CRON = "0 6 * * *"
+"""By 06:00 (schedule timezone) last night's load must be in: the raw freshness checks' deadline."""
 
 DEFAULT_PARTITIONS_START = "2025-01-01"
 """First daily partition of the date-windowed raw tables (the stand-in's world starts here)."""
@@ -48,6 +51,7 @@ class Settings:
     schedule_timezone: str = DEFAULT_SCHEDULE_TIMEZONE
     partitions_start: date = date.fromisoformat(DEFAULT_PARTITIONS_START)
     alert_webhook_url: str | None = None
+    freshness_deadline_cron: str = DEFAULT_FRESHNESS_DEADLINE_CRON
     dagster_home: Path = DEFAULT_DAGSTER_HOME
     ingest_concurrency: int = DEFAULT_INGEST_CONCURRENCY
     dlt_destination: str | None = None
@@ -105,6 +109,8 @@ def load_settings() -> Settings:
             os.environ.get("INCOMAKER_PARTITIONS_START") or DEFAULT_PARTITIONS_START,
         ),
         alert_webhook_url=os.environ.get("INCOMAKER_ALERT_WEBHOOK_URL") or None,
+        freshness_deadline_cron=os.environ.get("INCOMAKER_FRESHNESS_DEADLINE_CRON")
+        or DEFAULT_FRESHNESS_DEADLINE_CRON,
         dagster_home=_resolve(os.environ["DAGSTER_HOME"])
         if os.environ.get("DAGSTER_HOME")
         else DEFAULT_DAGSTER_HOME,
