@@ -414,7 +414,9 @@ def test_delivery_by_language_equals_the_apis(built: Built, api: Api) -> None:
 
 @pytest.fixture(scope="module")
 def rfm_window(built: Built) -> dict[str, str]:
-    window = rows(built, "select analysis_date, window_start from intermediate.int_rfm__window")
+    window = rows(
+        built, "select analysis_date, window_start from intermediate.int_rfm__window_resolved"
+    )
     assert window[0]["analysis_date"] == TODAY  # the latest order is on the ingestion's today
     return {
         "dateFrom": window[0]["window_start"].isoformat(),

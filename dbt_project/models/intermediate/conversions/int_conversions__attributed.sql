@@ -23,7 +23,7 @@ messages as (
         campaign_id,
         delivery_id,
         smartflow_id
-    from {{ ref('int_delivery__messages') }}
+    from {{ ref('int_delivery__messages_unioned') }}
 )
 
 select

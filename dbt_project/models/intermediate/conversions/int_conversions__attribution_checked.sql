@@ -16,7 +16,7 @@ events as (
         contact_id,
         event_type,
         occurred_at
-    from {{ ref('int_delivery__events') }}
+    from {{ ref('int_delivery__events_unioned') }}
     where event_type in ('sent', 'opened')
 ),
 

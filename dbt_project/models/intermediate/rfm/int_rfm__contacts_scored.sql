@@ -11,7 +11,7 @@ with metrics as (
         monetary,
         first_order_at,
         last_order_at
-    from {{ ref('int_rfm__contact_metrics') }}
+    from {{ ref('int_rfm__contacts_aggregated') }}
 )
 
 select

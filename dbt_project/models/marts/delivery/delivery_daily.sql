@@ -7,7 +7,7 @@ with events as (
         send_id,
         event_type,
         occurred_date
-    from {{ ref('int_delivery__events') }}
+    from {{ ref('int_delivery__events_unioned') }}
 ),
 
 conversions as (
@@ -26,7 +26,7 @@ messages as (
         campaign_id,
         delivery_id,
         smartflow_id
-    from {{ ref('int_delivery__messages') }}
+    from {{ ref('int_delivery__messages_unioned') }}
 ),
 
 daily_events as (

@@ -5,7 +5,7 @@ with events as (
         delivery_type,
         send_id,
         url
-    from {{ ref('int_delivery__events') }}
+    from {{ ref('int_delivery__events_unioned') }}
     where event_type = 'clicked'
 ),
 
@@ -15,7 +15,7 @@ messages as (
         campaign_id,
         delivery_id,
         smartflow_id
-    from {{ ref('int_delivery__messages') }}
+    from {{ ref('int_delivery__messages_unioned') }}
 ),
 
 by_link as (

@@ -12,7 +12,7 @@ with messages as (
         subject,
         language,
         started_at
-    from {{ ref('int_delivery__messages') }}
+    from {{ ref('int_delivery__messages_unioned') }}
 ),
 
 events as (
@@ -22,7 +22,7 @@ events as (
         contact_id,
         event_type,
         occurred_at
-    from {{ ref('int_delivery__events') }}
+    from {{ ref('int_delivery__events_unioned') }}
 ),
 
 conversions as (

@@ -24,7 +24,7 @@ smartflows as (
     select
         smartflow_id,
         max(smartflow_name) as smartflow_name
-    from {{ ref('int_delivery__messages') }}
+    from {{ ref('int_delivery__messages_unioned') }}
     where delivery_type = 'smartflow'
     group by smartflow_id
 ),

@@ -32,7 +32,7 @@ api as (
 
 rfm_window as (
     select analysis_date
-    from {{ ref('int_rfm__window') }}
+    from {{ ref('int_rfm__window_resolved') }}
 ),
 
 api_same_date as (

@@ -16,7 +16,7 @@ rfm_window as (
     select
         analysis_date,
         window_start
-    from {{ ref('int_rfm__window') }}
+    from {{ ref('int_rfm__window_resolved') }}
 ),
 
 api_snapshots as (

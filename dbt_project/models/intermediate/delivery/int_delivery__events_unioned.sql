@@ -1,7 +1,7 @@
 {{ config(materialized='table') }}
 
 -- Every send event (sent, delivered, bounced, opened, clicked, unsubscribed) of campaigns and
--- smartflow deliveries, under the delivery key of int_delivery__messages. Materialised: every
+-- smartflow deliveries, under the delivery key of int_delivery__messages_unioned. Materialised: every
 -- delivery mart scans it.
 with campaign_activity as (
     select
