@@ -118,9 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--builds", type=int, default=2, help="timed builds (default 2)")
     args = parser.parse_args(argv)
 
-    warehouse = (
-        args.warehouse or REPO / "bench" / "out" / args.scale / "incomaker.duckdb"
-    ).resolve()
+    default = Path(tempfile.gettempdir()) / "incomaker-bench-dbt" / args.scale / "incomaker.duckdb"
+    warehouse = (args.warehouse or default).resolve()
     os.environ["INCOMAKER_WAREHOUSE"] = str(warehouse)
     os.environ["INCOMAKER_API_TOKEN"] = TOKEN
     os.environ.pop("INCOMAKER_BASE_URL", None)
