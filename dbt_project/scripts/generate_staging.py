@@ -161,11 +161,14 @@ def meta_columns(op: Operation) -> list[tuple[str, str]]:
 
 
 def latest_partition(op: Operation) -> str:
-    """Partition for `is_latest_snapshot`: the query, and the parent id for per-id operations."""
-    parts = ["_params"]
+    """Window for `is_latest_snapshot`: the whole table, or per parent id for per-id operations.
+
+    Not per query: the ingestion asks windowed aggregates for a window ending on its today, so
+    every day's snapshot has parameters of its own.
+    """
     if op.parent and op.parent.field in op.fields and op.parent.field in op.primary_key:
-        parts.append(snake(op.parent.field))
-    return ", ".join(parts)
+        return f"partition by {snake(op.parent.field)}"
+    return ""
 
 
 def staging_sql(op: Operation) -> str:
@@ -178,7 +181,7 @@ def staging_sql(op: Operation) -> str:
         select += [
             "_snapshot_date as snapshot_date",
             "_params as query_params",
-            f"_snapshot_date = max(_snapshot_date) over (partition by {latest_partition(op)})"
+            f"_snapshot_date = max(_snapshot_date) over ({latest_partition(op)})"
             " as is_latest_snapshot",
         ]
     select += [c.raw if c.raw == c.name else f"{c.raw} as {c.name}" for c in columns]
@@ -270,7 +273,9 @@ def model_doc(op: Operation) -> dict:
             },
             {
                 "name": "is_latest_snapshot",
-                "description": "True for the latest snapshot of these query parameters.",
+                "description": (
+                    "True for rows of the latest snapshot (per parent id for per-id operations)."
+                ),
             },
         ]
     columns += [_column_doc(c) for c in scalar_columns(op.fields, op.nested)]

@@ -21,7 +21,7 @@ latest as (
 select
     _snapshot_date as snapshot_date,
     _params as query_params,
-    _snapshot_date = max(_snapshot_date) over (partition by _params, campaign_id) as is_latest_snapshot,
+    _snapshot_date = max(_snapshot_date) over (partition by campaign_id) as is_latest_snapshot,
     campaign_id,
     url,
     clicks,

@@ -32,7 +32,7 @@ latest as (
 select
     _snapshot_date as snapshot_date,
     _params as query_params,
-    _snapshot_date = max(_snapshot_date) over (partition by _params, delivery_id) as is_latest_snapshot,
+    _snapshot_date = max(_snapshot_date) over (partition by delivery_id) as is_latest_snapshot,
     delivery_id,
     smartflow_id,
     name,
