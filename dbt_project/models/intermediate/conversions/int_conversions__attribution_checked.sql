@@ -1,3 +1,5 @@
+{{ config(materialized='table') }}
+
 -- Our own attribution of every order, to check the API's: the latest send to the contact that the
 -- contact opened within var `attribution_window_days` before the order (docs/world.md,
 -- "Conversions"). One row per order that either side attributes.
