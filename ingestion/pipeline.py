@@ -57,14 +57,19 @@ class LoadSummary:
         return sum(self.rows_loaded.values())
 
 
-def _enable_arrow_dlt_columns() -> None:
-    """Arrow tables skip dlt's row normaliser: ask dlt to add `_dlt_load_id` to them anyway.
+def _configure_dlt() -> None:
+    """dlt settings the source relies on.
 
-    `_dlt_id` comes with the tables already (records.row_ids), so dlt can load their parquet
-    files as written instead of rewriting each one to add it.
+    - Arrow tables skip dlt's row normaliser: ask dlt to add `_dlt_load_id` to them anyway.
+      `_dlt_id` comes with the tables already (records.row_ids), so dlt can load their parquet
+      files as written instead of rewriting each one to add it.
+    - One operation at a time (`fifo`), each with its requests in parallel: a listing's pages
+      follow each other while the server still holds the query, instead of sixty listings
+      interleaved page by page (dlt's round robin) that make it recompute every one.
     """
     dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
     dlt.config["normalize.parquet_normalizer.add_dlt_id"] = False
+    dlt.config["extract.next_item_mode"] = "fifo"
 
 
 def make_pipeline(settings: Settings) -> dlt.Pipeline:
@@ -182,19 +187,22 @@ def run_ingestion(
     catalogue: Catalogue | None = None,
     retry: RetryPolicy | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    exclude: Sequence[str] = (),
 ) -> LoadSummary:
     """Load the selected operations (all by default) into the raw dataset; raise on failure.
 
     `only` takes operation names or group names; the parents feeding a selected per-id operation
     are loaded too. `start` is where history starts on a first run (default: the partitions start),
     `end` the last day asked for and the snapshot date of aggregates (default: today, UTC).
+    `exclude` names operations to leave out of the selection (unless another one needs them).
     """
     started = time.monotonic()
     catalogue = catalogue or default_catalogue()
     dates = RunDates(start=start or settings.partitions_start, end=end or datetime.now(UTC).date())
     if dates.start > dates.end:
         raise IngestionError(f"start date {dates.start} is after end date {dates.end}")
-    operations = with_ancestors(catalogue, catalogue.select(only))
+    selected = [op for op in catalogue.select(only) if op.name not in set(exclude)]
+    operations = with_ancestors(catalogue, selected)
     base_url, token = _credentials(settings, transport)
     progress = Progress(report)
     client = IncomakerClient(
@@ -212,7 +220,7 @@ def run_ingestion(
     )
     try:
         _check_token(client, catalogue)
-        _enable_arrow_dlt_columns()
+        _configure_dlt()
         pipeline = make_pipeline(settings)
         source = incomaker_source(catalogue, fetcher, dates, operations, chunk_rows)
         try:

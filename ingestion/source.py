@@ -234,7 +234,7 @@ class SourceBuilder:
 
     def _resource(self, op: Operation) -> DltResource:
         if op.parent is None:
-            return dlt.resource(self._listing_fn(op), parallelized=True, **self._hints(op))
+            return dlt.resource(self._listing_fn(op), **self._hints(op))
         parent = self.resources[op.parent.resource]
         return dlt.transformer(self._per_parent_fn(op), data_from=parent, **self._hints(op))
 

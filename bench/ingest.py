@@ -1,0 +1,233 @@
+"""Benchmark: the ingestion of the `large` stand-in world over loopback HTTP, against a floor.
+
+    .venv/bin/python bench/ingest.py [--scale large] [--all] [--concurrency 8]
+
+1. Starts `incomaker-elt simulate --scale large` in its own process (its CPU is not ours).
+2. Runs `run_ingestion` into a fresh DuckDB file under bench/out/: wall time, rows, rows/s and the
+   peak memory of this process.
+3. The floor: fetches the identical page bodies again, stores them as files, and times DuckDB's own
+   `read_json` loading them into tables. Prints pipeline rows/s over floor rows/s.
+
+By default the per-record details of large parents (a detail per order, contact, cart, product:
+`changed_only` in the catalogue) are left out: a first backfill of those is one request per record
+(a million for the orders of `large`), bound by the API, not by the pipeline; nightly runs ask
+only for the records that changed. `--all` includes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from incomaker_elt.settings import load_settings  # noqa: E402
+from ingestion.catalogue import Operation, default_catalogue  # noqa: E402
+from ingestion.pipeline import make_pipeline, run_ingestion  # noqa: E402
+from ingestion.records import has_nested_lists  # noqa: E402
+
+TOKEN = "bench-token"
+TODAY = date(2026, 6, 30)
+OUT = ROOT / "bench" / "out"
+
+
+class Recorder(httpx.HTTPTransport):
+    """Notes the address of every answered request, to fetch the same bodies for the floor."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.urls: list[str] = []
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if response.status_code == 200 and request.url.params.get("size") != "1":
+            with self._lock:
+                self.urls.append(str(request.url))
+        return response
+
+
+def start_standin(scale: str) -> tuple[subprocess.Popen, str]:
+    command = [
+        str(ROOT / ".venv" / "bin" / "incomaker-elt"),
+        "simulate",
+        "--scale",
+        scale,
+        "--port",
+        "0",
+        "--token",
+        TOKEN,
+        "--today",
+        TODAY.isoformat(),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        print(f"  [stand-in] {line.rstrip()}")
+        found = re.search(r"serving (\S+)", line)
+        if found:
+            return process, found.group(1)
+    raise SystemExit("the stand-in did not start; run `incomaker-elt simulate` to see why")
+
+
+def route_table() -> list[tuple[re.Pattern[str], Operation]]:
+    routes = [
+        (re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"[^/]+", re.escape(op.path)) + "$"), op)
+        for op in default_catalogue()
+    ]
+    routes.sort(key=lambda r: (len(r[1].path_params), -len(r[1].path)))
+    return routes
+
+
+def save_bodies(urls: list[str], folder: Path) -> dict[str, Path]:
+    """The bodies the pipeline received, one file each, in one folder per operation."""
+    routes = route_table()
+    folders: dict[str, Path] = {}
+    counters: dict[str, int] = {}
+    with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300) as client:
+        for url in urls:
+            response = client.get(url)
+            response.raise_for_status()
+            op = next(op for pattern, op in routes if pattern.match(httpx.URL(url).path))
+            target = folders.setdefault(op.name, folder / op.name)
+            target.mkdir(parents=True, exist_ok=True)
+            n = counters[op.name] = counters.get(op.name, 0) + 1
+            (target / f"{n:07d}.json").write_bytes(response.content)
+    return folders
+
+
+def floor(folders: dict[str, Path], database: Path) -> tuple[float, int]:
+    """DuckDB's read_json loading the same bodies: the time and the records it loaded."""
+    catalogue = default_catalogue()
+    rows = 0
+    with duckdb.connect(str(database)) as con:
+        started = time.perf_counter()
+        for name, folder in folders.items():
+            op = catalogue.get(name)
+            files = f"'{folder}/*.json'"
+            if op.records == "$":
+                select = f"select * from read_json({files}, union_by_name = true)"
+            else:
+                select = (
+                    f"select unnest({op.records}, recursive := true) "
+                    f"from read_json({files}, union_by_name = true)"
+                )
+            con.execute(f'create table "{name}" as {select}')
+            rows += con.execute(f'select count(*) from "{name}"').fetchone()[0]
+        seconds = time.perf_counter() - started
+    return seconds, rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="large")
+    parser.add_argument("--all", action="store_true", help="include per-record detail backfills")
+    parser.add_argument("--concurrency", type=int, default=None)
+    args = parser.parse_args()
+
+    catalogue = default_catalogue()
+    left_out = [
+        op.name for op in catalogue if not args.all and op.parent and op.parent.changed_only
+    ]
+    selected = [op.name for op in catalogue if op.name not in left_out]
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+
+    print(f"starting the stand-in ({args.scale}) in its own process ...")
+    standin, base_url = start_standin(args.scale)
+    try:
+        settings = dataclasses.replace(
+            load_settings(),
+            warehouse_path=OUT / "warehouse" / "incomaker.duckdb",
+            base_url=base_url,
+            api_token=TOKEN,
+            dlt_destination=None,
+        )
+        if args.concurrency:
+            settings = dataclasses.replace(settings, ingest_concurrency=args.concurrency)
+        recorder = Recorder()
+        print(
+            f"ingesting {len(selected)} operations"
+            + (f" (left out: {left_out})" if left_out else "")
+        )
+        started = time.perf_counter()
+        summary = run_ingestion(
+            settings,
+            exclude=left_out,
+            start=settings.partitions_start,
+            end=TODAY,
+            transport=recorder,
+            report=print,
+        )
+        wall = time.perf_counter() - started
+        trace = make_pipeline(settings).last_trace
+        steps = {
+            step.step: round((step.finished_at - step.started_at).total_seconds(), 1)
+            for step in (trace.steps if trace else [])
+        }
+        print(f"dlt steps (s): {steps}")
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        top_level = {t: n for t, n in summary.rows_loaded.items() if "__" not in t}
+        rows = sum(top_level.values())
+        nested = summary.total_rows_loaded - rows
+
+        print(f"\nfetching the same {len(recorder.urls):,} bodies again for the floor ...")
+        folders = save_bodies(recorder.urls, OUT / "pages")
+    finally:
+        standin.terminate()
+        standin.wait(timeout=30)
+
+    floor_seconds, floor_rows = floor(folders, OUT / "floor.duckdb")
+    pipeline_rate = rows / wall
+    floor_rate = floor_rows / floor_seconds
+    nested_tables = [name for name in selected if has_nested_lists(catalogue.get(name))]
+    result = {
+        "scale": args.scale,
+        "operations": len(selected),
+        "left_out": left_out,
+        "requests": summary.requests,
+        "retries": summary.retries,
+        "rows": rows,
+        "nested_rows": nested,
+        "wall_seconds": round(wall, 2),
+        "dlt_steps_seconds": steps,
+        "rows_per_second": round(pipeline_rate),
+        "peak_memory_mb": round(peak_mb),
+        "floor_rows": floor_rows,
+        "floor_seconds": round(floor_seconds, 2),
+        "floor_rows_per_second": round(floor_rate),
+        "ratio_to_floor": round(pipeline_rate / floor_rate, 3),
+        "operations_with_nested_lists": nested_tables,
+    }
+    (OUT / "ingest.json").write_text(json.dumps(result, indent=2))
+    print(
+        f"\npipeline: {rows:,} rows (+{nested:,} nested) in {wall:.1f} s = {pipeline_rate:,.0f} "
+        f"rows/s over HTTP, {summary.requests:,} requests; peak memory {peak_mb:,.0f} MB"
+    )
+    print(
+        f"floor:    {floor_rows:,} rows in {floor_seconds:.1f} s = {floor_rate:,.0f} rows/s "
+        "(DuckDB read_json of the same bodies from local files)"
+    )
+    print(
+        f"ratio:    {pipeline_rate / floor_rate:.2f} of the floor (target >= 0.33); "
+        f"memory target < 2048 MB: {'met' if peak_mb < 2048 else 'MISSED'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
