@@ -34,6 +34,11 @@ format: install
 bench: install
 	$(BIN)/python bench/ingest.py
 
+# The Dagster UI on http://127.0.0.1:3000: `dagster dev` with DAGSTER_HOME=.dagster_home, the dbt
+# manifest re-parsed on start; without INCOMAKER_API_TOKEN the stand-in API is started with it.
+ui: install
+	$(BIN)/incomaker-elt ui
+
 simulate: install
 	$(BIN)/incomaker-elt simulate
 

@@ -79,8 +79,6 @@ def standin_process(scale: str, seed: int, today: date | None) -> Iterator[Stand
         "127.0.0.1",
         "--port",
         "0",
-        "--token",
-        token,
         "--scale",
         scale,
         "--seed",
@@ -90,6 +88,8 @@ def standin_process(scale: str, seed: int, today: date | None) -> Iterator[Stand
     ]
     process = subprocess.Popen(
         command,
+        # The one-off token goes by environment, not argv, where `ps` would show it.
+        env={**os.environ, "INCOMAKER_STANDIN_TOKEN": token},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

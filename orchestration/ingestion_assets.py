@@ -19,6 +19,8 @@ from typing import Any
 
 import dagster as dg
 import dlt
+import duckdb
+import httpx
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, PARTITION_NAME_TAG
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator
 from dagster_dlt.asset_decorator import build_dlt_asset_specs
@@ -27,10 +29,13 @@ from dlt.extract.source import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from incomaker_elt.settings import RAW_DATASET, Settings
-from ingestion import pipeline as ingestion_pipeline
 from ingestion.catalogue import Catalogue, Operation
-from ingestion.client import IncomakerClient, IngestionError, RequestRejected, TokenRejected
+from ingestion.client import ApiUnavailable, IncomakerClient, IngestionError
 from ingestion.fetch import Fetcher, Progress
+
+# The ingestion's own dlt settings and its post-load repair, imported at load time of the
+# definitions so that a rename there fails every test at once instead of a night's run.
+from ingestion.pipeline import _configure_dlt, make_pipeline, remove_duplicates
 from ingestion.records import has_nested_lists, snake
 from ingestion.source import RunDates, incomaker_source
 from orchestration.partitions import window_dates
@@ -41,10 +46,11 @@ RAW_GROUP = "incomaker_raw"
 API_GROUP = "incomaker_api"
 
 INGESTION_RETRY = dg.RetryPolicy(
-    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+    max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-"""The client already retries each request; this covers an API outage longer than its patience.
-A rejected token or request is not retried (see `_failure`)."""
+"""The client already retries each request; this covers an API outage longer than its patience
+and a warehouse briefly locked by a process outside Dagster. Nothing else is retried: a rejected
+token, a refused request or a bug would fail the same way again (see `_failure`)."""
 
 _DEFINITIONS_ONLY_URL = "http://definitions.invalid"
 """The source built for the asset definitions is never iterated, so its client never connects."""
@@ -152,17 +158,30 @@ def exact_window(source: DltSource, catalogue: Catalogue, first: date, last: dat
         )
 
 
+def _is_transient(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ApiUnavailable | httpx.TransportError | duckdb.IOException):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _failure(exc: BaseException) -> dg.Failure:
+    """A Failure naming the cause; retried (by INGESTION_RETRY) only when it is transient."""
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, IngestionError):
         cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, TokenRejected | RequestRejected):
-        return dg.Failure(f"ingestion failed: {cause}", allow_retries=False)
-    if cause is not None:
-        return dg.Failure(f"ingestion failed: {cause}")
-    return dg.Failure(
-        f"ingestion failed in dlt: {exc}. Nothing from this step was committed; run it again."
-    )
+    if isinstance(exc, PipelineStepFailed) and cause is None:
+        message = (
+            f"ingestion failed in dlt's {exc.step} step: {exc}. Nothing from this step was "
+            "committed; run it again."
+        )
+    else:
+        message = f"ingestion failed: {cause or exc}"
+    return dg.Failure(message, allow_retries=_is_transient(exc))
 
 
 def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
@@ -206,8 +225,8 @@ def load(
     )
     translator = IncomakerDltTranslator(catalogue=catalogue)
     try:
-        ingestion_pipeline._enable_arrow_dlt_columns()
-        pipeline = ingestion_pipeline.make_pipeline(settings)
+        _configure_dlt()
+        pipeline = make_pipeline(settings)
         source = incomaker_source(catalogue, fetcher, dates, operations)
         if fixed_window:
             exact_window(source, catalogue, dates.start, dates.end)
@@ -220,7 +239,10 @@ def load(
                     dagster_dlt_translator=translator,
                 )
             )
-        except (PipelineStepFailed, IngestionError) as exc:
+            load_info = pipeline.last_trace.last_load_info if pipeline.last_trace else None
+            if load_info is not None:
+                remove_duplicates(pipeline, list(load_info.loads_ids), operations)
+        except Exception as exc:
             raise _failure(exc) from exc
         tables = [key.path[-1] for key in (r.asset_key for r in results) if key is not None]
         counts = _table_rows(pipeline, tables)
@@ -262,7 +284,7 @@ def _definition_source(
     source = incomaker_source(catalogue, fetcher, dates, operations).with_resources(
         *(op.name for op in operations)
     )
-    return source, ingestion_pipeline.make_pipeline(settings)
+    return source, make_pipeline(settings)
 
 
 def build_raw_assets(
