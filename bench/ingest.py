@@ -136,12 +136,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="large")
     parser.add_argument("--all", action="store_true", help="include per-record detail backfills")
+    parser.add_argument(
+        "--top-level",
+        action="store_true",
+        help="only operations without a parent: the big flat listings, no per-id requests",
+    )
     parser.add_argument("--concurrency", type=int, default=None)
     args = parser.parse_args()
 
     catalogue = default_catalogue()
     left_out = [
-        op.name for op in catalogue if not args.all and op.parent and op.parent.changed_only
+        op.name
+        for op in catalogue
+        if op.parent and (args.top_level or (op.parent.changed_only and not args.all))
     ]
     selected = [op.name for op in catalogue if op.name not in left_out]
     shutil.rmtree(OUT, ignore_errors=True)
@@ -197,6 +204,7 @@ def main() -> int:
     nested_tables = [name for name in selected if has_nested_lists(catalogue.get(name))]
     result = {
         "scale": args.scale,
+        "selection": "top-level" if args.top_level else "all" if args.all else "default",
         "operations": len(selected),
         "left_out": left_out,
         "requests": summary.requests,
@@ -213,7 +221,7 @@ def main() -> int:
         "ratio_to_floor": round(pipeline_rate / floor_rate, 3),
         "operations_with_nested_lists": nested_tables,
     }
-    (OUT / "ingest.json").write_text(json.dumps(result, indent=2))
+    (OUT / f"ingest-{result['selection']}.json").write_text(json.dumps(result, indent=2))
     print(
         f"\npipeline: {rows:,} rows (+{nested:,} nested) in {wall:.1f} s = {pipeline_rate:,.0f} "
         f"rows/s over HTTP, {summary.requests:,} requests; peak memory {peak_mb:,.0f} MB"

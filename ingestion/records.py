@@ -131,6 +131,25 @@ def _struct_fields(fields: dict[str, str], nested: dict[str, dict[str, str]]) ->
     return out
 
 
+def empty_table(op: Operation) -> pa.Table:
+    """No rows, all the catalogue's columns: loaded so that the table exists even when empty."""
+    fields = []
+    for name, kind in op.fields.items():
+        if kind == "object":
+            for sub, sub_kind in op.nested.get(name, {}).items():
+                if sub_kind in _ARROW_TYPES:
+                    fields.append((f"{snake(name)}__{snake(sub)}", _final_type(sub_kind)))
+        elif kind in _ARROW_TYPES:
+            fields.append((snake(name), _final_type(kind)))
+    if op.kind == "aggregate":
+        fields += [(SNAPSHOT_DATE, pa.date32()), (PARAMS, pa.string())]
+    return pa.schema(fields).empty_table()
+
+
+def _final_type(kind: str) -> pa.DataType:
+    return pa.date32() if kind == "date" else _ARROW_TYPES[kind]
+
+
 @dataclass(frozen=True)
 class Page:
     """One decoded response: its records and how many pages the listing has in all."""

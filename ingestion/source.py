@@ -34,6 +34,7 @@ from ingestion.records import (
     Page,
     column_hints,
     decoder,
+    empty_table,
     has_nested_lists,
     nested_hints,
     primary_key,
@@ -155,6 +156,9 @@ class _Records:
         chunk = self.chunks.flush()
         if chunk is not None:
             yield self._keyed(chunk)
+        elif not self.rows:
+            # An operation with nothing to say still gets its table (dbt's sources expect it).
+            yield self._keyed(empty_table(self.op))
 
     def _keyed(self, table: pa.Table) -> pa.Table:
         """Key columns NOT NULL as the hints say (one schema for dlt), and a `_dlt_id` per row."""
@@ -312,9 +316,10 @@ class SourceBuilder:
 
         def fetch(item: Any, base: dict[str, str] | None) -> Iterator[Any]:
             ids = parent_ids(item)
-            if base is None or not ids:
-                return
             records = _Records(op, dates, chunk_rows)
+            if base is None or not ids:
+                yield from records.finish()
+                return
             for tag, pages in fetcher.many_listings(op, requests(ids, base), decode):
                 for page in pages:
                     yield from records.add(page, tag)  # type: ignore[arg-type]

@@ -480,3 +480,21 @@ def test_a_run_killed_half_way_then_run_again_ends_exact(small_world, tmp_path):
     tap = Tap(standin.transport())
     run_ingestion(settings, only=SUBSET, start=JUNE, end=DEFAULT_TODAY, transport=tap)
     _exact(settings, tap)
+
+
+def test_an_operation_without_records_still_gets_its_typed_table(small_world, tmp_path):
+    standin = StandIn(small_world, token=TOKEN)
+    settings = settings_for(tmp_path)
+    first_day = date(2025, 1, 1)
+    run_ingestion(
+        settings,
+        only=["campaign_ab_tests", "conversions", "conversions_history"],
+        start=first_day,
+        end=first_day,
+        transport=standin.transport(),
+    )
+    counts = table_counts(settings)
+    assert counts["campaign_ab_tests"] == counts["conversions"] == 0
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        columns = {r[0]: r[1] for r in query(con, f"describe {RAW_DATASET}.conversions")}
+    assert columns["date"] == "DATE" and columns["conversion_amount_w_tax"].startswith("DECIMAL")
