@@ -1,10 +1,14 @@
-"""Benchmark the stand-in at a scale (default large): world build time, peak RSS, and rows/s of
-JSON served over loopback for the biggest paged lists.
+"""Benchmark the stand-in at a scale (default large): world build time, peak RSS, rows/s of
+JSON served over loopback for the biggest paged lists, and per-id requests/s.
 
-    .venv/bin/python bench/standin.py [--scale large] [--seed 1] [--size 1000]
+    .venv/bin/python bench/standin.py [--scale large] [--seed 1] [--size 1000] [--per-id N]
+                                      [--per-id-only]
 
 The server runs in this process (a uvicorn thread); the client runs in a child process, so the
-figures are those a separate ingestion process would see.
+figures are those a separate ingestion process would see. The per-id figure is server work only
+(`StandIn.handle` called in-process): for every per-id operation, the first N parent ids in the
+parent's order (as an ingestion walks them) with the first page of each, twice: the first walk
+pays for whatever the server prepares, the second is what the prepared state costs.
 """
 
 from __future__ import annotations
@@ -51,11 +55,74 @@ def client(base_url: str, path: str, size: int) -> None:
     print(json.dumps({"rows": rows, "seconds": seconds, "pages": pages}))
 
 
+def parent_values(standin, op, limit: int) -> list[object]:
+    """The first `limit` values of the field feeding `op`, from its parent's first pages."""
+    import orjson
+
+    parent = standin.catalogue.get(op.parent.resource)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    values: list[object] = []
+    page = 0
+    while len(values) < limit:
+        query = [("page", str(page)), ("size", "1000")] if parent.is_paged else []
+        reply = standin.handle("GET", parent.path, query, headers)
+        body = orjson.loads(reply.body)
+        records = [body] if parent.records == "$" else body[parent.records]
+        for record in records:
+            value = record[op.parent.field]
+            if value is not None and value not in values:
+                values.append(value)
+        page += 1
+        if not parent.is_paged or page >= body["totalPages"]:
+            break
+    return values[:limit]
+
+
+def per_id_requests(standin, op, limit: int) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(path, query) of the first page for each of the first `limit` parent ids."""
+    values = parent_values(standin, op, limit * (op.parent.batch or 1))
+    size = [("size", "1000")] if op.is_paged else []
+    if op.parent.batch:
+        batches = [values[i : i + op.parent.batch] for i in range(0, len(values), op.parent.batch)]
+        ids = [(op.parent.into, ",".join(str(v) for v in batch)) for batch in batches]
+        return [(op.path, [*size, pair]) for pair in ids]
+    return [(op.url_path(**{op.parent.into: v}), size) for v in values]
+
+
+def per_id(standin, limit: int) -> None:
+    """Per-id requests/s in-process, per operation and over all, for two walks (see above)."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    ops = [op for op in standin.catalogue if op.parent]
+    work = {op.name: per_id_requests(standin, op, limit) for op in ops}
+    for walk in ("first", "second"):
+        total_requests, total_seconds, slowest = 0, 0.0, []
+        for name, requests in work.items():
+            started = time.perf_counter()
+            for path, query in requests:
+                reply = standin.handle("GET", path, query, headers)
+                assert reply.status == 200, (name, path, reply.status, reply.body[:200])
+            seconds = time.perf_counter() - started
+            total_requests += len(requests)
+            total_seconds += seconds
+            slowest.append((seconds / max(len(requests), 1), name, len(requests)))
+        slowest.sort(reverse=True)
+        worst = ", ".join(f"{n} {s * 1000:.2f} ms" for s, n, _ in slowest[:3])
+        print(
+            f"per-id {walk} walk: {total_requests:,} requests over {len(ops)} operations in "
+            f"{total_seconds:.2f} s = {total_requests / total_seconds:,.0f} requests/s, "
+            f"{total_seconds / total_requests * 1000:.3f} ms each; slowest per request: {worst}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="large")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--size", type=int, default=1000)
+    parser.add_argument(
+        "--per-id", type=int, default=200, metavar="N", help="parent ids per per-id operation"
+    )
+    parser.add_argument("--per-id-only", action="store_true", help="skip the loopback lists")
     parser.add_argument("--client", nargs=3, metavar=("BASE_URL", "PATH", "SIZE"))
     args = parser.parse_args()
     if args.client:
@@ -76,6 +143,11 @@ def main() -> int:
     print("  " + ", ".join(f"{k} {v:,}" for k, v in world.counts.items()))
     standin = StandIn(world, token=TOKEN)
     catalogue = default_catalogue()
+    if args.per_id:
+        per_id(standin, args.per_id)
+    if args.per_id_only:
+        print(f"peak RSS {peak_rss_mb():.0f} MB")
+        return 0
     with standin.serve() as base_url:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         sizes = {}
