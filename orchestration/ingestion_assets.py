@@ -39,7 +39,7 @@ from ingestion.pipeline import _configure_dlt, make_pipeline, remove_duplicates
 from ingestion.records import has_nested_lists, snake
 from ingestion.source import RunDates, incomaker_source
 from orchestration.partitions import window_dates
-from orchestration.warehouse import DUCKDB_POOL
+from orchestration.warehouse import DUCKDB_POOL, exclusive
 
 API_PREFIX = "incomaker_api"
 RAW_GROUP = "incomaker_raw"
@@ -231,21 +231,23 @@ def load(
         if fixed_window:
             exact_window(source, catalogue, dates.start, dates.end)
         try:
-            results = list(
-                dlt_resource.run(
-                    context=context,
-                    dlt_source=source,
-                    dlt_pipeline=pipeline,
-                    dagster_dlt_translator=translator,
+            with exclusive(settings.warehouse_path, context.log.info):
+                results = list(
+                    dlt_resource.run(
+                        context=context,
+                        dlt_source=source,
+                        dlt_pipeline=pipeline,
+                        dagster_dlt_translator=translator,
+                    )
                 )
-            )
-            load_info = pipeline.last_trace.last_load_info if pipeline.last_trace else None
-            if load_info is not None:
-                remove_duplicates(pipeline, list(load_info.loads_ids), operations)
+                trace = pipeline.last_trace
+                load_info = trace.last_load_info if trace else None
+                if load_info is not None:
+                    remove_duplicates(pipeline, list(load_info.loads_ids), operations)
+                tables = [r.asset_key.path[-1] for r in results if r.asset_key is not None]
+                counts = _table_rows(pipeline, tables)
         except Exception as exc:
             raise _failure(exc) from exc
-        tables = [key.path[-1] for key in (r.asset_key for r in results) if key is not None]
-        counts = _table_rows(pipeline, tables)
         context.log.info(
             f"loaded {dates.start}..{dates.end}: {client.requests} requests, "
             f"{client.retries} retries"

@@ -6,7 +6,7 @@ import dagster as dg
 
 from incomaker_elt.serving import publish_serving_warehouse
 from incomaker_elt.settings import Settings
-from orchestration.warehouse import DUCKDB_POOL
+from orchestration.warehouse import DUCKDB_POOL, exclusive
 
 SERVING_ASSET_KEY = dg.AssetKey(["serving", "incomaker_serving"])
 
@@ -28,9 +28,10 @@ def build_serving_asset(
         ),
     )
     def incomaker_serving(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        published = publish_serving_warehouse(
-            settings.warehouse_path, settings.serving_warehouse_path, run_id=context.run_id
-        )
+        with exclusive(settings.warehouse_path, context.log.info):
+            published = publish_serving_warehouse(
+                settings.warehouse_path, settings.serving_warehouse_path, run_id=context.run_id
+            )
         context.log.info(
             f"published {len(published.tables)} tables, {published.total_rows} rows, "
             f"to {published.path}"

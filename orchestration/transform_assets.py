@@ -24,7 +24,7 @@ from dagster_dbt import (
 
 from incomaker_elt.settings import Settings
 from incomaker_elt.transform import DBT_PROJECT_DIR, dbt_vars
-from orchestration.warehouse import DUCKDB_POOL
+from orchestration.warehouse import DUCKDB_POOL, exclusive
 
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 DBT_PROJECT.prepare_if_dev()
@@ -86,14 +86,15 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
     def incomaker_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         # The profile reads the warehouse from INCOMAKER_WAREHOUSE; pin it to the settings' path.
         os.environ["INCOMAKER_WAREHOUSE"] = str(settings.warehouse_path)
-        try:
-            yield from (
-                dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
-                .stream()
-                .fetch_row_counts()
-                .fetch_column_metadata(with_column_lineage=False)
-            )
-        finally:
-            release_dbt_duckdb()
+        with exclusive(settings.warehouse_path, context.log.info):
+            try:
+                yield from (
+                    dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
+                    .stream()
+                    .fetch_row_counts()
+                    .fetch_column_metadata(with_column_lineage=False)
+                )
+            finally:
+                release_dbt_duckdb()
 
     return incomaker_dbt
