@@ -76,17 +76,40 @@ def _check_columns(
             )
 
 
+def _json_object(fields: dict[str, str]) -> str:
+    """SQL giving a record's JSON object text followed by a comma, fields in catalogue order."""
+    parts = " || ',' || ".join(
+        f"'{orjson.dumps(f).decode()}:' || {_json_value(f, kind)}" for f, kind in fields.items()
+    )
+    return f"'{{' || {parts} || '}},'"
+
+
 class Frame:
     """An operation's records in final order, each as JSON text followed by a comma."""
 
     def __init__(self, text: pa.Array) -> None:
         text = text.cast(pa.large_string()) if text.type != pa.large_string() else text
-        self.length = len(text)
         offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)
-        self._offsets = offsets[text.offset : text.offset + self.length + 1]
         data = text.buffers()[2]
-        self._data = memoryview(data) if data is not None else memoryview(b"")
-        self.nbytes = int(self._offsets[-1] - self._offsets[0]) if self.length else 0
+        self._set(
+            offsets[text.offset : text.offset + len(text) + 1],
+            memoryview(data) if data is not None else memoryview(b""),
+        )
+
+    def _set(self, offsets: np.ndarray, data: memoryview) -> None:
+        self.length = len(offsets) - 1
+        self._offsets = offsets
+        self._data = data
+        self.nbytes = int(offsets[-1] - offsets[0]) if self.length else 0
+
+    @classmethod
+    def from_rows(cls, rows: list[bytes]) -> Frame:
+        """A frame of records already rendered as JSON objects (each without the comma)."""
+        frame = cls.__new__(cls)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(r) + 1 for r in rows], out=offsets[1:])
+        frame._set(offsets, memoryview(b"".join(r + b"," for r in rows)))
+        return frame
 
     @classmethod
     def from_query(
@@ -99,14 +122,35 @@ class Frame:
         name: str,
     ) -> Frame:
         _check_columns(world, sql, params, fields, name)
-        parts = " || ',' || ".join(
-            f"'{orjson.dumps(f).decode()}:' || {_json_value(f, kind)}" for f, kind in fields.items()
-        )
         order = " ORDER BY " + ", ".join(f'"{k}"' for k in primary_key) if primary_key else ""
         table = world.arrow(
-            f"SELECT '{{' || {parts} || '}},' AS json FROM ({sql}) AS records{order}", params
+            f"SELECT {_json_object(fields)} AS json FROM ({sql}) AS records{order}", params
         )
         return cls(table.column("json").combine_chunks())
+
+    @classmethod
+    def grouped_query(
+        cls,
+        world: World,
+        sql: str,
+        params: dict[str, Any],
+        fields: dict[str, str],
+        primary_key: tuple[str, ...],
+        name: str,
+        key: str,
+    ) -> tuple[Frame, np.ndarray]:
+        """The records of a query over many parent ids, ordered by the field `key` and then by
+        the primary key (so each key's records are a run, in the order a query for that key
+        alone gives), with each row's key."""
+        _check_columns(world, sql, params, fields, name)
+        order = ", ".join(f'"{k}"' for k in (key, *primary_key))
+        table = world.arrow(
+            f'SELECT "{key}" AS key, {_json_object(fields)} AS json FROM ({sql}) AS records '
+            f"ORDER BY {order}",
+            params,
+        )
+        keys = table.column("key").to_numpy()
+        return cls(table.column("json").combine_chunks()), keys
 
     def __len__(self) -> int:
         return self.length
@@ -115,7 +159,11 @@ class Frame:
         """Rows [start, stop) as JSON objects separated by commas."""
         return self.json_bytes(start, stop, drift).decode()
 
-    def json_bytes(self, start: int, stop: int, drift: bool = False) -> bytes:
+    def json_bytes(
+        self, start: int, stop: int, drift: bool = False, position: int | None = None
+    ) -> bytes:
+        """Rows [start, stop); with drift, the row at `start` is the response's record number
+        `position` (default `start`), which picks its drift value."""
         stop = min(stop, self.length)
         if start >= stop:
             return b""
@@ -123,10 +171,11 @@ class Frame:
         if not drift:
             return bytes(data[offsets[start] : offsets[stop] - 1])
         # Schema drift is a fault mode, rarely asked for: plain Python is fast enough here.
+        first = start if position is None else position
         rows = []
         for i in range(start, stop):
             record = bytes(data[offsets[i] : offsets[i + 1] - 2])  # without "}," at the end
-            tier = DRIFT_VALUES[i % len(DRIFT_VALUES)]
+            tier = DRIFT_VALUES[(first + i - start) % len(DRIFT_VALUES)]
             rows.append(record + f',"{DRIFT_FIELD}":"{tier}"}}'.encode())
         return b",".join(rows)
 

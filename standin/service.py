@@ -15,8 +15,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from typing import Any
 
+import numpy as np
 import orjson
 
 from ingestion.catalogue import Catalogue, Operation, default_catalogue
@@ -25,7 +27,9 @@ from standin.errors import ApiError, not_found
 from standin.faults import DRIFT_FIELD, FAULT_HEADER, FaultPlan, Faults, parse_header, plan
 from standin.frames import DRIFT_VALUES, JSON_OPTIONS, Frame, Records
 from standin.operations import Ask, Sql, all_handlers
+from standin.operations.ask import Block
 from standin.params import parse_path_value, parse_query
+from standin.perid import IdIndex, Rows, block_of, ids_per_block, indexable, key_field, python_index
 from standin.requestlog import RequestLog, RequestRecord, request_log
 from standin.world import World, build_world
 
@@ -58,31 +62,46 @@ def _routes(catalogue: Catalogue) -> list[Route]:
 
 class ResultCache:
     """Recent query results, so page k of a big list is a slice and not a new query. Bounded by
-    entries and by bytes of JSON, so a few million-record lists at `large` fit in memory."""
+    entries and by bytes of JSON, so a few million-record lists at `large` fit in memory.
+
+    Concurrent requests for a key not yet cached wait for one computation rather than each
+    running it: a client fetching pages or ids in parallel would otherwise run the same big
+    query (and hold its result) once per connection."""
 
     def __init__(self, max_entries: int = 16, max_bytes: int = 600_000_000) -> None:
         self._entries: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._computing: dict[tuple, threading.Lock] = {}
         self.max_entries, self.max_bytes = max_entries, max_bytes
 
     @staticmethod
     def _size(value: Any) -> int:
-        return value.nbytes if isinstance(value, Frame | Records) else 1_000
+        return value.nbytes if isinstance(value, Frame | Records | IdIndex) else 1_000
 
     def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        value = compute()
-        with self._lock:
-            self._entries[key] = value
-            total = sum(self._size(v) for v in self._entries.values())
-            while len(self._entries) > 1 and (
-                len(self._entries) > self.max_entries or total > self.max_bytes
-            ):
-                _, dropped = self._entries.popitem(last=False)
-                total -= self._size(dropped)
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:
+            with self._lock:
+                if key in self._entries:  # computed while this request waited
+                    self._entries.move_to_end(key)
+                    return self._entries[key]
+            try:
+                value = compute()
+            finally:
+                with self._lock:
+                    self._computing.pop(key, None)
+            with self._lock:
+                self._entries[key] = value
+                total = sum(self._size(v) for v in self._entries.values())
+                while len(self._entries) > 1 and (
+                    len(self._entries) > self.max_entries or total > self.max_bytes
+                ):
+                    _, dropped = self._entries.popitem(last=False)
+                    total -= self._size(dropped)
         return value
 
     def clear(self) -> None:
@@ -129,6 +148,9 @@ class StandIn:
         self._handlers = handlers
         self._routes = _routes(self.catalogue)
         self._cache = ResultCache()
+        # Per-id indexes (standin/perid.py) apart from the lists, so that walking ids does not
+        # evict the list a client is paging through, and the other way round.
+        self._indexes = ResultCache(max_entries=64, max_bytes=400_000_000)
         self._counter = itertools.count()
         self._counter_lock = threading.Lock()
         self.request_log = RequestLog()
@@ -244,13 +266,15 @@ class StandIn:
     ) -> bytes:
         path_values = {name: parse_path_value(name, value) for name, value in raw_path.items()}
         params, page, size = parse_query(op, self.catalogue, pairs)
-        key = (
-            op.name,
-            tuple(sorted(path_values.items())),
-            tuple(sorted(params.items())),
-            self._today,
-        )
-        result = self._cache.get(key, lambda: self._records(op, path_values, params))
+        result = self._per_id(op, path_values, params) if op.parent else None
+        if result is None:
+            key = (
+                op.name,
+                tuple(sorted(path_values.items())),
+                tuple(sorted(params.items())),
+                self._today,
+            )
+            result = self._cache.get(key, lambda: self._records(op, path_values, params))
         if isinstance(result, dict):  # a whole body built by its handler
             record = {**result, DRIFT_FIELD: DRIFT_VALUES[0]} if fault.drift else result
             return orjson.dumps(record, option=JSON_OPTIONS)
@@ -268,6 +292,54 @@ class StandIn:
             f'{{"content":[{rows}],"totalElements":{total},'
             f'"totalPages":{math.ceil(total / size)},"number":{page},"size":{size}}}'
         ).encode()
+
+    def _per_id(
+        self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]
+    ) -> Rows | None:
+        """A per-id request's records from the indexes of the blocks of its ids; None when the
+        request is not one the index answers (no ids, an id out of range)."""
+        assert op.parent is not None
+        into = op.parent.into
+        if into in path_values:
+            values: tuple[Any, ...] = (path_values[into],)
+        else:
+            # a list such as contacts details' ids: its records come in id order, once each
+            values = tuple(sorted(params.get(into) or ()))
+        span = ids_per_block(op, self.world.counts)
+        if not values or not all(indexable(v, span) for v in values):
+            return None
+        rest = {k: v for k, v in params.items() if k != into}
+        today = self._today  # one today for the whole request, even if set_today runs meanwhile
+        runs = []
+        for value in values:
+            block = block_of(value, span)
+            key = (op.name, block, tuple(sorted(rest.items())), today)
+            index = self._indexes.get(key, partial(self._index, op, block, rest, today))
+            if not index.knows(value):
+                raise not_found(index.missing.replace("{id}", str(value)))
+            runs.append((index.frame, *index.rows(value)))
+        return Rows(runs)
+
+    def _index(self, op: Operation, block: Block, params: dict[str, Any], today: date) -> IdIndex:
+        ask = Ask(self.world, op, today, params, {}, block=block)
+        result = self._handlers[op.name](ask)
+        known = None
+        if ask.known_ids is not None:
+            known = np.array([r[0] for r in ask.rows(ask.known_ids)])
+        if isinstance(result, Sql):
+            frame, keys = Frame.grouped_query(
+                self.world,
+                result.text,
+                result.params,
+                op.fields,
+                op.primary_key,
+                op.name,
+                key_field(op),
+            )
+            return IdIndex(frame, keys, known, ask.missing)
+        if isinstance(result, list):
+            return python_index(op, result, known, ask.missing)
+        raise TypeError(f"{op.name}: a handler in block mode answers Sql or a list of records")
 
     def _records(
         self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from standin.errors import not_found
 from standin.operations import handles
 from standin.operations.ask import Ask, Sql
 
@@ -30,22 +29,32 @@ def abandoned_carts(a: Ask) -> Sql:
 
 
 @handles("abandoned_cart_detail")
-def abandoned_cart_detail(a: Ask) -> dict[str, Any]:
-    cart = a.arrow(f"""
+def abandoned_cart_detail(a: Ask) -> dict[str, Any] | list[dict[str, Any]]:
+    """The cart with its items; in block mode, every cart of the block."""
+    a.require_id(
+        "cartId", f"SELECT cart_id FROM carts WHERE created_at < {a.cutoff}", "cart_id", "cart"
+    )
+    carts = a.arrow(f"""
         SELECT {_cart_columns(a)} FROM carts
-        WHERE cart_id = {a.id("cartId")} AND created_at < {a.cutoff}
+        WHERE {a.is_id("cart_id", "cartId")} AND created_at < {a.cutoff}
+        ORDER BY cart_id
     """).to_pylist()
-    if not cart:
-        raise not_found(f"cart {a.path['cartId']} not found (as of {a.today.isoformat()})")
-    record = cart[0]
-    record["amountWTax"] /= 100
-    record["amountWTaxReference"] /= 100
-    record["items"] = [
-        {"productId": product, "productName": name, "quantity": quantity, "priceWTax": price / 100}
-        for product, name, quantity, price in a.rows(f"""
-            SELECT i.product_id, p.name, i.quantity, i.price_w
-            FROM cart_items i JOIN products p USING (product_id)
-            WHERE i.cart_id = {a.id("cartId")} ORDER BY i.line_number
-        """)
-    ]
-    return record
+    items: dict[int, list[dict[str, Any]]] = {}
+    for cart_id, product, name, quantity, price in a.rows(f"""
+        SELECT i.cart_id, i.product_id, p.name, i.quantity, i.price_w
+        FROM cart_items i JOIN products p USING (product_id)
+        WHERE {a.is_id("i.cart_id", "cartId")} ORDER BY i.cart_id, i.line_number
+    """):
+        items.setdefault(cart_id, []).append(
+            {
+                "productId": product,
+                "productName": name,
+                "quantity": quantity,
+                "priceWTax": price / 100,
+            }
+        )
+    for cart in carts:
+        cart["amountWTax"] /= 100
+        cart["amountWTaxReference"] /= 100
+        cart["items"] = items.get(cart["cartId"], [])
+    return carts if a.grouped else carts[0]

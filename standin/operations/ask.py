@@ -1,4 +1,11 @@
-"""What a handler gets: the world, today, the parsed parameters, and SQL-building helpers."""
+"""What a handler gets: the world, today, the parsed parameters, and SQL-building helpers.
+
+A per-id operation's handler runs in one of two modes. For one id (`path` holds it) it answers
+that id's records. For a block of ids (`block` set, `path` empty) it answers the records of every
+id in the block in one query, each record carrying its id, so that the service can index them
+and answer each id without a query of its own (standin/perid.py). Handlers write the id condition
+with `is_id` and the existence check with `require_id`, which serve both modes.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,14 @@ from standin.world import World
 
 
 @dataclass(frozen=True)
+class Block:
+    """Ids lo..hi (inclusive) of a per-id operation's parent; None for both: every id."""
+
+    lo: Any = None
+    hi: Any = None
+
+
+@dataclass(frozen=True)
 class Sql:
     text: str
     params: dict[str, Any]
@@ -26,7 +41,11 @@ class Ask:
     today: date
     params: dict[str, Any]
     path: dict[str, Any]
+    block: Block | None = None
     bound: dict[str, Any] = field(default_factory=dict)
+    # Block mode: the query listing the ids that exist (others are 404) and the 404's message.
+    known_ids: str | None = None
+    missing: str = ""
 
     # -- binding values into SQL: only what a query uses is bound, as DuckDB requires
     def bind(self, name: str, value: Any) -> str:
@@ -44,8 +63,43 @@ class Ask:
     def today_sql(self) -> str:
         return self.bind("today", self.today)
 
+    @property
+    def grouped(self) -> bool:
+        """Answering a block of ids at once rather than one id."""
+        return self.block is not None
+
     def id(self, name: str) -> str:
+        if self.block is not None:
+            raise RuntimeError(f"{self.op.name}: use is_id for the id condition in block mode")
         return self.bind(f"path_{name}", self.path[name])
+
+    def is_id(self, column: str, name: str) -> str:
+        """The condition that `column` is the asked id (or, in block mode, one of the block's)."""
+        if self.block is None:
+            return f"{column} = {self.id(name)}"
+        if self.block.lo is None:
+            return "true"
+        return (
+            f"{column} BETWEEN {self.bind('block_lo', self.block.lo)} "
+            f"AND {self.bind('block_hi', self.block.hi)}"
+        )
+
+    def require_id(
+        self, name: str, ids_sql: str, column: str, what: str, missing: str | None = None
+    ) -> None:
+        """404 unless `ids_sql` lists the asked id in `column`. The message is "<what> <id> not
+        found (as of <today>)", or `missing` with {id} replaced. In block mode the check is
+        left to the service, which lists the block's ids with the same query."""
+        if missing is None:
+            missing = f"{what} {{id}} not found (as of {self.today.isoformat()})"
+        if self.block is not None:
+            self.known_ids = f"SELECT DISTINCT {column} FROM ({ids_sql}) WHERE " + self.is_id(
+                column, name
+            )
+            self.missing = missing
+            return
+        if not self.rows(f"SELECT 1 FROM ({ids_sql}) WHERE {self.is_id(column, name)} LIMIT 1"):
+            raise not_found(missing.replace("{id}", str(self.path[name])))
 
     def window(self, date_expr: str) -> str:
         """`AND` clauses for dateFrom/dateTo (inclusive) on a date expression, when given."""
@@ -72,8 +126,3 @@ class Ask:
 
     def arrow(self, text: str) -> pa.Table:
         return self.world.arrow(text, dict(self.bound))
-
-    def require(self, exists_sql: str, what: str) -> None:
-        """404 unless the query finds a row, e.g. a campaign sent by today."""
-        if not self.rows(exists_sql):
-            raise not_found(f"{what} not found (as of {self.today.isoformat()})")

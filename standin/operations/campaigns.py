@@ -20,15 +20,16 @@ from standin.operations.common import (
 
 
 def _require_campaign(a: Ask) -> None:
-    a.require(
-        f"SELECT 1 FROM campaigns WHERE campaign_id = {a.id('campaignId')} "
-        f"AND sent_at < {a.cutoff}",
-        f"campaign {a.path['campaignId']}",
+    a.require_id(
+        "campaignId",
+        f"SELECT campaign_id FROM campaigns WHERE sent_at < {a.cutoff}",
+        "campaign_id",
+        "campaign",
     )
 
 
 def _this_campaign(a: Ask) -> str:
-    return f" AND campaign_id = {a.id('campaignId')}"
+    return f" AND {a.is_id('campaign_id', 'campaignId')}"
 
 
 @handles("campaigns")
@@ -166,7 +167,8 @@ def campaign_contacts(a: Ask) -> Sql:
     _require_campaign(a)
     return a.sql(f"""
         WITH converted AS (
-            SELECT DISTINCT contact_id FROM {visible_conversions(a, _this_campaign(a))}
+            SELECT DISTINCT campaign_id, contact_id
+            FROM {visible_conversions(a, _this_campaign(a))}
         )
         SELECT s.campaign_id AS "campaignId", s.contact_id AS "contactId", c.email,
                count(e.event_id) FILTER (WHERE e.event_type = 'opened') > 0 AS "opened",
@@ -175,8 +177,8 @@ def campaign_contacts(a: Ask) -> Sql:
         FROM sends s
         JOIN contacts c USING (contact_id)
         LEFT JOIN events e ON e.send_id = s.send_id AND e.occurred_at < {a.cutoff}
-        LEFT JOIN converted v ON v.contact_id = s.contact_id
-        WHERE s.sent_at < {a.cutoff} AND s.campaign_id = {a.id("campaignId")}
+        LEFT JOIN converted v ON v.contact_id = s.contact_id AND v.campaign_id = s.campaign_id
+        WHERE s.sent_at < {a.cutoff} AND {a.is_id("s.campaign_id", "campaignId")}
         GROUP BY ALL
     """)
 
@@ -258,7 +260,7 @@ def campaign_conversions(a: Ask) -> Sql:
 @handles("campaign_recipients")
 def campaign_recipients(a: Ask) -> Sql:
     _require_campaign(a)
-    where = f" AND s.campaign_id = {a.id('campaignId')}"
+    where = f" AND {a.is_id('s.campaign_id', 'campaignId')}"
     return a.sql(recipient_statistics(a, "campaign_id", "campaignId", where))
 
 

@@ -46,23 +46,28 @@ def contacts(a: Ask) -> Sql:
 
 @handles("contacts_details")
 def contacts_details(a: Ask) -> list[dict[str, Any]]:
-    ids = a.params.get("ids")
-    if not ids:
-        raise bad_parameter("ids", "ids is required: a comma-separated list of contact ids")
-    ids_sql = a.bind("ids", list(ids))
+    if a.grouped:  # every contact of the block; the service picks the asked ones
+        asked, member = a.is_id("contact_id", "ids"), a.is_id("m.contact_id", "ids")
+    else:
+        ids = a.params.get("ids")
+        if not ids:
+            raise bad_parameter("ids", "ids is required: a comma-separated list of contact ids")
+        ids_sql = a.bind("ids", list(ids))
+        asked = f"list_contains({ids_sql}, contact_id)"
+        member = f"list_contains({ids_sql}, m.contact_id)"
     table = a.arrow(f"""
         SELECT {CONTACT_COLUMNS}, left_at AS "unsubscribedAt", orders_count AS "ordersCount",
                spent AS "totalSpentWTaxReference", first_order_at AS "firstOrderAt",
                last_order_at AS "lastOrderAt"
         FROM ({_contacts_as_of_today(a)})
-        WHERE list_contains({ids_sql}, contact_id)
+        WHERE {asked}
         ORDER BY contact_id
     """)
     memberships: dict[int, list[dict[str, Any]]] = {}
     for contact_id, segment_id, name in a.rows(f"""
         SELECT m.contact_id, s.segment_id, s.name
         FROM segment_members m JOIN segments s USING (segment_id)
-        WHERE list_contains({ids_sql}, m.contact_id) AND s.created_at < {a.cutoff}
+        WHERE {member} AND s.created_at < {a.cutoff}
         ORDER BY m.contact_id, s.segment_id
     """):
         memberships.setdefault(contact_id, []).append({"segmentId": segment_id, "name": name})

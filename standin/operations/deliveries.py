@@ -18,15 +18,16 @@ from standin.operations.common import (
 
 
 def _require_delivery(a: Ask) -> None:
-    a.require(
-        f"SELECT 1 FROM deliveries WHERE delivery_id = {a.id('deliveryId')} "
-        f"AND created_at < {a.cutoff}",
-        f"delivery {a.path['deliveryId']}",
+    a.require_id(
+        "deliveryId",
+        f"SELECT delivery_id FROM deliveries WHERE created_at < {a.cutoff}",
+        "delivery_id",
+        "delivery",
     )
 
 
 def _this_delivery(a: Ask) -> str:
-    return f" AND delivery_id = {a.id('deliveryId')}"
+    return f" AND {a.is_id('delivery_id', 'deliveryId')}"
 
 
 @handles("deliveries")
@@ -62,7 +63,7 @@ def delivery_specific_conversions(a: Ask) -> Sql:
 @handles("delivery_recipients")
 def delivery_recipients(a: Ask) -> Sql:
     _require_delivery(a)
-    where = f" AND s.delivery_id = {a.id('deliveryId')}" + a.window("s.sent_at::DATE")
+    where = f" AND {a.is_id('s.delivery_id', 'deliveryId')}" + a.window("s.sent_at::DATE")
     return a.sql(recipient_statistics(a, "delivery_id", "deliveryId", where))
 
 
@@ -81,22 +82,27 @@ def delivery_link_clicks(a: Ask) -> Sql:
 
 @handles("delivery_detail")
 def delivery_detail(a: Ask) -> Sql:
-    """Totals over all of the delivery's activity and conversions by today."""
+    """Totals over all of the delivery's activity and conversions by today (zero without any)."""
     _require_delivery(a)
     return a.sql(f"""
         WITH metrics AS (
-            SELECT {METRICS} FROM {events_by_today(a, _this_delivery(a))}
+            SELECT delivery_id, {METRICS} FROM {events_by_today(a, _this_delivery(a))}
+            GROUP BY delivery_id
         ),
         converted AS (
-            SELECT count(*) AS n, coalesce(sum(amount_wo_ref), 0)::BIGINT AS wo,
-                   coalesce(sum(amount_w_ref), 0)::BIGINT AS w
+            SELECT delivery_id, count(*) AS n, sum(amount_wo_ref)::BIGINT AS wo,
+                   sum(amount_w_ref)::BIGINT AS w
             FROM {visible_conversions(a, _this_delivery(a))}
+            GROUP BY delivery_id
         )
         SELECT d.delivery_id AS "deliveryId", d.smartflow_id AS "smartflowId", d.name,
-               d.language, m.*, v.n AS "conversionsNumber",
-               v.wo AS "conversionAmountWoTaxReference", v.w AS "conversionAmountWTaxReference"
-        FROM deliveries d CROSS JOIN metrics m CROSS JOIN converted v
-        WHERE d.delivery_id = {a.id("deliveryId")}
+               d.language, {zero_filled("m")}, coalesce(v.n, 0) AS "conversionsNumber",
+               coalesce(v.wo, 0) AS "conversionAmountWoTaxReference",
+               coalesce(v.w, 0) AS "conversionAmountWTaxReference"
+        FROM deliveries d
+        LEFT JOIN metrics m ON m.delivery_id = d.delivery_id
+        LEFT JOIN converted v ON v.delivery_id = d.delivery_id
+        WHERE {a.is_id("d.delivery_id", "deliveryId")}
     """)
 
 
@@ -121,14 +127,18 @@ def deliveries_daily_results(a: Ask) -> Sql:
 @handles("smartflow_daily_detail")
 def smartflow_daily_detail(a: Ask) -> Sql:
     """Per day and delivery of one smartflow: activity by event date, conversions by date."""
-    flow = a.id("smartflowId")
-    a.require(
-        f"SELECT 1 FROM deliveries WHERE smartflow_id = {flow} AND created_at < {a.cutoff}",
-        f"smartflow {a.path['smartflowId']}",
+    a.require_id(
+        "smartflowId",
+        f"SELECT smartflow_id FROM deliveries WHERE created_at < {a.cutoff}",
+        "smartflow_id",
+        "smartflow",
     )
     counted = ("sent", "delivered", "opened", "clicked", "unsubscribed")
     return a.sql(f"""
-        WITH flow AS (SELECT delivery_id FROM deliveries WHERE smartflow_id = {flow}),
+        WITH flow AS (
+            SELECT delivery_id, smartflow_id FROM deliveries
+            WHERE {a.is_id("smartflow_id", "smartflowId")}
+        ),
         metrics AS (
             SELECT occurred_at::DATE AS date, delivery_id, {METRICS}
             FROM {events_by_today(a, a.window("occurred_at::DATE"))}
@@ -141,8 +151,9 @@ def smartflow_daily_detail(a: Ask) -> Sql:
             WHERE delivery_id IN (SELECT delivery_id FROM flow)
             GROUP BY ALL
         )
-        SELECT {flow}::BIGINT AS "smartflowId", date, delivery_id AS "deliveryId",
+        SELECT f.smartflow_id::BIGINT AS "smartflowId", date, delivery_id AS "deliveryId",
                {zero_filled("m", counted)}, coalesce(v.n, 0) AS "conversionsNumber",
                coalesce(v.w, 0) AS "conversionAmountWTaxReference"
         FROM metrics m FULL JOIN converted v USING (date, delivery_id)
+        JOIN flow f USING (delivery_id)
     """)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from standin.errors import not_found
 from standin.operations import handles
 from standin.operations.ask import Ask, Sql
 from standin.operations.products import recommendations
@@ -27,35 +26,42 @@ def orders(a: Ask) -> Sql:
 
 
 @handles("order_detail")
-def order_detail(a: Ask) -> dict[str, Any]:
-    table = a.arrow(f"""
+def order_detail(a: Ask) -> dict[str, Any] | list[dict[str, Any]]:
+    """The order with its items; in block mode, every order of the block."""
+    a.require_id(
+        "orderId",
+        f"SELECT order_id FROM orders WHERE created_at < {a.cutoff}",
+        "order_id",
+        "order",
+    )
+    orders = a.arrow(f"""
         SELECT {ORDER_COLUMNS} FROM orders o
-        WHERE o.order_id = {a.id("orderId")} AND o.created_at < {a.cutoff}
-    """)
-    if not table.num_rows:
-        raise not_found(f"order {a.path['orderId']} not found (as of {a.today.isoformat()})")
-    order = table.to_pylist()[0]
-    for key in ("amountWoTax", "amountWTax", "amountWoTaxReference", "amountWTaxReference"):
-        order[key] = order[key] / 100
-    items = a.rows(f"""
-        SELECT i.line_number, i.product_id, p.name, i.quantity, i.unit_price_w, i.amount_wo,
-               i.amount_w
+        WHERE {a.is_id("o.order_id", "orderId")} AND o.created_at < {a.cutoff}
+        ORDER BY o.order_id
+    """).to_pylist()
+    items: dict[int, list[dict[str, Any]]] = {}
+    for order_id, line, product, name, quantity, unit, wo, w in a.rows(f"""
+        SELECT i.order_id, i.line_number, i.product_id, p.name, i.quantity, i.unit_price_w,
+               i.amount_wo, i.amount_w
         FROM order_items i JOIN products p USING (product_id)
-        WHERE i.order_id = {a.id("orderId")} ORDER BY i.line_number
-    """)
-    order["items"] = [
-        {
-            "lineNumber": line,
-            "productId": product,
-            "productName": name,
-            "quantity": quantity,
-            "unitPriceWTax": unit / 100,
-            "amountWoTax": wo / 100,
-            "amountWTax": w / 100,
-        }
-        for line, product, name, quantity, unit, wo, w in items
-    ]
-    return order
+        WHERE {a.is_id("i.order_id", "orderId")} ORDER BY i.order_id, i.line_number
+    """):
+        items.setdefault(order_id, []).append(
+            {
+                "lineNumber": line,
+                "productId": product,
+                "productName": name,
+                "quantity": quantity,
+                "unitPriceWTax": unit / 100,
+                "amountWoTax": wo / 100,
+                "amountWTax": w / 100,
+            }
+        )
+    for order in orders:
+        for key in ("amountWoTax", "amountWTax", "amountWoTaxReference", "amountWTaxReference"):
+            order[key] = order[key] / 100
+        order["items"] = items.get(order["orderId"], [])
+    return orders if a.grouped else orders[0]
 
 
 @handles("order_recommendation")

@@ -51,10 +51,11 @@ def recommendations(a: Ask, top: int = 3) -> str:
 
 
 def _require_product(a: Ask) -> None:
-    a.require(
-        f"SELECT 1 FROM products WHERE product_id = {a.id('productId')} "
-        f"AND created_at < {a.cutoff}",
-        f"product {a.path['productId']}",
+    a.require_id(
+        "productId",
+        f"SELECT product_id FROM products WHERE created_at < {a.cutoff}",
+        "product_id",
+        "product",
     )
 
 
@@ -69,7 +70,7 @@ def product_detail(a: Ask) -> Sql:
     return a.sql(f"""
         SELECT {_product_columns(a)}, c.name AS "categoryName", p.description
         FROM products p JOIN categories c USING (category_id)
-        WHERE p.product_id = {a.id("productId")}
+        WHERE {a.is_id("p.product_id", "productId")}
     """)
 
 
@@ -89,7 +90,7 @@ def product_purchases(a: Ask) -> Sql:
                o.contact_id AS "contactId", o.created_at AS "createdAt", o.currency,
                i.quantity, i.amount_w AS "amountWTax", i.amount_w_ref AS "amountWTaxReference"
         FROM order_items i JOIN orders o USING (order_id)
-        WHERE i.product_id = {a.id("productId")} AND o.created_at < {a.cutoff}
+        WHERE {a.is_id("i.product_id", "productId")} AND o.created_at < {a.cutoff}
               {a.window("o.created_at::DATE")}
     """)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from standin.errors import not_found
 from standin.operations import handles
 from standin.operations.ask import Ask, Sql
 
@@ -166,17 +165,20 @@ def rfm_cells(a: Ask) -> Sql:
 
 @handles("rfm_cell_detail")
 def rfm_cell_detail(a: Ask) -> Sql:
-    cell = a.id("cell")
-    rows = a.rows(f"SELECT count(*) FROM ({scored(a)}) WHERE cell = {cell}")
-    if not rows[0][0]:
-        raise not_found(f"RFM cell {a.path['cell']} has no contacts in this window")
+    a.require_id(
+        "cell",
+        f"SELECT cell FROM ({scored(a)})",
+        "cell",
+        "RFM cell",
+        missing="RFM cell {id} has no contacts in this window",
+    )
     return a.sql(f"""
         SELECT cell, r, f, m, segment, count(*) AS "contactsCount",
                sum(monetary)::BIGINT AS "monetary",
                min(recency_days) AS "minRecencyDays", max(recency_days) AS "maxRecencyDays",
                min(frequency) AS "minFrequency", max(frequency) AS "maxFrequency",
                min(monetary) AS "minMonetary", max(monetary) AS "maxMonetary"
-        FROM ({scored(a)}) WHERE cell = {cell} GROUP BY ALL
+        FROM ({scored(a)}) WHERE {a.is_id("cell", "cell")} GROUP BY ALL
     """)
 
 
@@ -185,16 +187,17 @@ def rfm_cell_contacts(a: Ask) -> Sql:
     return a.sql(f"""
         SELECT contact_id AS "contactId", cell, recency_days AS "recencyDays", frequency,
                monetary
-        FROM ({scored(a)}) WHERE cell = {a.id("cell")}
+        FROM ({scored(a)}) WHERE {a.is_id("cell", "cell")}
     """)
 
 
 @handles("rfm_contact_detail")
 def rfm_contact_detail(a: Ask) -> Sql:
-    contact = a.id("contactId")
-    a.require(
-        f"SELECT 1 FROM contacts WHERE contact_id = {contact} AND created_at < {a.cutoff}",
-        f"contact {a.path['contactId']}",
+    a.require_id(
+        "contactId",
+        f"SELECT contact_id FROM contacts WHERE created_at < {a.cutoff}",
+        "contact_id",
+        "contact",
     )
     _, last = analysis_window(a)
     return a.sql(f"""
@@ -203,7 +206,7 @@ def rfm_contact_detail(a: Ask) -> Sql:
                s.frequency, s.monetary, s.r, s.f, s.m, s.cell, s.segment,
                s.first_order_at AS "firstOrderAt", s.last_order_at AS "lastOrderAt"
         FROM contacts c LEFT JOIN ({scored(a)}) s USING (contact_id)
-        WHERE c.contact_id = {contact}
+        WHERE {a.is_id("c.contact_id", "contactId")}
     """)
 
 
