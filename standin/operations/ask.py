@@ -27,6 +27,9 @@ class Block:
     lo: Any = None
     hi: Any = None
 
+    def holds(self, value: Any) -> bool:
+        return self.lo is None or self.lo <= value <= self.hi
+
 
 @dataclass(frozen=True)
 class Sql:
