@@ -10,8 +10,8 @@ what the one-id query renders. Each later request for an id of the block is a bi
 a byte slice.
 
 A block holds about ROWS_PER_BLOCK records, judged from the world's table sizes, so an index
-stays a few tens of MB at `large` (the order details of a million orders are ten blocks, not one
-600 MB index) while a small world's operation is one block.
+stays a few tens of MB at `large` (the order details of a million orders are a hundred blocks,
+not one 600 MB index) while a small world's operation is one block.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from standin.frames import JSON_OPTIONS, Frame
 from standin.operations.ask import Block
 
 ROWS_PER_BLOCK = 100_000
+# Details with nested lists are built as Python dicts before rendering: a block of them costs
+# many times its JSON in transient memory, which the process keeps, so their blocks are smaller.
+PYTHON_ROWS_PER_BLOCK = 20_000
+PYTHON_BUILT = frozenset({"abandoned_cart_detail", "contacts_details", "order_detail"})
 # Ids past this are refused by the index (answered by the one-id query): block bounds must stay
 # inside DuckDB's BIGINT.
 MAX_INDEXED_ID = 1 << 62
@@ -68,7 +72,8 @@ def ids_per_block(op: Operation, counts: dict[str, int]) -> int | None:
     ids, volume = counts.get(ids_table, 0), counts.get(volume_table, 0)
     if not ids or not volume:
         return 1 << 20
-    return max(1, ROWS_PER_BLOCK * ids // volume)
+    rows = PYTHON_ROWS_PER_BLOCK if op.name in PYTHON_BUILT else ROWS_PER_BLOCK
+    return max(1, rows * ids // volume)
 
 
 def block_of(value: Any, span: int | None) -> Block:
