@@ -311,6 +311,23 @@ def run_command(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ the UI
 
 
+def _dagster_dev(command: list[str], env: dict[str, str]) -> int:
+    """Run `dagster dev` until it exits; on Ctrl-C let it stop its webserver and daemon first.
+
+    Ctrl-C reaches `dagster dev` too (same process group); killing it at once, as
+    subprocess.call would, leaves its webserver and daemon running without it.
+    """
+    process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        try:
+            return process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            return process.wait()
+
+
 def ui_command(args: argparse.Namespace) -> int:
     """`dagster dev` on 127.0.0.1 with DAGSTER_HOME set, and the stand-in when there is no token."""
     settings = load_settings()
@@ -329,12 +346,12 @@ def ui_command(args: argparse.Namespace) -> int:
     ]
     try:
         if settings.api_token:
-            return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
+            return _dagster_dev(command, env)
         with standin_process(args.scale, args.seed, args.today) as standin:
             env["INCOMAKER_BASE_URL"] = standin.base_url
             env["INCOMAKER_API_TOKEN"] = standin.token
             print(f"stand-in API at {standin.base_url} (today {standin.today}); Dagster UI next")
-            return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
+            return _dagster_dev(command, env)
     except RunError as exc:
         print(f"incomaker-elt ui: {exc}", file=sys.stderr)
         return 1
