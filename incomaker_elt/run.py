@@ -267,6 +267,8 @@ def run_pipeline(settings: Settings, last_day: date) -> RunSummary:
     started = time.monotonic()
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(
+            # Progress and warnings on the console; every event stays in the run's record.
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             instance=instance,
             tags={**partition_range_tags(first, last), "incomaker/trigger": "incomaker-elt run"},
             raise_on_error=False,
