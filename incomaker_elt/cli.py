@@ -67,7 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMAND_MODULES = ("standin.cli", "ingestion.cli", "incomaker_elt.transform", "incomaker_elt.run")
+SUBCOMMAND_MODULES = (
+    "standin.cli",
+    "ingestion.cli",
+    "incomaker_elt.transform",
+    "incomaker_elt.run",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,7 +57,7 @@ class LoadSummary:
         return sum(self.rows_loaded.values())
 
 
-def _configure_dlt() -> None:
+def configure_dlt() -> None:
     """dlt settings the source relies on.
 
     - Arrow tables skip dlt's row normaliser: ask dlt to add `_dlt_load_id` to them anyway.
@@ -220,7 +220,7 @@ def run_ingestion(
     )
     try:
         _check_token(client, catalogue)
-        _configure_dlt()
+        configure_dlt()
         pipeline = make_pipeline(settings)
         source = incomaker_source(catalogue, fetcher, dates, operations, chunk_rows)
         try:

@@ -35,7 +35,7 @@ from ingestion.fetch import Fetcher, Progress
 
 # The ingestion's own dlt settings and its post-load repair, imported at load time of the
 # definitions so that a rename there fails every test at once instead of a night's run.
-from ingestion.pipeline import _configure_dlt, make_pipeline, remove_duplicates
+from ingestion.pipeline import configure_dlt, make_pipeline, remove_duplicates
 from ingestion.records import has_nested_lists, snake
 from ingestion.source import RunDates, incomaker_source
 from orchestration.partitions import window_dates
@@ -225,7 +225,7 @@ def load(
     )
     translator = IncomakerDltTranslator(catalogue=catalogue)
     try:
-        _configure_dlt()
+        configure_dlt()
         pipeline = make_pipeline(settings)
         source = incomaker_source(catalogue, fetcher, dates, operations)
         if fixed_window:
