@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format bench ui simulate endpoints clean
+.PHONY: install run test lint format bench bench-dbt bench-standin ui simulate endpoints clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Benchmarks print figures; they take minutes and belong here, not in `make test`.
 bench: install
 	$(BIN)/python bench/ingest.py
+
+bench-dbt: install
+	$(BIN)/python bench/dbt_build.py
+
+bench-standin: install
+	$(BIN)/python bench/standin.py
 
 # The Dagster UI on http://127.0.0.1:3000: `dagster dev` with DAGSTER_HOME=.dagster_home, the dbt
 # manifest re-parsed on start; without INCOMAKER_API_TOKEN the stand-in API is started with it.
