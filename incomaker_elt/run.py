@@ -20,6 +20,7 @@ DuckDB at the same time.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import secrets
@@ -278,7 +279,21 @@ def run_pipeline(settings: Settings, last_day: date) -> RunSummary:
     return summary
 
 
+def _quiet_library_logging() -> None:
+    """Keep library chatter (below WARNING) off the console; Dagster's own console logger stays.
+
+    A library calling `logging.info(...)` at module level installs a root handler that would then
+    echo every DEBUG record propagated from Dagster's loggers; installing ours first, with a level,
+    prevents that.
+    """
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.WARNING)
+
+
 def run_command(args: argparse.Namespace) -> int:
+    _quiet_library_logging()
     settings = load_settings()
     ensure_dagster_home(settings)
     try:
