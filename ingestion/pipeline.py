@@ -87,7 +87,10 @@ def make_pipeline(settings: Settings) -> dlt.Pipeline:
     )
 
 
-def _credentials(settings: Settings, transport: httpx.BaseTransport | None) -> tuple[str, str]:
+def credentials(
+    settings: Settings, transport: httpx.BaseTransport | None = None
+) -> tuple[str, str]:
+    """The API address and token from settings, else from dlt's config and secrets."""
     base_url = settings.base_url or dlt.config.get("sources.incomaker.base_url", str)
     token = settings.api_token or dlt.secrets.get("sources.incomaker.api_token", str)
     if not base_url:
@@ -203,7 +206,7 @@ def run_ingestion(
         raise IngestionError(f"start date {dates.start} is after end date {dates.end}")
     selected = [op for op in catalogue.select(only) if op.name not in set(exclude)]
     operations = with_ancestors(catalogue, selected)
-    base_url, token = _credentials(settings, transport)
+    base_url, token = credentials(settings, transport)
     progress = Progress(report)
     client = IncomakerClient(
         base_url,

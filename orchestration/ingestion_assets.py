@@ -35,7 +35,12 @@ from ingestion.fetch import Fetcher, Progress
 
 # The ingestion's own dlt settings and its post-load repair, imported at load time of the
 # definitions so that a rename there fails every test at once instead of a night's run.
-from ingestion.pipeline import configure_dlt, make_pipeline, remove_duplicates
+from ingestion.pipeline import (
+    configure_dlt,
+    credentials,
+    make_pipeline,
+    remove_duplicates,
+)
 from ingestion.records import has_nested_lists, snake
 from ingestion.source import RunDates, incomaker_source
 from orchestration.partitions import window_dates
@@ -119,15 +124,6 @@ class IncomakerDltTranslator(DagsterDltTranslator):
 # --------------------------------------------------------------------------------- execution
 
 
-def _credentials(settings: Settings) -> tuple[str, str]:
-    if not settings.base_url or not settings.api_token:
-        raise IngestionError(
-            "no API address or token: set INCOMAKER_BASE_URL and INCOMAKER_API_TOKEN (without a "
-            "token, `incomaker-elt run` and `make ui` start the stand-in and set both)"
-        )
-    return settings.base_url, settings.api_token
-
-
 def exact_window(source: DltSource, catalogue: Catalogue, first: date, last: date) -> None:
     """Replace each windowed resource's cursor by the fixed window [first, last].
 
@@ -185,7 +181,11 @@ def _failure(exc: BaseException) -> dg.Failure:
 
 
 def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
-    """Rows each raw table holds now (not only this load's), for the asset's row count."""
+    """Rows each raw table holds now (not only this load's), for the asset's row count.
+
+    Asked of the database, not of dlt's schema: under dagster-dlt the pipeline's default schema
+    does not list every table this run wrote.
+    """
     counts: dict[str, int] = {}
     with pipeline.sql_client() as sql:
         with sql.execute_query(
@@ -214,7 +214,7 @@ def load(
     fixed_window: bool,
 ) -> Iterator[dg.MaterializeResult]:
     """Run the dlt source for `operations` and yield one materialisation per raw table."""
-    base_url, token = _credentials(settings)
+    base_url, token = credentials(settings)
     progress = Progress(context.log.info)
     client = IncomakerClient(base_url, token, max_in_flight=settings.ingest_concurrency)
     fetcher = Fetcher(
