@@ -16,12 +16,15 @@ from typing import Any, Literal
 
 import yaml
 
+from ingestion.paging import DIALECTS, Paging, PagingError, paging_from
+
 CATALOGUE_PATH = Path(__file__).with_name("catalogue.yaml")
 
 Kind = Literal["entity", "event", "aggregate", "detail"]
 KINDS = ("entity", "event", "aggregate", "detail")
-STATUSES = ("confirmed", "assumed")
-PAGINGS = ("page", "none")
+STATUSES = ("confirmed", "inferred", "assumed")
+"""confirmed: documented by Reporting v1; inferred: from the vendor's Commons v4 conventions;
+assumed: neither says, our best guess."""
 FIELD_TYPES = ("string", "integer", "decimal", "boolean", "date", "timestamp", "list", "object")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -48,8 +51,10 @@ class Operation:
     path: str
     status: str
     kind: Kind
-    paging: str
+    paging: Paging
     records: str
+    """Where the body keeps the records: a field (dotted for deeper), or $ for the whole body.
+    A dialect that fixes one place for all paged bodies (Spring's `content`) takes precedence."""
     primary_key: tuple[str, ...]
     fields: dict[str, str]
     params: tuple[str, ...] = ()
@@ -57,6 +62,17 @@ class Operation:
     window: str | None = None
     lookback_days: int = 0
     parent: Parent | None = None
+    api_names: dict[str, str] = field(default_factory=dict)
+    """Contract field -> the name the API gives it, where they differ (an override's renames)."""
+    evidence: dict[str, str] = field(default_factory=dict)
+    """Aspect (path, paging, ids...) -> where the entry's shape comes from."""
+
+    @property
+    def records_path(self) -> str:
+        return self.paging.records_path(self.records) if self.is_paged else self.records
+
+    def api_name(self, field: str) -> str:
+        return self.api_names.get(field, field)
 
     @property
     def path_params(self) -> tuple[str, ...]:
@@ -69,7 +85,7 @@ class Operation:
 
     @property
     def is_paged(self) -> bool:
-        return self.paging == "page"
+        return self.paging.is_paged
 
     def url_path(self, **values: Any) -> str:
         """The path with its placeholders filled, e.g. /campaigns/7/recipients."""
@@ -88,6 +104,10 @@ class Catalogue:
     page_size: int
     max_page_size: int
     source: tuple[Path, ...] = field(default=())
+    paging: Paging = DIALECTS["offset"]
+    """The default paging dialect of paged entries."""
+    timestamp_zone: str = "UTC"
+    """The zone whose offset the API's timestamps carry (the stand-in answers in it)."""
 
     def __iter__(self):
         return iter(self.operations)
@@ -121,9 +141,26 @@ class Catalogue:
         return tuple(op for op in self.operations if op.name in wanted or op.group in wanted)
 
 
-def _merge_overrides(entries: list[dict[str, Any]], overrides: dict[str, Any], where: Path) -> None:
+def _merge_overrides(
+    entries: list[dict[str, Any]], defaults: dict[str, Any], overrides: Any, where: Path
+) -> None:
+    if not isinstance(overrides, dict):
+        raise CatalogueError(
+            f"{where}: an override file is a mapping with `operations:` (and optionally "
+            f"`defaults:`), not a {type(overrides).__name__}; see README, 'catalogue overrides'"
+        )
+    unknown = sorted(set(overrides) - {"operations", "defaults"})
+    if unknown:
+        raise CatalogueError(f"{where}: unknown top-level keys {unknown}; use operations, defaults")
+    new_defaults = overrides.get("defaults") or {}
+    if not isinstance(new_defaults, dict):
+        raise CatalogueError(f"{where}: `defaults` must be a mapping of keys")
+    defaults.update(new_defaults)
+    operations = overrides.get("operations") or {}
+    if not isinstance(operations, dict):
+        raise CatalogueError(f"{where}: `operations` must map operation names to their changes")
     by_name = {e.get("name"): e for e in entries}
-    for name, change in (overrides.get("operations") or {}).items():
+    for name, change in operations.items():
         if name not in by_name:
             raise CatalogueError(f"{where}: override for unknown operation {name!r}")
         if not isinstance(change, dict):
@@ -131,13 +168,15 @@ def _merge_overrides(entries: list[dict[str, Any]], overrides: dict[str, Any], w
         by_name[name].update(change)
 
 
-def _operation(entry: dict[str, Any], parameter_types: dict[str, str]) -> Operation:
+def _operation(
+    entry: dict[str, Any], parameter_types: dict[str, str], default_paging: Paging
+) -> Operation:
     name = entry.get("name", "<unnamed>")
 
     def fail(msg: str) -> CatalogueError:
         return CatalogueError(f"catalogue entry {name!r}: {msg}")
 
-    required = ("name", "title", "group", "method", "path", "status", "kind", "paging", "records")
+    required = ("name", "title", "group", "method", "path", "status", "kind", "records")
     missing = [k for k in required if k not in entry]
     if missing:
         raise fail(f"missing {', '.join(missing)}")
@@ -145,8 +184,11 @@ def _operation(entry: dict[str, Any], parameter_types: dict[str, str]) -> Operat
         raise fail(f"status must be one of {STATUSES}, not {entry['status']!r}")
     if entry["kind"] not in KINDS:
         raise fail(f"kind must be one of {KINDS}, not {entry['kind']!r}")
-    if entry["paging"] not in PAGINGS:
-        raise fail(f"paging must be one of {PAGINGS}, not {entry['paging']!r}")
+    spec = entry.get("paging")
+    try:
+        paging = paging_from(None if spec == "default" else spec, default_paging, "paging")
+    except PagingError as exc:
+        raise fail(str(exc)) from None
     fields = dict(entry.get("fields") or {})
     bad_types = {f: t for f, t in fields.items() if t not in FIELD_TYPES}
     if bad_types:
@@ -178,6 +220,13 @@ def _operation(entry: dict[str, Any], parameter_types: dict[str, str]) -> Operat
             parent = Parent(**p)
         except TypeError as exc:
             raise fail(f"parent: {exc}") from None
+    api_names = dict(entry.get("api_names") or {})
+    unknown_names = [f for f in api_names if f not in fields]
+    if unknown_names:
+        raise fail(f"api_names rename fields that are not among fields: {unknown_names}")
+    evidence = entry.get("evidence") or {}
+    if not isinstance(evidence, dict):
+        raise fail("evidence must map an aspect (path, paging, ids...) to its source")
     placeholders = _PLACEHOLDER.findall(entry["path"])
     if placeholders and (parent is None or placeholders != [parent.into]):
         raise fail(f"path placeholders {placeholders} must be filled by the parent's `into`")
@@ -189,8 +238,8 @@ def _operation(entry: dict[str, Any], parameter_types: dict[str, str]) -> Operat
         path=entry["path"],
         status=entry["status"],
         kind=entry["kind"],
-        paging=entry["paging"],
-        records=entry["records"],
+        paging=paging,
+        records=str(entry["records"]),
         primary_key=pk,
         fields=fields,
         params=params,
@@ -198,24 +247,47 @@ def _operation(entry: dict[str, Any], parameter_types: dict[str, str]) -> Operat
         window=window,
         lookback_days=int(entry.get("lookback_days") or 0),
         parent=parent,
+        api_names=api_names,
+        evidence={str(k): str(v) for k, v in evidence.items()},
     )
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise CatalogueError(f"{what} {path} is not valid YAML{at}: {problem}") from None
+    except OSError as exc:
+        raise CatalogueError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
 def load_catalogue(overrides: Path | None = None) -> Catalogue:
     """Read catalogue.yaml, apply an override file if given, and validate every entry."""
-    raw = yaml.safe_load(CATALOGUE_PATH.read_text())
+    raw = _read_yaml(CATALOGUE_PATH, "the catalogue")
     entries = [dict(e) for e in raw["operations"]]
+    defaults = dict(raw.get("defaults") or {})
     sources = [CATALOGUE_PATH]
     if overrides is not None:
+        what = "the catalogue override file (INCOMAKER_CATALOGUE_OVERRIDES)"
         if not overrides.is_file():
             raise CatalogueError(
-                f"catalogue override file {overrides} does not exist "
-                "(set INCOMAKER_CATALOGUE_OVERRIDES to an existing YAML file, or unset it)"
+                f"{what} {overrides} does not exist: point the variable at an existing YAML "
+                "file, or unset it"
             )
-        _merge_overrides(entries, yaml.safe_load(overrides.read_text()) or {}, overrides)
+        try:
+            _merge_overrides(entries, defaults, _read_yaml(overrides, what) or {}, overrides)
+        except CatalogueError as exc:
+            raise CatalogueError(f"{exc} (from INCOMAKER_CATALOGUE_OVERRIDES)") from None
         sources.append(overrides)
+    try:
+        default_paging = paging_from(defaults.get("paging"), DIALECTS["offset"], "defaults.paging")
+    except PagingError as exc:
+        raise CatalogueError(str(exc)) from None
     parameter_types = dict(raw["parameter_types"])
-    ops = tuple(_operation(e, parameter_types) for e in entries)
+    ops = tuple(_operation(e, parameter_types, default_paging) for e in entries)
     names = [op.name for op in ops]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -231,13 +303,14 @@ def load_catalogue(overrides: Path | None = None) -> Catalogue:
                     f"{op.name!r}: parent field {op.parent.field!r} is not a field of "
                     f"{parent.name!r}"
                 )
-    defaults = raw.get("defaults") or {}
     return Catalogue(
         operations=ops,
         parameter_types=parameter_types,
         page_size=int(defaults.get("page_size", 1000)),
         max_page_size=int(defaults.get("max_page_size", 1000)),
         source=tuple(sources),
+        paging=default_paging,
+        timestamp_zone=str(defaults.get("timestamp_zone") or "UTC"),
     )
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import httpx
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,19 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _server_message(response: httpx.Response) -> str:
+    """The server's own words: the `error` (Commons v4) or `message` (Spring) of a JSON body,
+    else the body's text."""
     text = response.text.strip().replace("\n", " ")
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        words = [str(body[k]) for k in ("error", "message", "detail") if body.get(k)]
+        if body.get("parameter"):
+            words.append(f"(parameter {body['parameter']})")
+        if words:
+            text = " ".join(dict.fromkeys(words))
     return text[:500] or response.reason_phrase
 
 

@@ -1,7 +1,10 @@
 """Paging, bounded concurrency and progress: how the pages of an operation are fetched.
 
-A listing's first page says how many pages there are; the rest are fetched a few at a time ahead
-of the consumer, so dlt writes one chunk while the next pages are on the wire. Per-id operations
+How a page is asked for and what its body says about the rest come from the operation's paging
+dialect (ingestion/paging.py). When the first page says how many pages there are (a total of
+items or pages), the rest are fetched a few at a time ahead of the consumer, so dlt writes one
+chunk while the next pages are on the wire. When it does not, the `next` links are followed one
+after the other, and without those a short page ends the listing. Per-id operations
 (one listing per campaign, order, contact batch...) run their listings side by side. The client's
 in-flight bound caps the requests of the whole run, whatever the number of resources.
 """
@@ -19,6 +22,7 @@ import pyarrow as pa
 
 from ingestion.catalogue import Operation
 from ingestion.client import IncomakerClient
+from ingestion.paging import PageTotals, pages_without_totals, walk
 from ingestion.records import Page
 
 
@@ -111,8 +115,20 @@ class Fetcher:
         self.progress.page(op.name, page.rows)
         return page
 
-    def _page_params(self, params: Mapping[str, str], number: int) -> dict[str, str]:
-        return {**params, "page": str(number), "size": str(self.page_size)}
+    def _page_params(self, op: Operation, params: Mapping[str, str], index: int) -> dict[str, str]:
+        return {**params, **op.paging.params(index, self.page_size)}
+
+    def _page_count(self, op: Operation, first: Page) -> int | None:
+        return op.paging.page_count(first.totals, self.page_size)
+
+    def _fetch(
+        self, op: Operation, decode: Callable[[bytes], Page]
+    ) -> Callable[[str, dict[str, str]], tuple[Page, int, PageTotals]]:
+        def fetch(path: str, params: dict[str, str]) -> tuple[Page, int, PageTotals]:
+            page = self._get(op, path, params, decode)
+            return page, page.rows, page.totals
+
+        return fetch
 
     def listing(
         self, op: Operation, path: str, params: Mapping[str, str], decode: Callable[[bytes], Page]
@@ -121,16 +137,28 @@ class Fetcher:
         if not op.is_paged:
             yield self._get(op, path, params, decode)
             return
-        first = self._get(op, path, self._page_params(params, 0), decode)
+        first = self._get(op, path, self._page_params(op, params, 0), decode)
         yield first
+        total_pages = self._page_count(op, first)
+        if total_pages is None:
+            yield from pages_without_totals(
+                op.paging,
+                self._fetch(op, decode),
+                path,
+                params,
+                self.page_size,
+                first.rows,
+                first.totals,
+            )
+            return
         pending: deque[Future[Page]] = deque()
         following = 1
         try:
-            while following < first.total_pages or pending:
-                while following < first.total_pages and len(pending) < self.concurrency:
+            while following < total_pages or pending:
+                while following < total_pages and len(pending) < self.concurrency:
                     pending.append(
                         self.pool.submit(
-                            self._get, op, path, self._page_params(params, following), decode
+                            self._get, op, path, self._page_params(op, params, following), decode
                         )
                     )
                     following += 1
@@ -143,12 +171,7 @@ class Fetcher:
         self, op: Operation, path: str, params: Mapping[str, str], decode: Callable[[bytes], Page]
     ) -> list[Page]:
         """One listing fetched page after page, for running many listings side by side."""
-        if not op.is_paged:
-            return [self._get(op, path, params, decode)]
-        pages = [self._get(op, path, self._page_params(params, 0), decode)]
-        for number in range(1, pages[0].total_pages):
-            pages.append(self._get(op, path, self._page_params(params, number), decode))
-        return pages
+        return list(walk(op.paging, self._fetch(op, decode), path, params, self.page_size))
 
     def many_listings(
         self,

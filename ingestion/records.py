@@ -26,6 +26,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from ingestion.catalogue import Operation
 from ingestion.client import BrokenBody
+from ingestion.paging import WHOLE_BODY, PageTotals, dig
 
 SNAPSHOT_DATE = "_snapshot_date"
 PARAMS = "_params"
@@ -121,13 +122,19 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def _struct_fields(fields: dict[str, str], nested: dict[str, dict[str, str]]) -> list[pa.Field]:
+def _struct_fields(
+    fields: dict[str, str],
+    nested: dict[str, dict[str, str]],
+    api_names: dict[str, str] | None = None,
+) -> list[pa.Field]:
+    """The Arrow fields of a record, named as the API names them."""
     out = []
     for name, kind in fields.items():
+        api_name = (api_names or {}).get(name, name)
         if kind == "object":
-            out.append(pa.field(name, pa.struct(_struct_fields(nested.get(name, {}), {}))))
+            out.append(pa.field(api_name, pa.struct(_struct_fields(nested.get(name, {}), {}))))
         elif kind in _ARROW_TYPES:
-            out.append(pa.field(name, _ARROW_TYPES[kind]))
+            out.append(pa.field(api_name, _ARROW_TYPES[kind]))
     return out
 
 
@@ -152,11 +159,11 @@ def _final_type(kind: str) -> pa.DataType:
 
 @dataclass(frozen=True)
 class Page:
-    """One decoded response: its records and how many pages the listing has in all."""
+    """One decoded response: its records and what it says about the rest of the listing."""
 
     records: Any  # pa.Table on the Arrow path, list[dict] on the dict path
     rows: int
-    total_pages: int = 1
+    totals: PageTotals = PageTotals()
 
 
 def _flatten(table: pa.Table, op: Operation) -> pa.Table:
@@ -178,22 +185,49 @@ def _flatten(table: pa.Table, op: Operation) -> pa.Table:
         columns.append(column)
         names.append(name)
 
+    contract = contract_names(op)
     for i, field in enumerate(table.schema):
-        kind = op.fields.get(field.name)
-        add(snake(field.name), table.column(i), kind, op.nested.get(field.name, {}))
+        name = contract.get(field.name, field.name)
+        add(snake(name), table.column(i), op.fields.get(name), op.nested.get(name, {}))
     return pa.Table.from_arrays(columns, names=names)
+
+
+def contract_names(op: Operation) -> dict[str, str]:
+    """The API's name of a field -> the catalogue's (contract) name, where they differ."""
+    return {api: field for field, api in op.api_names.items()}
+
+
+def _envelope(table: pa.Table, records_path: list[str]) -> dict[str, Any]:
+    """The one-row body without its records, as Python values (paging, totals, links)."""
+    top = records_path[0]
+    envelope = table.select([c for c in table.column_names if c != top]).to_pylist()[0]
+    if len(records_path) > 1 and top in table.column_names:
+        column = table.column(top)
+        if pa.types.is_struct(column.type):
+            kept = [f.name for f in column.type if f.name != records_path[1]]
+            struct = column.combine_chunks()
+            envelope[top] = {name: struct.field(name)[0].as_py() for name in kept}
+    return envelope
+
+
+def _records_schema(path: list[str], record_list: pa.DataType) -> pa.Schema:
+    """An explicit schema for the body: the records list at its (dotted) path."""
+    node: pa.DataType = record_list
+    for part in reversed(path[1:]):
+        node = pa.struct([pa.field(part, node)])
+    return pa.schema([pa.field(path[0], node)])
 
 
 def arrow_decoder(op: Operation) -> Callable[[bytes], Page]:
     """Decoder of one response body into an Arrow table with the contract's columns."""
-    record_type = pa.struct(_struct_fields(op.fields, op.nested))
-    whole_body = op.records == "$"
+    record_type = pa.struct(_struct_fields(op.fields, op.nested, op.api_names))
+    records_path = op.records_path
+    whole_body = records_path == WHOLE_BODY
+    path = records_path.split(".")
     if whole_body:
         schema = pa.schema(list(record_type))
     else:
-        schema = pa.schema(
-            [pa.field(op.records, pa.list_(record_type)), pa.field("totalPages", pa.int64())]
-        )
+        schema = _records_schema(path, pa.list_(record_type))
     # Fields the catalogue does not know (schema drift) are kept with inferred types.
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
     multiline = pa_json.ParseOptions(
@@ -226,24 +260,32 @@ def arrow_decoder(op: Operation) -> Callable[[bytes], Page]:
             raise BrokenBody(str(exc)[:200]) from None
         return pa.Table.from_pylist([doc])
 
+    def _records(doc: pa.Table) -> pa.Array | None:
+        if path[0] not in doc.column_names:
+            return None
+        records = doc.column(path[0]).combine_chunks()
+        for part in path[1:]:
+            if not pa.types.is_struct(records.type) or records.type.get_field_index(part) < 0:
+                return None
+            records = records.field(part)
+        return records
+
     def decode(body: bytes) -> Page:
         doc = read(body)
         if whole_body:
             table = doc
-            total_pages = 1
+            totals = PageTotals()
         else:
-            if op.records not in doc.column_names:
-                raise BrokenBody(f"no {op.records!r} in the response")
-            records = doc.column(op.records).combine_chunks()
+            records = _records(doc)
+            if records is None:
+                raise BrokenBody(f"no {records_path!r} in the response")
             if pa.types.is_null(records.type) or records.null_count:
                 table = pa.table({})
             else:
                 table = pa.Table.from_struct_array(records.flatten())
-            total_pages = 1
-            if "totalPages" in doc.column_names:
-                total_pages = doc.column("totalPages")[0].as_py() or 1
+            totals = op.paging.totals(_envelope(doc, path)) if op.is_paged else PageTotals()
         table = _flatten(table, op) if table.num_columns else table
-        return Page(table, table.num_rows, int(total_pages))
+        return Page(table, table.num_rows, totals)
 
     return decode
 
@@ -270,25 +312,37 @@ def row_ids(n: int) -> pa.Array:
 
 def dict_decoder(op: Operation) -> Callable[[bytes], Page]:
     """Decoder of one body into dicts; dlt turns their lists into child tables."""
+    records_path = op.records_path
+    contract = contract_names(op)
 
     def decode(body: bytes) -> Page:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BrokenBody(str(exc)[:200]) from None
-        if op.records == "$":
+        totals = PageTotals()
+        if records_path == WHOLE_BODY:
             records = doc if isinstance(doc, list) else [doc]
-            total_pages = 1
         else:
-            if not isinstance(doc, dict) or op.records not in doc:
-                raise BrokenBody(f"no {op.records!r} in the response")
-            records = doc[op.records] or []
-            total_pages = int(doc.get("totalPages") or 1)
-        if not all(isinstance(r, dict) for r in records):
+            records = dig(doc, records_path)
+            if records is None and not (isinstance(doc, dict) and _has_path(doc, records_path)):
+                raise BrokenBody(f"no {records_path!r} in the response")
+            records = records or []
+            if op.is_paged:
+                totals = op.paging.totals(doc)
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise BrokenBody("records are not JSON objects")
-        return Page(records, len(records), total_pages)
+        if contract:
+            records = [{contract.get(k, k): v for k, v in r.items()} for r in records]
+        return Page(records, len(records), totals)
 
     return decode
+
+
+def _has_path(doc: dict[str, Any], dotted: str) -> bool:
+    *parents, last = dotted.split(".")
+    node = dig(doc, ".".join(parents)) if parents else doc
+    return isinstance(node, dict) and last in node
 
 
 def decoder(op: Operation) -> Callable[[bytes], Page]:

@@ -28,6 +28,7 @@ import dagster as dg
 from incomaker_elt.settings import Settings
 from ingestion.catalogue import Catalogue
 from ingestion.client import IncomakerClient
+from ingestion.paging import WHOLE_BODY, PageTotals, dig, walk
 from orchestration.partitions import day_ranges
 from orchestration.warehouse import DUCKDB_POOL, read_only
 
@@ -127,19 +128,18 @@ def api_session(settings: Settings) -> Iterator[ApiGet]:
 
 
 def _pages(get: ApiGet, catalogue: Catalogue, operation: str, params: dict[str, str]) -> list:
-    """All records of an operation; paged ones page by page (Spring `content`/`totalPages`)."""
+    """All records of an operation, paged as its catalogue entry's dialect says."""
     op = catalogue.get(operation)
-    if not op.is_paged:
-        body = get(op.name, op.path, params)
-        return body if op.records == "$" else body.get(op.records) or []
-    records, page, total = [], 0, 1
-    while page < total:
-        paging = {"page": str(page), "size": str(catalogue.max_page_size)}
-        body = get(op.name, op.path, {**params, **paging})
-        records.extend(body.get(op.records) or [])
-        total = int(body.get("totalPages") or 0)
-        page += 1
-    return records
+
+    def fetch(path: str, query: dict[str, str]) -> tuple[list, int, PageTotals]:
+        body = get(op.name, path, query)
+        if op.records_path == WHOLE_BODY:
+            return [body], 1, PageTotals()
+        found = dig(body, op.records_path) or []
+        return found, len(found), op.paging.totals(body)
+
+    pages = walk(op.paging, fetch, op.path, params, catalogue.max_page_size)
+    return [record for page in pages for record in page]
 
 
 def _window(first: date, last: date) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Errors the API answers with, as Spring-style JSON bodies."""
+"""Errors the API answers with: the vendor's `{"error": "..."}` body (Commons v4), with the
+offending parameter beside it for a 400."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ class ApiError(Exception):
         self.parameter = parameter
 
     def body(self) -> dict[str, object]:
-        body: dict[str, object] = {"status": self.status, "error": HTTPStatus(self.status).phrase}
+        body: dict[str, object] = {"error": self.message}
         if self.parameter is not None:
             body["parameter"] = self.parameter
-        body["message"] = self.message
         return body
+
+    @property
+    def reason(self) -> str:
+        return HTTPStatus(self.status).phrase
 
 
 def bad_parameter(parameter: str, message: str) -> ApiError:

@@ -9,12 +9,15 @@ leave as numbers with two decimals (259.00).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
+from standin.dialect import shows_as_uuid, sql_timestamp, sql_uuid
 from standin.faults import DRIFT_FIELD
 
 if TYPE_CHECKING:
@@ -35,9 +38,11 @@ _INTEGER_TYPES = (
 )
 
 
-def _json_value(column: str, kind: str) -> str:
+def _json_value(column: str, kind: str, sql_type: str = "", zone: str = "UTC") -> str:
     """SQL giving the JSON text of one field's value (never NULL: JSON null instead)."""
     c = f'"{column}"'
+    if shows_as_uuid(column, kind) and sql_type.startswith(_INTEGER_TYPES):
+        return f"coalesce({sql_uuid(column, column)}, 'null')"
     if kind == "integer":
         return f"coalesce(CAST({c} AS VARCHAR), 'null')"
     if kind == "decimal":
@@ -49,7 +54,7 @@ def _json_value(column: str, kind: str) -> str:
     if kind == "boolean":
         return f"CASE WHEN {c} THEN 'true' WHEN NOT {c} THEN 'false' ELSE 'null' END"
     if kind == "timestamp":
-        return f"""coalesce(strftime({c}, '"%Y-%m-%dT%H:%M:%SZ"'), 'null')"""
+        return sql_timestamp(column, zone)
     if kind == "date":
         return f"""coalesce('"' || CAST(CAST({c} AS DATE) AS VARCHAR) || '"', 'null')"""
     if kind == "string":
@@ -59,7 +64,7 @@ def _json_value(column: str, kind: str) -> str:
 
 def _check_columns(
     world: World, sql: str, params: dict[str, Any], fields: dict[str, str], name: str
-) -> None:
+) -> dict[str, str]:
     columns = world.describe(sql, params)
     missing = [f for f in fields if f not in columns]
     extra = [c for c in columns if c not in fields]
@@ -74,12 +79,23 @@ def _check_columns(
                 f"{name}: decimal field {field!r} must come from SQL as an integer "
                 f"number of hundredths, not {columns[field]}"
             )
+    return columns
 
 
-def _json_object(fields: dict[str, str]) -> str:
+@dataclass(frozen=True)
+class Shape:
+    """How records are written: the API's field names and the zone of timestamps."""
+
+    names: dict[str, str] = dataclass_field(default_factory=dict)
+    zone: str = "UTC"
+
+
+def _json_object(fields: dict[str, str], columns: dict[str, str], shape: Shape) -> str:
     """SQL giving a record's JSON object text followed by a comma, fields in catalogue order."""
     parts = " || ',' || ".join(
-        f"'{orjson.dumps(f).decode()}:' || {_json_value(f, kind)}" for f, kind in fields.items()
+        f"'{orjson.dumps(shape.names.get(f, f)).decode()}:' || "
+        f"{_json_value(f, kind, columns.get(f, ''), shape.zone)}"
+        for f, kind in fields.items()
     )
     return f"'{{' || {parts} || '}},'"
 
@@ -120,12 +136,12 @@ class Frame:
         fields: dict[str, str],
         primary_key: tuple[str, ...],
         name: str,
+        shape: Shape = Shape(),
     ) -> Frame:
-        _check_columns(world, sql, params, fields, name)
+        columns = _check_columns(world, sql, params, fields, name)
         order = " ORDER BY " + ", ".join(f'"{k}"' for k in primary_key) if primary_key else ""
-        table = world.arrow(
-            f"SELECT {_json_object(fields)} AS json FROM ({sql}) AS records{order}", params
-        )
+        record = _json_object(fields, columns, shape)
+        table = world.arrow(f"SELECT {record} AS json FROM ({sql}) AS records{order}", params)
         return cls(table.column("json").combine_chunks())
 
     @classmethod
@@ -138,15 +154,16 @@ class Frame:
         primary_key: tuple[str, ...],
         name: str,
         key: str,
+        shape: Shape = Shape(),
     ) -> tuple[Frame, np.ndarray]:
         """The records of a query over many parent ids, ordered by the field `key` and then by
         the primary key (so each key's records are a run, in the order a query for that key
         alone gives), with each row's key."""
-        _check_columns(world, sql, params, fields, name)
+        columns = _check_columns(world, sql, params, fields, name)
         order = ", ".join(f'"{k}"' for k in (key, *primary_key))
         table = world.arrow(
-            f'SELECT "{key}" AS key, {_json_object(fields)} AS json FROM ({sql}) AS records '
-            f"ORDER BY {order}",
+            f'SELECT "{key}" AS key, {_json_object(fields, columns, shape)} AS json '
+            f"FROM ({sql}) AS records ORDER BY {order}",
             params,
         )
         keys = table.column("key").to_numpy()

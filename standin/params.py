@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 from ingestion.catalogue import Catalogue, Operation
+from standin.dialect import integer_id
 from standin.errors import bad_parameter
 from standin.generation.audience import LANGUAGES
 from standin.money import COUNTRIES, CURRENCIES
@@ -35,6 +36,12 @@ def _integer(name: str, value: str) -> int:
         raise bad_parameter(name, f"{name} must be an integer, got {value!r}") from None
 
 
+def _id(name: str, value: str) -> int:
+    """An id given as a number, or as the UUID this stand-in shows for it."""
+    number = integer_id(name, value)
+    return number if number is not None else _integer(name, value)
+
+
 def _list(name: str, value: str) -> tuple[Any, ...]:
     items = [v.strip() for v in value.split(",")]
     if not items or any(not v for v in items):
@@ -49,7 +56,7 @@ def _list(name: str, value: str) -> tuple[Any, ...]:
             )
         return tuple(dict.fromkeys(normalised))
     if name in _INTEGER_LISTS or name in _SCORE_LISTS:
-        numbers = [_integer(name, v) for v in items]
+        numbers = [_id(name, v) for v in items]
         if name in _SCORE_LISTS and any(not 1 <= n <= 5 for n in numbers):
             raise bad_parameter(name, f"{name} scores must be between 1 and 5")
         if name in _INTEGER_LISTS and any(n < 1 for n in numbers):
@@ -61,7 +68,8 @@ def _list(name: str, value: str) -> tuple[Any, ...]:
 def parse_query(
     op: Operation, catalogue: Catalogue, pairs: Iterable[tuple[str, str]]
 ) -> tuple[dict[str, Any], int, int]:
-    """The operation's parameters (typed), page and size. Unknown parameters are ignored, as
+    """The operation's parameters (typed), the index of the first record asked for and the page
+    size, read as the operation's paging dialect names them. Unknown parameters are ignored, as
     Spring does; repeated list parameters are joined as if comma-separated."""
     raw: dict[str, str] = {}
     for key, value in pairs:
@@ -99,17 +107,30 @@ def parse_query(
             "dateFrom",
             f"dateFrom {params['dateFrom']} is after dateTo {params['dateTo']}",
         )
-    page, size = 0, catalogue.page_size
-    if op.is_paged:
-        page = _integer("page", raw["page"]) if raw.get("page") else 0
-        if page < 0:
-            raise bad_parameter("page", f"page must be 0 or more, got {page}")
-        size = _integer("size", raw["size"]) if raw.get("size") else 20
+    start, size = 0, catalogue.page_size
+    paging = op.paging
+    if paging.is_paged:
+        size_name = paging.size_param
+        size = _integer(size_name, raw[size_name]) if raw.get(size_name) else 20
         if not 1 <= size <= catalogue.max_page_size:
             raise bad_parameter(
-                "size", f"size must be between 1 and {catalogue.max_page_size}, got {size}"
+                size_name,
+                f"{size_name} must be between 1 and {catalogue.max_page_size}, got {size}",
             )
-    return params, page, size
+        if paging.style == "offset":
+            name = paging.offset_param
+            start = _integer(name, raw[name]) if raw.get(name) else 0
+            if start < 0:
+                raise bad_parameter(name, f"{name} must be 0 or more, got {start}")
+        else:
+            name = paging.page_param
+            page = _integer(name, raw[name]) if raw.get(name) else paging.first_page
+            if page < paging.first_page:
+                raise bad_parameter(
+                    name, f"{name} must be {paging.first_page} or more, got {page}"
+                )
+            start = (page - paging.first_page) * size
+    return params, start, size
 
 
 def parse_path_value(name: str, value: str) -> int | str:
@@ -118,6 +139,9 @@ def parse_path_value(name: str, value: str) -> int | str:
         if not _CELL.match(value):
             raise bad_parameter(name, f"cell must be three scores 1-5 such as 345, got {value!r}")
         return value
+    number = integer_id(name, value)
+    if number is not None:
+        return number
     if not value.isdigit():
-        raise bad_parameter(name, f"{name} must be a positive integer, got {value!r}")
+        raise bad_parameter(name, f"{name} must be a positive integer or its UUID, got {value!r}")
     return int(value)

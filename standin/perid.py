@@ -16,6 +16,7 @@ not one 600 MB index) while a small world's operation is one block.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -142,14 +143,18 @@ class IdIndex:
 
 
 def python_index(
-    op: Operation, records: list[dict[str, Any]], known: np.ndarray | None, missing: str
+    op: Operation,
+    records: list[dict[str, Any]],
+    known: np.ndarray | None,
+    missing: str,
+    render: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> IdIndex:
     """An index of records built in Python (details with nested lists), each rendered as the
-    one-id answer renders it: orjson with the service's options."""
+    one-id answer renders it: in the catalogue's dialect, orjson with the service's options."""
     key = key_field(op)
     order = (key, *op.primary_key)
     records = sorted(records, key=lambda r: tuple(r[k] for k in order))
-    frame = Frame.from_rows([orjson.dumps(r, option=JSON_OPTIONS) for r in records])
+    frame = Frame.from_rows([orjson.dumps(render(r), option=JSON_OPTIONS) for r in records])
     return IdIndex(frame, np.array([r[key] for r in records]), known, missing)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import re
 import threading
 from collections import OrderedDict
@@ -22,10 +21,12 @@ import numpy as np
 import orjson
 
 from ingestion.catalogue import Catalogue, Operation, default_catalogue
+from ingestion.paging import WHOLE_BODY, put
 from standin.calendar import DEFAULT_TODAY, check_today
+from standin.dialect import render_record
 from standin.errors import ApiError, not_found
 from standin.faults import DRIFT_FIELD, FAULT_HEADER, FaultPlan, Faults, parse_header, plan
-from standin.frames import DRIFT_VALUES, JSON_OPTIONS, Frame, Records
+from standin.frames import DRIFT_VALUES, JSON_OPTIONS, Frame, Records, Shape
 from standin.operations import Ask, Sql, all_handlers
 from standin.operations.ask import Block
 from standin.params import parse_path_value, parse_query
@@ -109,6 +110,26 @@ class ResultCache:
             self._entries.clear()
 
 
+def _body(records_path: str, envelope: dict[str, Any], rows: str) -> bytes:
+    """A JSON body: the envelope with the records (JSON text, comma-separated) at their path."""
+    body: dict[str, Any] = {}
+    put(body, records_path, _RECORDS)
+    _merge(body, envelope)
+    text = orjson.dumps(body).decode()
+    return text.replace(f'"{_RECORDS}"', f"[{rows}]", 1).encode()
+
+
+_RECORDS = "__standin_records__"
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into.setdefault(key, value)
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     if value is None:
@@ -147,6 +168,10 @@ class StandIn:
         if missing:
             raise ValueError(f"no stand-in handler for catalogue operations: {missing}")
         self._handlers = handlers
+        self._shapes = {
+            op.name: Shape(dict(op.api_names), self.catalogue.timestamp_zone)
+            for op in self.catalogue
+        }
         self._routes = _routes(self.catalogue)
         self._cache = ResultCache()
         # Per-id indexes (standin/perid.py) apart from the lists, so that walking ids does not
@@ -269,7 +294,7 @@ class StandIn:
         fault: FaultPlan,
     ) -> bytes:
         path_values = {name: parse_path_value(name, value) for name, value in raw_path.items()}
-        params, page, size = parse_query(op, self.catalogue, pairs)
+        params, start, size = parse_query(op, self.catalogue, pairs)
         result = self._per_id(op, path_values, params) if op.parent and self.per_id_index else None
         if result is None:
             key = (
@@ -280,22 +305,24 @@ class StandIn:
             )
             result = self._cache.get(key, lambda: self._records(op, path_values, params))
         if isinstance(result, dict):  # a whole body built by its handler
-            record = {**result, DRIFT_FIELD: DRIFT_VALUES[0]} if fault.drift else result
+            record = render_record(op, result, self.catalogue.timestamp_zone)
+            if fault.drift:
+                record[DRIFT_FIELD] = DRIFT_VALUES[0]
             return orjson.dumps(record, option=JSON_OPTIONS)
-        if op.records == "$":
+        if op.records == WHOLE_BODY:
             if not len(result):
                 raise not_found(f"no {op.name} record for {raw_path}")
             return result.json_rows(0, 1, fault.drift).encode()
         if not op.is_paged:
-            rows = result.json_rows(0, len(result), fault.drift)
-            return f"{{{orjson.dumps(op.records).decode()}:[{rows}]}}".encode()
-        start = page * size
+            return _body(op.records_path, {}, result.json_rows(0, len(result), fault.drift))
         total = len(result)
         rows = result.json_rows(start, start + size, fault.drift) if start < total else ""
-        return (
-            f'{{"content":[{rows}],"totalElements":{total},'
-            f'"totalPages":{math.ceil(total / size)},"number":{page},"size":{size}}}'
-        ).encode()
+        paging = op.paging
+        return _body(
+            op.records_path,
+            paging.envelope(total, start, size, paging.next_query(start, size, total)),
+            rows,
+        )
 
     def _per_id(
         self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]
@@ -328,6 +355,9 @@ class StandIn:
             runs.append((index.frame, *index.rows(value)))
         return Rows(runs)
 
+    def _render(self, op: Operation) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return partial(render_record, op, zone_name=self.catalogue.timestamp_zone)
+
     def _index(self, op: Operation, block: Block, params: dict[str, Any], today: date) -> IdIndex:
         ask = Ask(self.world, op, today, params, {}, block=block)
         result = self._handlers[op.name](ask)
@@ -343,10 +373,11 @@ class StandIn:
                 op.primary_key,
                 op.name,
                 key_field(op),
+                self._shapes[op.name],
             )
             return IdIndex(frame, keys, known, ask.missing)
         if isinstance(result, list):
-            return python_index(op, result, known, ask.missing)
+            return python_index(op, result, known, ask.missing, self._render(op))
         raise TypeError(f"{op.name}: a handler in block mode answers Sql or a list of records")
 
     def _records(
@@ -356,13 +387,20 @@ class StandIn:
         result = self._handlers[op.name](ask)
         if isinstance(result, Sql):
             return Frame.from_query(
-                self.world, result.text, result.params, op.fields, op.primary_key, op.name
+                self.world,
+                result.text,
+                result.params,
+                op.fields,
+                op.primary_key,
+                op.name,
+                self._shapes[op.name],
             )
         if isinstance(result, dict):
             return result
         if op.primary_key:
             result = sorted(result, key=lambda r: tuple(r[k] for k in op.primary_key))
-        return Records(result)
+        render = self._render(op)
+        return Records([render(r) for r in result])
 
     # -- ways to reach it
     def transport(self):  # -> httpx.BaseTransport (httpx imported lazily)

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from ingestion.catalogue import CatalogueError, load_catalogue
+from ingestion.paging import DIALECTS
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "incomaker-reporting-v1.txt"
+SEED = Path(__file__).resolve().parents[1] / "docs" / "reference" / "incomaker-reporting-v1.txt"
+"""The public Reporting v1 documentation as published (its operation list and the one operation
+it documents), kept in the repository so that tests read nothing outside it."""
 
 
 def _seed_operation_titles() -> list[str]:
@@ -52,10 +55,15 @@ def test_only_the_documented_operation_is_confirmed() -> None:
     assert "conversionAmountWTaxReference" in totals.nested["conversions.breakdown"]
 
 
-def test_assumed_lists_page_spring_style_and_per_id_operations_have_parents() -> None:
-    for op in load_catalogue():
+def test_assumed_lists_page_as_the_vendor_does_and_per_id_operations_have_parents() -> None:
+    catalogue = load_catalogue()
+    assert catalogue.paging == DIALECTS["offset"]
+    for op in catalogue:
         if op.is_paged:
-            assert op.records == "content", op.name
+            # Commons v4: ?offset=&limit=, records in a named array beside a `paging` object
+            assert op.paging.params(2, 50) == {"offset": "100", "limit": "50"}, op.name
+            assert op.records_path not in ("content", "$") and "." not in op.records, op.name
+            assert op.paging.total_items == "paging.totalItems", op.name
         if op.path_params:
             assert op.parent is not None and op.parent.into == op.path_params[0], op.name
 
@@ -79,9 +87,47 @@ def test_override_file_corrects_an_entry_without_code(tmp_path: Path) -> None:
     assert (orders.path, orders.status) == ("/v1/orders/list", "confirmed")
 
 
+def test_spring_paging_for_every_entry_is_one_override(tmp_path: Path) -> None:
+    override = tmp_path / "spring.yaml"
+    override.write_text("defaults:\n  paging: page\n")
+    catalogue = load_catalogue(override)
+    orders = catalogue.get("orders")
+    assert orders.paging.params(1, 100) == {"page": "1", "size": "100"}
+    assert orders.records_path == "content"
+    assert (
+        orders.paging.totals({"content": [], "totalElements": 250, "totalPages": 3}).total_pages
+        == 3
+    )
+    assert not catalogue.get("conversions_totals").is_paged
+
+
+def test_an_unknown_dialect_is_an_override_not_code(tmp_path: Path) -> None:
+    override = tmp_path / "third.yaml"
+    override.write_text(
+        "operations:\n"
+        "  orders:\n"
+        "    records: data.items\n"
+        "    paging: {style: page, first_page: 1, page_param: p, size_param: per_page,\n"
+        "             total_items: meta.count, total_pages: null, next_link: meta.next}\n"
+    )
+    orders = load_catalogue(override).get("orders")
+    assert orders.paging.params(0, 10) == {"p": "1", "per_page": "10"}
+    assert orders.records_path == "data.items"
+    totals = orders.paging.totals({"meta": {"count": 31, "next": "/orders?p=2"}})
+    assert (totals.total_items, totals.total_pages, totals.next_href) == (31, None, "/orders?p=2")
+    assert orders.paging.page_count(totals, 10) == 4
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
+        ("operations:\n  orders:\n    paging: cursor\n", "unknown paging dialect 'cursor'"),
+        ("operations:\n  orders:\n    paging: {style: scroll}\n", "style must be one of"),
+        ("operations:\n  orders:\n    paging: {limit: 5}\n", "unknown keys ['limit']"),
+        ("- orders\n", "not a list"),
+        ("operations: [orders]\n", "`operations` must map operation names"),
+        ("operations:\n  orders: {path: /x\n", "is not valid YAML at line"),
+        ("operations:\n  orders:\n    api_names: {nope: x}\n", "api_names rename fields"),
         ("operations:\n  no_such_op:\n    path: /x\n", "unknown operation 'no_such_op'"),
         ("operations:\n  orders:\n    status: maybe\n", "status must be one of"),
         ("operations:\n  orders:\n    window: shippedAt\n", "window field 'shippedAt'"),
@@ -107,7 +153,7 @@ def test_endpoints_command_prints_json_and_table() -> None:
     rows = json.loads(subprocess.run([*cmd, "--json"], check=True, capture_output=True).stdout)
     assert len(rows) == 68
     assert {"name", "group", "method", "path", "status"} <= set(rows[0])
-    assert {r["status"] for r in rows} == {"confirmed", "assumed"}
+    assert {r["status"] for r in rows} <= {"confirmed", "inferred", "assumed"}
     table = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     assert "/conversions/totals" in table
     assert "68 operations: 1 confirmed, 67 assumed" in table
