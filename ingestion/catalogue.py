@@ -169,7 +169,10 @@ def _merge_overrides(
 
 
 def _operation(
-    entry: dict[str, Any], parameter_types: dict[str, str], default_paging: Paging
+    entry: dict[str, Any],
+    parameter_types: dict[str, str],
+    default_paging: Paging,
+    default_evidence: dict[str, Any],
 ) -> Operation:
     name = entry.get("name", "<unnamed>")
 
@@ -248,7 +251,7 @@ def _operation(
         lookback_days=int(entry.get("lookback_days") or 0),
         parent=parent,
         api_names=api_names,
-        evidence={str(k): str(v) for k, v in evidence.items()},
+        evidence={str(k): str(v) for k, v in {**default_evidence, **evidence}.items()},
     )
 
 
@@ -287,7 +290,10 @@ def load_catalogue(overrides: Path | None = None) -> Catalogue:
     except PagingError as exc:
         raise CatalogueError(str(exc)) from None
     parameter_types = dict(raw["parameter_types"])
-    ops = tuple(_operation(e, parameter_types, default_paging) for e in entries)
+    default_evidence = defaults.get("evidence") or {}
+    if not isinstance(default_evidence, dict):
+        raise CatalogueError("defaults.evidence must map an aspect to its source")
+    ops = tuple(_operation(e, parameter_types, default_paging, default_evidence) for e in entries)
     names = [op.name for op in ops]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
