@@ -142,6 +142,11 @@ class IncomakerClient:
         self.retries = 0
         self._count_lock = threading.Lock()
 
+    @property
+    def base_path(self) -> str:
+        """The path of the base URL (`/v1` of https://host/v1): `next` links may start with it."""
+        return self._http.base_url.path.rstrip("/")
+
     def close(self) -> None:
         self._http.close()
 

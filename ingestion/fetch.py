@@ -149,6 +149,7 @@ class Fetcher:
                 self.page_size,
                 first.rows,
                 first.totals,
+                self.client.base_path,
             )
             return
         pending: deque[Future[Page]] = deque()
@@ -171,7 +172,9 @@ class Fetcher:
         self, op: Operation, path: str, params: Mapping[str, str], decode: Callable[[bytes], Page]
     ) -> list[Page]:
         """One listing fetched page after page, for running many listings side by side."""
-        return list(walk(op.paging, self._fetch(op, decode), path, params, self.page_size))
+        fetch = self._fetch(op, decode)
+        pages = walk(op.paging, fetch, path, params, self.page_size, self.client.base_path)
+        return list(pages)
 
     def many_listings(
         self,

@@ -150,6 +150,7 @@ def pages_without_totals(
     size: int,
     first_rows: int,
     first_totals: PageTotals,
+    base_path: str = "",
 ) -> Iterator[T]:
     """The pages after the first of a listing whose bodies give no totals: follow the `next`
     links, else ask for the next page until one comes back short."""
@@ -158,7 +159,7 @@ def pages_without_totals(
     while number < MAX_PAGES_WITHOUT_TOTALS:
         number += 1
         if totals.next_href:
-            current_path, current = follow(totals.next_href, current_path, current)
+            current_path, current = follow(totals.next_href, current_path, current, base_path)
         elif not totals.has_links and rows >= size:
             current = {**params, **paging.params(number, size)}
         else:
@@ -170,7 +171,12 @@ def pages_without_totals(
 
 
 def walk(
-    paging: Paging, fetch: Fetch[T], path: str, params: Mapping[str, str], size: int
+    paging: Paging,
+    fetch: Fetch[T],
+    path: str,
+    params: Mapping[str, str],
+    size: int,
+    base_path: str = "",
 ) -> Iterator[T]:
     """Every page of a listing, one after the other (the first one alone when not paged)."""
     if not paging.is_paged:
@@ -180,7 +186,7 @@ def walk(
     yield first
     count = paging.page_count(totals, size)
     if count is None:
-        yield from pages_without_totals(paging, fetch, path, params, size, rows, totals)
+        yield from pages_without_totals(paging, fetch, path, params, size, rows, totals, base_path)
         return
     for index in range(1, count):
         yield fetch(path, {**params, **paging.params(index, size)})[0]
@@ -291,16 +297,22 @@ def next_href(links: Any) -> str | None:
     return None
 
 
-def follow(href: str, path: str, params: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """The request a `next` href stands for: its path (or the current one) and the current
-    parameters updated by the href's query."""
+def follow(
+    href: str, path: str, params: Mapping[str, str], base_path: str = ""
+) -> tuple[str, dict[str, str]]:
+    """The request a `next` href stands for: its path (the current one for a bare query) and the
+    current parameters updated by the href's query. A path that starts with the base URL's own
+    path (`/v1/orders` below `https://host/v1`) is made relative to it."""
     parts = urlsplit(href)
     query = dict(params)
     query.update(parse_qsl(parts.query, keep_blank_values=True))
     if parts.scheme:  # an absolute link: the client takes it as it is
         return f"{parts.scheme}://{parts.netloc}{parts.path}", query
-    if not parts.path or parts.path.endswith(path):  # the same listing, maybe with a base prefix
+    if not parts.path:
         return path, query
+    base = base_path.rstrip("/")
+    if base and parts.path.startswith(base + "/"):
+        return parts.path[len(base) :], query
     return parts.path, query
 
 
