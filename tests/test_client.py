@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from ingestion.catalogue import default_catalogue
+from ingestion.catalogue import Operation, default_catalogue
 from ingestion.client import (
     ApiUnavailable,
     IncomakerClient,
@@ -17,17 +19,22 @@ from ingestion.client import (
     RetryPolicy,
     TokenRejected,
 )
+from ingestion.paging import put
 from ingestion.records import arrow_decoder, dict_decoder
 
 TOKEN = "secret-token-123"
-PAGE = orjson.dumps(
-    {
-        "content": [{"segmentId": 1, "name": "VIP", "createdAt": "2026-01-02T03:04:05Z"}],
-        "totalElements": 1,
-        "totalPages": 1,
-        "number": 0,
-        "size": 1000,
-    }
+SEGMENTS = default_catalogue().get("segments")
+
+
+def page_body(op: Operation, records: list[dict[str, Any]], total: int, size: int = 1000) -> bytes:
+    """The first page of a listing of `total` records, in the operation's paging dialect."""
+    body = op.paging.envelope(total, 0, size, op.paging.next_query(0, size, total))
+    put(body, op.records_path, records)
+    return orjson.dumps(body)
+
+
+PAGE = page_body(
+    SEGMENTS, [{"segmentId": 1, "name": "VIP", "createdAt": "2026-01-02T04:04:05+01:00"}], 1
 )
 
 
@@ -61,8 +68,8 @@ def client_for(transport: httpx.BaseTransport, sleeps: list[float], attempts: in
 
 
 def get_segments(client: IncomakerClient):
-    op = default_catalogue().get("segments")
-    return client.get(op.name, op.url_path(), {"page": "0", "size": "1000"}, arrow_decoder(op))
+    op = SEGMENTS
+    return client.get(op.name, op.url_path(), op.paging.params(0, 1000), arrow_decoder(op))
 
 
 def test_sends_the_bearer_token_and_decodes_a_page():
@@ -71,8 +78,11 @@ def test_sends_the_bearer_token_and_decodes_a_page():
     assert seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
     assert seen[0].url.path == "/v1/segments"
     assert page.rows == 1
+    assert dict(seen[0].url.params) == SEGMENTS.paging.params(0, 1000)
     # every catalogue field is a column, present in the body or not
     assert page.records.column_names == ["segment_id", "name", "created_at", "contacts_count"]
+    created = page.records.column("created_at").to_pylist()[0]
+    assert created == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "the instant, whatever offset"
 
 
 def test_retries_429_and_5xx_honouring_retry_after():
@@ -107,7 +117,7 @@ def test_gives_up_after_the_bounded_attempts():
 @pytest.mark.parametrize("code", [401, 403])
 def test_rejected_token_fails_at_once_without_printing_it(code, caplog):
     caplog.set_level(logging.DEBUG)
-    transport, seen = scripted([status(code, body=b'{"message": "invalid JWT"}')])
+    transport, seen = scripted([status(code, body=b'{"error": "invalid JWT"}')])
     with pytest.raises(TokenRejected) as failure:
         get_segments(client_for(transport, []))
     assert len(seen) == 1
@@ -117,35 +127,35 @@ def test_rejected_token_fails_at_once_without_printing_it(code, caplog):
 
 
 def test_other_client_errors_name_operation_params_and_server_message():
-    transport, seen = scripted([status(400, body=b'{"message": "size must be <= 1000"}')])
+    size = SEGMENTS.paging.size_param
+    error = {"error": f"{size} must be <= 1000", "parameter": size}
+    transport, seen = scripted([status(400, body=orjson.dumps(error))])
     with pytest.raises(RequestRejected) as failure:
         get_segments(client_for(transport, []))
     assert len(seen) == 1
     message = str(failure.value)
-    assert "'segments'" in message and "size=1000" in message
-    assert "size must be <= 1000" in message and "HTTP 400" in message
+    assert "'segments'" in message and f"{size}=1000" in message
+    assert f"{size} must be <= 1000" in message and "HTTP 400" in message
+    assert f"(parameter {size})" in message
 
 
 def test_decoders_keep_unknown_fields_and_type_known_ones():
     catalogue = default_catalogue()
     op = catalogue.get("conversions")
-    body = orjson.dumps(
-        {
-            "content": [
-                {
-                    "conversionId": 7,
-                    "date": "2026-06-30",
-                    "createdAt": "2026-06-30T10:00:00Z",
-                    "conversionAmountWTax": 121.21,
-                    "loyaltyTier": "gold",
-                }
-            ],
-            "totalPages": 3,
-        }
-    )
+    record = {
+        "conversionId": 7,
+        "date": "2026-06-30",
+        "createdAt": "2026-06-30T12:00:00+02:00",
+        "conversionAmountWTax": 121.21,
+        "loyaltyTier": "gold",
+    }
+    body = page_body(op, [record], total=2500)
     page = arrow_decoder(op)(body)
     table = page.records
-    assert page.total_pages == 3
+    assert page.totals.total_pages == 3 and page.totals.total_items == 2500
+    assert op.paging.page_count(page.totals, 1000) == 3
+    created = table.column("created_at").to_pylist()
+    assert created == [datetime(2026, 6, 30, 10, tzinfo=UTC)]
     assert str(table.schema.field("date").type) == "date32[day]"
     assert str(table.schema.field("conversion_amount_w_tax").type) == "decimal128(38, 9)"
     assert table.column("loyalty_tier").to_pylist() == ["gold"]

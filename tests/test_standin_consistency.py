@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import httpx
 import pytest
+from api_pages import first_at, instant, operation_at, records_at, total_items
 
+from ingestion.catalogue import default_catalogue
 from standin import StandIn
 from standin.money import COUNTRY_VAT_PER_MILLE, RATE_E4
+
+CATALOGUE = default_catalogue()
 
 TOKEN = {"Authorization": "Bearer standin-token"}
 
@@ -33,14 +37,18 @@ def get(api: httpx.Client, path: str, **params: Any) -> Any:
 
 
 def every(api: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
-    """All records of a paged list."""
-    rows, page = [], 0
-    while True:
-        body = get(api, path, page=page, size=1000, **params)
-        rows += body["content"]
-        page += 1
-        if page >= body["totalPages"]:
-            return rows
+    """All records of a list (every page, in the catalogue's paging dialect)."""
+    return records_at(api, CATALOGUE, path, **params)
+
+
+def first(api: httpx.Client, path: str, size: int, **params: Any) -> list[dict[str, Any]]:
+    """The records of the first page of `size` records."""
+    return first_at(api, CATALOGUE, path, size, **params)
+
+
+def records(api: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
+    """The records of an unpaged answer, wherever the catalogue says they are."""
+    return first_at(api, CATALOGUE, path, **params)
 
 
 def cents(value: float) -> int:
@@ -118,7 +126,7 @@ def test_conversion_amounts_follow_the_money_rules(api: httpx.Client) -> None:
 
 
 def test_order_items_add_up_to_the_order(api: httpx.Client) -> None:
-    for order in get(api, "/orders", size=60)["content"]:
+    for order in first(api, "/orders", 60):
         detail = get(api, f"/orders/{order['orderId']}")
         items = detail["items"]
         assert len(items) == order["itemsCount"]
@@ -131,7 +139,7 @@ def _events_by_day(events: list[dict[str, Any]]) -> dict[str, Counter]:
     days: dict[str, Counter] = defaultdict(Counter)
     unique: dict[tuple[str, str], set[int]] = defaultdict(set)
     for e in events:
-        day = e["occurredAt"][:10]
+        day = instant(e["occurredAt"]).date().isoformat()  # the day in UTC
         days[day][e["eventType"]] += 1
         unique[(day, e["eventType"])].add(e["sendId"])
     for (day, kind), sends in unique.items():
@@ -155,7 +163,7 @@ def _compare_daily(results: list[dict[str, Any]], events: list[dict[str, Any]]) 
 
 
 def test_campaign_daily_results_equal_recipient_activity(api: httpx.Client) -> None:
-    campaigns = get(api, "/campaigns", size=100)["content"]
+    campaigns = first(api, "/campaigns", 100)
     for campaign in campaigns[:6]:
         cid = campaign["campaignId"]
         events = every(api, f"/campaigns/{cid}/activity")
@@ -168,12 +176,12 @@ def test_campaign_daily_results_equal_recipient_activity(api: httpx.Client) -> N
         for r in recipients:
             assert r["opens"] == opens[r["sendId"]]
             assert r["delivered"] != r["bounced"]
-        links = get(api, f"/campaigns/{cid}/links")["links"]
+        links = records(api, f"/campaigns/{cid}/links")
         assert {link["url"]: link["clicks"] for link in links} == dict(clicks)
 
 
 def test_delivery_results_equal_recipient_activity(api: httpx.Client) -> None:
-    deliveries = get(api, "/deliveries")["content"]
+    deliveries = first(api, "/deliveries", 20)
     for delivery in deliveries[:3]:
         did = delivery["deliveryId"]
         events = every(api, "/deliveries/activity", deliveryId=did)
@@ -186,14 +194,14 @@ def test_delivery_results_equal_recipient_activity(api: httpx.Client) -> None:
         )
         conversions = every(api, f"/deliveries/{did}/conversions")
         assert detail["conversionsNumber"] == len(conversions)
-        flow = get(api, f"/deliveries/smartflows/{delivery['smartflowId']}/daily")["days"]
+        flow = records(api, f"/deliveries/smartflows/{delivery['smartflowId']}/daily")
         mine = [d for d in flow if d["deliveryId"] == did]
         assert sum(d["sent"] for d in mine) == kinds["sent"]
         assert sum(d["conversionsNumber"] for d in mine) == len(conversions)
 
 
 def test_monthly_summary_equals_daily_results(api: httpx.Client) -> None:
-    months = get(api, "/campaigns/monthly-summary")["months"]
+    months = records(api, "/campaigns/monthly-summary")
     daily = every(api, "/campaigns/daily-results")
     sent = Counter()
     for d in daily:
@@ -207,7 +215,7 @@ def test_monthly_summary_equals_daily_results(api: httpx.Client) -> None:
 
 def test_rfm_heatmaps_cells_and_contacts_agree(api: httpx.Client) -> None:
     window = {"dateFrom": "2025-07-01", "dateTo": "2026-06-30"}
-    cells = get(api, "/rfm/cells", **window)["cells"]
+    cells = records(api, "/rfm/cells", **window)
     total = sum(c["contactsCount"] for c in cells)
     assert total > 100
     for name, (x, y) in {
@@ -215,12 +223,12 @@ def test_rfm_heatmaps_cells_and_contacts_agree(api: httpx.Client) -> None:
         "recency-monetary": ("r", "m"),
         "frequency-monetary": ("f", "m"),
     }.items():
-        heat = get(api, f"/rfm/heatmap/{name}", **window)["cells"]
+        heat = records(api, f"/rfm/heatmap/{name}", **window)
         expected: Counter = Counter()
         for c in cells:
             expected[(c[x], c[y])] += c["contactsCount"]
         assert {(h[x], h[y]): h["contactsCount"] for h in heat} == dict(expected)
-    cube = get(api, "/rfm/cube", **window)["cells"]
+    cube = records(api, "/rfm/cube", **window)
     assert {(c["r"], c["f"], c["m"]): c["contactsCount"] for c in cube} == {
         (c["r"], c["f"], c["m"]): c["contactsCount"] for c in cells
     }
@@ -231,10 +239,10 @@ def test_rfm_heatmaps_cells_and_contacts_agree(api: httpx.Client) -> None:
         detail = get(api, f"/rfm/cells/{cell['cell']}", **window)
         assert detail["contactsCount"] == cell["contactsCount"]
         assert detail["minRecencyDays"] == min(m["recencyDays"] for m in members)
-    segments = get(api, "/rfm/segments", **window)["segments"]
+    segments = records(api, "/rfm/segments", **window)
     assert sum(s["contactsCount"] for s in segments) == total
     for dimension in ("recency", "frequency", "monetary"):
-        buckets = get(api, f"/rfm/distribution/{dimension}", **window)["buckets"]
+        buckets = records(api, f"/rfm/distribution/{dimension}", **window)
         sizes = [b["contactsCount"] for b in buckets]
         # NTILE(5): group sizes differ by at most one, the larger groups first
         assert sum(sizes) == total and max(sizes) - min(sizes) <= 1
@@ -259,7 +267,7 @@ def test_rfm_segment_rules(api: httpx.Client) -> None:
         (5, 3): "Potential Loyalist",
         (5, 5): "Champions",
     }
-    for cell in get(api, "/rfm/cells")["cells"]:
+    for cell in records(api, "/rfm/cells"):
         expected = names.get((cell["r"], cell["f"]))
         if expected:
             assert cell["segment"] == expected, cell
@@ -268,10 +276,10 @@ def test_rfm_segment_rules(api: httpx.Client) -> None:
 def test_contact_figures_agree_with_orders(api: httpx.Client) -> None:
     orders = every(api, "/orders")
     per_contact = Counter(o["contactId"] for o in orders)
-    contacts = get(api, "/contacts", size=200)["content"]
+    contacts = first(api, "/contacts", 200)
     for c in contacts:
         assert c["ordersCount"] == per_contact[c["contactId"]]
-        assert c["updatedAt"] >= c["createdAt"]
+        assert instant(c["updatedAt"]) >= instant(c["createdAt"])
 
 
 def test_recovered_carts_point_at_a_later_order_of_the_same_contact(api: httpx.Client) -> None:
@@ -280,8 +288,7 @@ def test_recovered_carts_point_at_a_later_order_of_the_same_contact(api: httpx.C
     for cart in carts[:30]:
         order = get(api, f"/orders/{cart['recoveredOrderId']}")
         assert order["contactId"] == cart["contactId"]
-        created = datetime.fromisoformat(cart["createdAt"].replace("Z", "+00:00"))
-        ordered = datetime.fromisoformat(order["createdAt"].replace("Z", "+00:00"))
+        created, ordered = instant(cart["createdAt"]), instant(order["createdAt"])
         assert timedelta(0) < ordered - created <= timedelta(days=7)
 
 
@@ -308,10 +315,10 @@ def test_moving_today_forward_adds_late_conversions(small_world) -> None:
     with client_for(standin) as api:
         window = {"dateFrom": "2026-03-01", "dateTo": "2026-03-31"}
         before = Counter(c["date"] for c in every(api, "/conversions", **window))
-        activity_before = get(api, "/deliveries/activity", size=1)["totalElements"]
+        activity_before = total_items(api, operation_at(CATALOGUE, "/deliveries/activity"))
         standin.set_today(date(2026, 4, 30))
         after = Counter(c["date"] for c in every(api, "/conversions", **window))
-        activity_after = get(api, "/deliveries/activity", size=1)["totalElements"]
+        activity_after = total_items(api, operation_at(CATALOGUE, "/deliveries/activity"))
     assert all(after[d] >= n for d, n in before.items())
     assert sum(after.values()) > sum(before.values()), "late conversions should appear"
     assert any(after[d] > before[d] for d in after if d <= "2026-03-25")

@@ -8,9 +8,11 @@ from typing import Any
 
 import orjson
 import pytest
+from api_pages import all_records, page_params, records_of
 
 from ingestion.catalogue import Operation, default_catalogue
 from standin import StandIn
+from standin.dialect import integer_id, to_uuid
 from standin.service import Reply
 
 CATALOGUE = default_catalogue()
@@ -25,16 +27,22 @@ def get(standin: StandIn, path: str, query: list[tuple[str, str]], **headers: st
 def parent_values(standin: StandIn, op: Operation) -> list[Any]:
     """Every value of the parent field feeding `op`, sorted."""
     assert op.parent is not None
-    parent = CATALOGUE.get(op.parent.resource)
-    values, page = set(), 0
-    while True:
-        query = [("page", str(page)), ("size", "1000")] if parent.is_paged else []
-        body = orjson.loads(get(standin, parent.path, query).body)
-        records = [body] if parent.records == "$" else body[parent.records]
-        values |= {r[op.parent.field] for r in records if r[op.parent.field] is not None}
-        page += 1
-        if not parent.is_paged or page >= body["totalPages"]:
-            return sorted(values)
+    records = every_record(standin, CATALOGUE.get(op.parent.resource))
+    return sorted({r[op.parent.field] for r in records if r[op.parent.field] is not None})
+
+
+def every_record(standin: StandIn, op: Operation) -> list[dict[str, Any]]:
+    """All records of an operation; of a per-id one, those of every parent value."""
+    if op.parent is None:
+        return all_records(standin, op, 1000)
+    records = []
+    for value in parent_values(standin, op):
+        if op.parent.into in op.path_params:
+            path, params = op.url_path(**{op.parent.into: value}), {}
+        else:
+            path, params = op.path, {op.parent.into: value}
+        records += all_records(standin, op, 1000, path, **params)
+    return records
 
 
 def requests(op: Operation, values: list[Any]) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -42,7 +50,7 @@ def requests(op: Operation, values: list[Any]) -> list[tuple[str, list[tuple[str
     assert op.parent is not None
     queries: list[list[tuple[str, str]]] = [[]]
     if op.is_paged:
-        queries = [[("size", "1000")], [("size", "7"), ("page", "1")]]
+        queries = [list(page_params(op, 0, 1000).items()), list(page_params(op, 1, 7).items())]
     if "dateFrom" in op.params:
         queries.append([*queries[0], ("dateFrom", "2026-01-01"), ("dateTo", "2026-03-31")])
     out = []
@@ -61,9 +69,16 @@ def pair(small_world) -> tuple[StandIn, StandIn]:
     return StandIn(small_world), StandIn(small_world, per_id_index=False)
 
 
-def sample(values: list[Any]) -> list[Any]:
+def sample(op: Operation, values: list[Any]) -> list[Any]:
     """First, second, a middle and the last value, and one that does not exist."""
-    missing = "155" if isinstance(values[0], str) else values[-1] + 1000
+    assert op.parent is not None
+    field, last = op.parent.field, values[-1]
+    if isinstance(last, int):
+        missing: Any = last + 1000
+    elif (number := integer_id(field, last)) is not None:  # a UUID id
+        missing = to_uuid(field, number + 1000)
+    else:  # an RFM cell code
+        missing = "155"
     chosen = [values[0], values[1 % len(values)], values[len(values) // 2], values[-1], missing]
     return list(dict.fromkeys(chosen))
 
@@ -78,7 +93,7 @@ def test_per_id_answers_equal_the_one_id_query(pair: tuple[StandIn, StandIn], op
         batch = ",".join(str(v) for v in [*values[:40:-1], values[3], values[3], 99_999_999])
         cases = [(op.path, [(op.parent.into, batch)])]
     else:
-        cases = requests(op, sample(values))
+        cases = requests(op, sample(op, values))
     answered = 0
     for path, query in cases:
         expected = get(direct, path, query)
@@ -104,13 +119,14 @@ def test_drift_and_another_today_equal_the_one_id_query(small_world) -> None:
 def test_moving_today_does_not_serve_the_old_index(small_world) -> None:
     standin = StandIn(small_world, today=date(2026, 3, 31))
     direct = StandIn(small_world, today=date(2026, 3, 31), per_id_index=False)
-    path = "/products/1/purchases"
-    before = get(standin, path, [("size", "1000")]).body
+    op = CATALOGUE.get("product_purchases")
+    path, query = op.url_path(productId=1), list(page_params(op, 0, 1000).items())
+    before = get(standin, path, query).body
     for s in (standin, direct):
         s.set_today(date(2026, 6, 30))
-    after = get(standin, path, [("size", "1000")]).body
-    assert after == get(direct, path, [("size", "1000")]).body
-    assert len(orjson.loads(after)["content"]) > len(orjson.loads(before)["content"])
+    after = get(standin, path, query).body
+    assert after == get(direct, path, query).body
+    assert len(records_of(op, orjson.loads(after))) > len(records_of(op, orjson.loads(before)))
 
 
 def test_parallel_requests_build_a_block_once(small_world, monkeypatch) -> None:

@@ -9,10 +9,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from api_pages import first_records, page_params
 
 import standin as standin_package
+from ingestion.catalogue import Catalogue, default_catalogue
 from standin import Faults, RequestRecord, StandIn
 from standin.world import _generate
+
+CATALOGUE = default_catalogue()
+ORDERS = CATALOGUE.get("orders")
 
 TOKEN = {"Authorization": "Bearer standin-token"}
 
@@ -44,7 +49,7 @@ def test_without_the_token_it_is_403(standin: StandIn, headers: dict[str, str]) 
         response = client.get("/conversions/totals", headers=headers)
     assert response.status_code == 403
     body = response.json()
-    assert body["status"] == 403 and body["error"] == "Forbidden"
+    assert set(body) == {"error"} and "bearer token" in body["error"]
     assert "standin-token" not in response.text
 
 
@@ -56,10 +61,6 @@ def test_without_the_token_it_is_403(standin: StandIn, headers: dict[str, str]) 
         ("/conversions/totals", {"dateFrom": "2026-02-01", "dateTo": "2026-01-01"}, "dateFrom"),
         ("/conversions/totals", {"currency": "CZK,XYZ"}, "currency"),
         ("/conversions", {"country": "US"}, "country"),
-        ("/orders", {"size": "1001"}, "size"),
-        ("/orders", {"size": "0"}, "size"),
-        ("/orders", {"page": "-1"}, "page"),
-        ("/orders", {"page": "first"}, "page"),
         ("/conversions/timeframe", {"timeframe": "fortnight"}, "timeframe"),
         ("/campaigns/daily-results", {"campaignId": "1,x"}, "campaignId"),
         ("/rfm/cube", {"r": "6"}, "r"),
@@ -73,19 +74,47 @@ def test_bad_parameters_are_400_naming_the_parameter(
     response = api.get(path, params=params)
     assert response.status_code == 400, response.text
     body = response.json()
-    assert body["status"] == 400 and body["error"] == "Bad Request"
-    assert body["parameter"] == parameter and parameter in body["message"]
+    assert set(body) == {"error", "parameter"}
+    assert body["parameter"] == parameter and parameter in body["error"]
+
+
+def bad_paging_params(catalogue: Catalogue) -> list[tuple[dict[str, str], str]]:
+    """Page sizes and positions a listing of the dialect refuses, with the parameter named."""
+    paging = catalogue.get("orders").paging
+    size = paging.size_param
+    position = paging.offset_param if paging.style == "offset" else paging.page_param
+    below = str(paging.first_page - 1) if paging.style == "page" else "-1"
+    return [
+        ({size: str(catalogue.max_page_size + 1)}, size),
+        ({size: "0"}, size),
+        ({position: below}, position),
+        ({position: "first"}, position),
+    ]
+
+
+def test_bad_paging_parameters_are_400_in_every_dialect(small_world, dialect) -> None:
+    name, catalogue, _ = dialect
+    with client_for(StandIn(small_world, catalogue=catalogue)) as client:
+        for params, parameter in bad_paging_params(catalogue):
+            response = client.get("/orders", params=params)
+            assert response.status_code == 400, (name, params, response.text)
+            body = response.json()
+            assert body["parameter"] == parameter and parameter in body["error"], (name, body)
 
 
 def _responses(standin: StandIn) -> list[bytes]:
+    def paged(name: str, index: int, size: int) -> tuple[str, dict[str, str]]:
+        op = CATALOGUE.get(name)
+        return op.path, page_params(op, index, size)
+
     paths = [
         ("/conversions/totals", {}),
-        ("/conversions", {"size": 500}),
-        ("/contacts", {"size": 300, "page": 2}),
-        ("/campaigns/daily-results", {"size": 1000}),
+        paged("conversions", 0, 500),
+        paged("contacts", 2, 300),
+        paged("campaigns_daily_results", 0, 1000),
         ("/rfm/cells", {}),
         ("/orders/10", {}),
-        ("/abandoned-carts", {"size": 200}),
+        paged("abandoned_carts", 0, 200),
     ]
     with client_for(standin) as client:
         return [client.get(path, params=params).content for path, params in paths]
@@ -104,14 +133,15 @@ def test_same_seed_gives_byte_identical_responses(small_world) -> None:
 def test_fault_header_gives_error_statuses(api: httpx.Client, status: int) -> None:
     response = api.get("/orders", headers={"X-Standin-Fault": str(status)})
     assert response.status_code == status
-    assert response.json()["status"] == status
+    assert set(response.json()) == {"error"}
     if status == 429:
         assert response.headers["Retry-After"] == "1"
 
 
 def test_fault_header_truncates_the_body(api: httpx.Client) -> None:
-    whole = api.get("/orders", params={"size": 50}).content
-    cut = api.get("/orders", params={"size": 50}, headers={"X-Standin-Fault": "truncate"})
+    fifty = page_params(ORDERS, 0, 50)
+    whole = api.get("/orders", params=fifty).content
+    cut = api.get("/orders", params=fifty, headers={"X-Standin-Fault": "truncate"})
     assert cut.status_code == 200
     assert cut.content == whole[: len(whole) // 2]
     with pytest.raises(json.JSONDecodeError):
@@ -125,10 +155,11 @@ def test_fault_header_slows_the_answer(api: httpx.Client) -> None:
     assert time.perf_counter() - started >= 0.3
 
 
-def test_fault_header_drifts_the_schema(api: httpx.Client) -> None:
-    for path, key in (("/orders", "content"), ("/campaigns/languages", "languages")):
-        records = api.get(path, headers={"X-Standin-Fault": "drift"}).json()[key]
-        assert records and all("loyaltyTier" in r for r in records)
+def test_fault_header_drifts_the_schema(standin: StandIn, api: httpx.Client) -> None:
+    with client_for(standin, **{"X-Standin-Fault": "drift"}) as drifting:
+        for name in ("orders", "campaigns_by_language"):
+            records = first_records(drifting, CATALOGUE.get(name), 20)
+            assert records and all("loyaltyTier" in r for r in records), name
     detail = api.get("/orders/1", headers={"X-Standin-Fault": "drift"}).json()
     assert "loyaltyTier" in detail
     assert "loyaltyTier" not in api.get("/orders/1").json()
@@ -175,7 +206,7 @@ def test_fault_rate_with_one_kind(small_world) -> None:
 def test_drift_and_slow_by_constructor(small_world) -> None:
     drifting = StandIn(small_world, faults=Faults(drift=True))
     with client_for(drifting) as client:
-        assert all("loyaltyTier" in r for r in client.get("/orders").json()["content"])
+        assert all("loyaltyTier" in r for r in first_records(client, ORDERS, 20))
     slow = StandIn(small_world, faults=Faults(rate=1.0, kinds=("slow",), slow_seconds=0.2))
     with client_for(slow) as client:
         started = time.perf_counter()
@@ -192,14 +223,15 @@ def test_bad_fault_settings_are_refused() -> None:
 
 def test_every_request_is_logged(small_world) -> None:
     standin = StandIn(small_world)
+    size = ORDERS.paging.size_param
     standin_package.clear_log()
     with client_for(standin) as client:
-        client.get("/orders", params={"country": "CZ", "size": 5})
-        client.get("/orders", params={"size": 5000})
+        client.get("/orders", params={"country": "CZ", size: 5})
+        client.get("/orders", params={size: 5000})
         client.get("/missing")
     assert list(standin.request_log) == [
-        RequestRecord("GET", "/orders", {"country": "CZ", "size": "5"}, 200),
-        RequestRecord("GET", "/orders", {"size": "5000"}, 400),
+        RequestRecord("GET", "/orders", {"country": "CZ", size: "5"}, 200),
+        RequestRecord("GET", "/orders", {size: "5000"}, 400),
         RequestRecord("GET", "/missing", {}, 404),
     ]
     assert len(standin_package.request_log) == 3
@@ -219,7 +251,8 @@ def test_real_http_server_answers_like_the_transport(standin: StandIn, api: http
                 == api.get("/conversions/totals", params={"country": "CZ"}).content
             )
             assert http.get("/orders", headers={"Authorization": "Bearer no"}).status_code == 403
-            assert http.get("/orders", params={"size": 0}).json()["parameter"] == "size"
+            size = ORDERS.paging.size_param
+            assert http.get("/orders", params={size: 0}).json()["parameter"] == size
             with pytest.raises(httpx.ReadTimeout):
                 http.get("/campaigns/senders", headers={"X-Standin-Fault": "slow=1"}, timeout=0.3)
     with pytest.raises(httpx.TransportError):
@@ -229,7 +262,7 @@ def test_real_http_server_answers_like_the_transport(standin: StandIn, api: http
 def test_json_numbers_have_at_most_two_decimals(api: httpx.Client) -> None:
     body: Any = orjson.loads(api.get("/conversions/totals").content)
     assert body["conversions"]["currency"] == "CZK"
-    text = api.get("/orders", params={"size": 200}).text
+    text = api.get("/orders", params=page_params(ORDERS, 0, 200)).text
     assert "e-" not in text and "E+" not in text
 
 
