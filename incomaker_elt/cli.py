@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from incomaker_elt.settings import ConfigurationError, check_warehouse_writable, load_settings
 from ingestion.catalogue import CatalogueError
 
 Command = Callable[[argparse.Namespace], int]
@@ -75,14 +76,47 @@ SUBCOMMAND_MODULES = (
 )
 
 
+WAREHOUSE_WRITERS = frozenset({"ingest", "transform", "run"})
+"""Subcommands that write the warehouse: its folder is checked before any work starts."""
+
+CONFIGURATION_EXIT = 2
+"""Exit status of a run stopped by a setting (as argparse uses for a bad option)."""
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def _fail(command: str, message: object, status: int) -> int:
+    print(f"incomaker-elt {command}: {_one_line(message)}", file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; a wrong setting ends in one line saying what to fix, and exit 2."""
+    from orchestration.warehouse import WarehouseBusy
+
     args = _parser().parse_args(argv)
     handler: Command = args.handler
+    command: str = args.command
     try:
+        if command in WAREHOUSE_WRITERS and not getattr(args, "parse_only", False):
+            check_warehouse_writable(load_settings())
         return handler(args)
     except CatalogueError as exc:
-        print(f"incomaker-elt: catalogue error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(command, f"catalogue error: {exc}", CONFIGURATION_EXIT)
+    except ConfigurationError as exc:
+        return _fail(command, exc, CONFIGURATION_EXIT)
+    except PermissionError as exc:
+        where = exc.filename or "a file"
+        return _fail(
+            command,
+            f"cannot write {where} (permission denied); check INCOMAKER_WAREHOUSE and "
+            "DAGSTER_HOME point at folders you can write",
+            CONFIGURATION_EXIT,
+        )
+    except WarehouseBusy as exc:
+        return _fail(command, exc, 1)
     except KeyboardInterrupt:
         return 130
 

@@ -56,6 +56,8 @@ class StandInProcess:
     output: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()  # --exit-with-parent: the stand-in stops on its own
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -75,7 +77,14 @@ def _standin_today(today: date | None) -> date:
 
 @contextmanager
 def standin_process(scale: str, seed: int, today: date | None) -> Iterator[StandInProcess]:
-    """`incomaker-elt simulate` on a free loopback port with a one-off token, stopped on exit."""
+    """`incomaker-elt simulate` on a free loopback port with a one-off token, stopped on exit.
+
+    The stand-in ends with this process however this one ends, `kill -9` included
+    (`--exit-with-parent`: it watches a pipe from us, and on Linux the kernel signals it), so no
+    stand-in outlives its run. Port 0 lets the OS pick a free port, so a next run never finds
+    its port taken. Call it from the main thread: on Linux the kernel's signal follows the thread
+    that started the child.
+    """
     token = secrets.token_urlsafe(24)
     today = _standin_today(today)
     command = [
@@ -93,11 +102,17 @@ def standin_process(scale: str, seed: int, today: date | None) -> Iterator[Stand
         str(seed),
         "--today",
         today.isoformat(),
+        "--exit-with-parent",
     ]
     process = subprocess.Popen(
         command,
         # The one-off token goes by environment, not argv, where `ps` would show it.
-        env={**os.environ, "INCOMAKER_STANDIN_TOKEN": token},
+        env={
+            **os.environ,
+            "INCOMAKER_STANDIN_TOKEN": token,
+            "INCOMAKER_STANDIN_PARENT_PID": str(os.getpid()),
+        },
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -153,6 +168,8 @@ def summarise(result: object, seconds: float) -> RunSummary:
     """Tables, rows, checks and failures from the events of an executed run."""
     import dagster as dg
 
+    from orchestration.alerts import step_failure_cause
+
     assert isinstance(result, dg.ExecuteInProcessResult)
     summary = RunSummary(run_id=result.run_id, success=result.success, seconds=seconds)
     for event in result.all_events:
@@ -171,9 +188,7 @@ def summarise(result: object, seconds: float) -> RunSummary:
             else:
                 summary.checks_failed.append(name)
         elif event.is_step_failure and event.step_key:
-            error = event.step_failure_data.error
-            message = error.message.strip() if error else "failed"
-            summary.failed_steps[event.step_key] = message.splitlines()[0][:300]
+            summary.failed_steps[event.step_key] = step_failure_cause(event.step_failure_data)
     return summary
 
 

@@ -6,19 +6,26 @@ and its blocking checks have passed, the marts (and staging, as tables) are copi
 beside the serving warehouse, which then replaces it with one `os.replace`: a reader sees either
 the previous complete copy or the new complete copy, never a lock and never half a run. A reader
 that still has the old file open keeps reading it (on POSIX the old file lives on until closed).
+
+The new file is checkpointed (no `.wal` beside it), closed and flushed to disk before the
+replace. A publish killed half-way leaves only its temporary files (`.<name>.<id>.tmp` and
+`.tmp.wal`); the next publish holds the publishing lock (`.<name>.publish.lock`), so every
+temporary file of that name it finds belongs to a dead publish, and removes it first.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+
+from orchestration.warehouse import retry_while_locked
 
 SERVED_SCHEMAS: tuple[str, ...] = ("marts", "staging")
 """Schemas published for BI: the marts users query, and staging for ad-hoc questions."""
@@ -26,8 +33,12 @@ SERVED_SCHEMAS: tuple[str, ...] = ("marts", "staging")
 PUBLICATION_TABLE = "main.publication"
 """One row saying when the copy was published and by which run, so dashboards can show 'as of'."""
 
-_TMP_GLOB = ".{name}.*.tmp"
-_STALE_TMP_SECONDS = 6 * 3600
+_TMP_GLOBS = (".{name}.*.tmp", ".{name}.*.tmp.wal")
+
+try:
+    import fcntl
+except ImportError:  # Windows: publishes are serialised by the warehouse lock only
+    fcntl = None  # type: ignore[assignment]
 
 
 class PublishError(RuntimeError):
@@ -65,15 +76,56 @@ def _relations(
     return [(schema, name) for schema, name in rows]
 
 
-def _remove_stale_temporaries(serving_path: Path) -> None:
-    """A crashed publish leaves its temporary file behind; clear those older than a few hours."""
-    cutoff = time.time() - _STALE_TMP_SECONDS
-    for tmp in serving_path.parent.glob(_TMP_GLOB.format(name=serving_path.name)):
+@contextmanager
+def _publishing(serving_path: Path) -> Iterator[None]:
+    """One publish of `serving_path` at a time, across processes; the OS frees it on death."""
+    if fcntl is None:
+        yield
+        return
+    with open(serving_path.with_name(f".{serving_path.name}.publish.lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            if tmp.stat().st_mtime < cutoff:
-                tmp.unlink()
-        except FileNotFoundError:
-            pass
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def leftover_temporaries(serving_path: Path) -> list[Path]:
+    """Temporary files of publishes of `serving_path` (ours by name only)."""
+    return sorted(
+        tmp
+        for pattern in _TMP_GLOBS
+        for tmp in serving_path.parent.glob(pattern.format(name=serving_path.name))
+    )
+
+
+def _remove_leftover_temporaries(serving_path: Path) -> None:
+    """Under the publishing lock any temporary file is a killed publish's: remove them all."""
+    for tmp in leftover_temporaries(serving_path):
+        tmp.unlink(missing_ok=True)
+
+
+def _copy_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> int:
+    target = f"{_quote(schema)}.{_quote(name)}"
+    con.execute(f"create table {target} as select * from source.{target}")
+    (count,) = con.execute(f"select count(*) from {target}").fetchone()
+    return int(count)
+
+
+def _flush_to_disk(path: Path) -> None:
+    """The file's bytes, then the folder entry, on disk: a power cut after the replace cannot
+    leave a serving file that names data never written."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if os.name == "posix":
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def publish_serving_warehouse(
@@ -95,14 +147,31 @@ def publish_serving_warehouse(
             f"warehouse {warehouse_path} does not exist; run the pipeline before publishing"
         )
     serving_path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(serving_path)
-    tmp_path = serving_path.with_name(f".{serving_path.name}.{uuid.uuid4().hex}.tmp")
     published_at = datetime.now(UTC)
+    with _publishing(serving_path):
+        _remove_leftover_temporaries(serving_path)
+        tables = _publish(
+            warehouse_path, serving_path, schemas, required_schemas, run_id, published_at
+        )
+    return PublishedWarehouse(path=serving_path, published_at=published_at, tables=tables)
+
+
+def _publish(
+    warehouse_path: Path,
+    serving_path: Path,
+    schemas: Sequence[str],
+    required_schemas: Sequence[str],
+    run_id: str | None,
+    published_at: datetime,
+) -> dict[str, int]:
+    tmp_path = serving_path.with_name(f".{serving_path.name}.{uuid.uuid4().hex}.tmp")
+    wal_path = tmp_path.with_name(tmp_path.name + ".wal")
     tables: dict[str, int] = {}
     try:
         con = duckdb.connect(str(tmp_path))
         try:
-            con.execute(f"attach {_quote(str(warehouse_path))} as source (read_only)")
+            attach = f"attach {_quote(str(warehouse_path))} as source (read_only)"
+            retry_while_locked(lambda: con.execute(attach), warehouse_path)
             relations = _relations(con, "source", schemas)
             present = {schema for schema, _ in relations}
             missing = [s for s in required_schemas if s not in present]
@@ -114,10 +183,7 @@ def publish_serving_warehouse(
             for schema in dict.fromkeys(schema for schema, _ in relations):
                 con.execute(f"create schema {_quote(schema)}")
             for schema, name in relations:
-                target = f"{_quote(schema)}.{_quote(name)}"
-                con.execute(f"create table {target} as select * from source.{target}")
-                (count,) = con.execute(f"select count(*) from {target}").fetchone()
-                tables[f"{schema}.{name}"] = count
+                tables[f"{schema}.{name}"] = _copy_relation(con, schema, name)
             con.execute("detach source")
             con.execute(
                 f"create table {PUBLICATION_TABLE} as select ?::timestamptz as published_at, "
@@ -127,14 +193,20 @@ def publish_serving_warehouse(
             con.execute("checkpoint")
         finally:
             con.close()
+        if wal_path.exists():
+            raise PublishError(
+                f"the serving copy {tmp_path} still has a write-ahead log after its checkpoint; "
+                "nothing was published, run again"
+            )
+        _flush_to_disk(tmp_path)
         # Read-only on disk too: a BI tool that forgets `read_only` cannot take the write lock.
         tmp_path.chmod(0o444)
         os.replace(tmp_path, serving_path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
-        tmp_path.with_name(tmp_path.name + ".wal").unlink(missing_ok=True)
+        wal_path.unlink(missing_ok=True)
         raise
-    return PublishedWarehouse(path=serving_path, published_at=published_at, tables=tables)
+    return tables
 
 
 def read_published_tables(serving_path: Path) -> dict[str, int]:

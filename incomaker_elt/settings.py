@@ -37,6 +37,10 @@ DEFAULT_PARTITIONS_START = "2025-01-01"
 DEFAULT_INGEST_CONCURRENCY = 8
 """Requests in flight at once during ingestion: fast on loopback, polite to the real API."""
 
+DEFAULT_WAREHOUSE_LOCK_TIMEOUT = 300.0
+"""Seconds a writer waits for another process (a BI tool, a notebook) to let go of the warehouse
+file before it fails and names that process (INCOMAKER_WAREHOUSE_LOCK_TIMEOUT)."""
+
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
 """Holds the committed dagster.yaml (run queue, concurrency pool, retries); runtime files beside."""
 
@@ -56,6 +60,7 @@ class Settings:
     ingest_concurrency: int = DEFAULT_INGEST_CONCURRENCY
     dlt_destination: str | None = None
     """A dlt destination name (configured in dlt's own config); None: DuckDB at warehouse_path."""
+    warehouse_lock_timeout: float = DEFAULT_WAREHOUSE_LOCK_TIMEOUT
 
     @property
     def warehouse_dir(self) -> Path:
@@ -72,6 +77,13 @@ class Settings:
         return self.warehouse_dir / ".dlt"
 
 
+class ConfigurationError(ValueError):
+    """A setting has a value the pipeline cannot use; the message names it and what to set.
+
+    A ValueError, so callers that caught ValueError from load_settings() keep working.
+    """
+
+
 def _resolve(path: str) -> Path:
     """Relative paths are taken from the current directory, as any command-line tool does."""
     return Path(path).expanduser().resolve()
@@ -81,7 +93,9 @@ def _date(variable: str, value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{variable}={value!r} is not an ISO date such as 2025-01-01") from None
+        raise ConfigurationError(
+            f"{variable}={value!r} is not an ISO date such as 2025-01-01; set a date or unset it"
+        ) from None
 
 
 def _positive_int(variable: str, value: str) -> int:
@@ -90,8 +104,50 @@ def _positive_int(variable: str, value: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
-        raise ValueError(f"{variable}={value!r} must be a whole number of at least 1")
+        raise ConfigurationError(
+            f"{variable}={value!r} must be a whole number of at least 1; set one or unset it"
+        )
     return number
+
+
+def _seconds(variable: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also rejects nan
+        raise ConfigurationError(
+            f"{variable}={value!r} must be a number of seconds (0 or more); set one or unset it"
+        )
+    return seconds
+
+
+def warehouse_lock_timeout() -> float:
+    """INCOMAKER_WAREHOUSE_LOCK_TIMEOUT: how long a writer waits for the warehouse file."""
+    return _seconds(
+        "INCOMAKER_WAREHOUSE_LOCK_TIMEOUT",
+        os.environ.get("INCOMAKER_WAREHOUSE_LOCK_TIMEOUT") or str(DEFAULT_WAREHOUSE_LOCK_TIMEOUT),
+    )
+
+
+def check_warehouse_writable(settings: Settings) -> None:
+    """Fail with one line when the warehouse folder cannot be created or written.
+
+    Asked by creating the folder and a scratch file in it, not by permission bits: that is the
+    answer for root, read-only mounts and network folders too.
+    """
+    folder = settings.warehouse_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".incomaker-write-check-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigurationError(
+            f"INCOMAKER_WAREHOUSE={settings.warehouse_path}: cannot write in {folder} ({reason}); "
+            "point INCOMAKER_WAREHOUSE at a folder you can write"
+        ) from None
 
 
 def load_settings() -> Settings:
@@ -119,4 +175,5 @@ def load_settings() -> Settings:
             os.environ.get("INCOMAKER_INGEST_CONCURRENCY") or str(DEFAULT_INGEST_CONCURRENCY),
         ),
         dlt_destination=os.environ.get("INCOMAKER_DLT_DESTINATION") or None,
+        warehouse_lock_timeout=warehouse_lock_timeout(),
     )

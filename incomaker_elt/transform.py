@@ -188,6 +188,21 @@ def _error_message(command: str, failures: Sequence[NodeFailure], exception: Any
     return "\n".join(lines)
 
 
+class _WarehouseLocked(RuntimeError):
+    """dbt could not open the warehouse: another process held the file."""
+
+
+def _lock_conflict(result: Any) -> str | None:
+    """DuckDB's lock error, when that is why dbt failed, else None."""
+    from orchestration.warehouse import LOCK_CONFLICT
+
+    texts = [str(result.exception or "")]
+    texts += [
+        getattr(r, "message", None) or "" for r in getattr(result.result, "results", None) or []
+    ]
+    return next((text for text in texts if LOCK_CONFLICT in text), None)
+
+
 def build(
     settings: Settings | None = None,
     *,
@@ -197,12 +212,29 @@ def build(
     quiet: bool = False,
     extra_args: Sequence[str] = (),
 ) -> BuildSummary:
-    """`dbt build` on the warehouse of `settings`; raise TransformError naming what failed."""
+    """`dbt build` on the warehouse of `settings`; raise TransformError naming what failed.
+
+    Takes the warehouse's lock file like every step of a Dagster run, and waits (within
+    INCOMAKER_WAREHOUSE_LOCK_TIMEOUT) while another process has the file open.
+    """
+    from orchestration.warehouse import exclusive, retry_while_locked
+
     settings = settings or load_settings()
     extra_args = [*extra_args, "--quiet"] if quiet else list(extra_args)
     args = dbt_args(command, settings, select=select, extra_vars=extra_vars, extra_args=extra_args)
+
+    def attempt() -> Any:
+        result = invoke(args, settings)
+        conflict = _lock_conflict(result)
+        if conflict:
+            raise _WarehouseLocked(conflict)
+        return result
+
     started = time.perf_counter()
-    result = invoke(args, settings)
+    with exclusive(settings.warehouse_path, timeout=settings.warehouse_lock_timeout):
+        result = retry_while_locked(
+            attempt, settings.warehouse_path, timeout=settings.warehouse_lock_timeout
+        )
     seconds = time.perf_counter() - started
     failures = _failures(result)
     if not result.success or failures:

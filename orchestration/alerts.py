@@ -5,6 +5,7 @@ dashboards in the morning. The message is short and carries no settings, so no s
 """
 
 import logging
+from typing import Any
 
 import dagster as dg
 import httpx
@@ -15,6 +16,53 @@ logger = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 500
 _WEBHOOK_TIMEOUT_SECONDS = 10.0
+
+_WRAPPERS = (
+    "Exceeded max_retries of",
+    "Error occurred while executing",
+    "RetryRequested",
+    "dagster._core.errors.DagsterExecutionStepExecutionError",
+)
+"""Dagster's messages around a step's own error: they say that it failed, not why."""
+
+_DBT_ERRORS = "Errors parsed from dbt logs:"
+
+
+def _readable(message: str, cls_name: str | None) -> str:
+    """One line: dbt's parsed errors rather than the dbt command line, no Failure class path."""
+    if _DBT_ERRORS in message:
+        message = message.split(_DBT_ERRORS, 1)[1]
+    text = " ".join(message.split())
+    prefix = f"{cls_name}: " if cls_name else ""
+    if prefix and text.startswith("dagster.") and prefix in text:
+        text = text.split(prefix, 1)[-1]
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[: _MAX_ERROR_CHARS - 1] + "…"
+    return text
+
+
+def step_failure_cause(failure: Any) -> str:
+    """Why a step failed, from its STEP_FAILURE data (`event.step_failure_data`).
+
+    After its retries Dagster reports "Exceeded max_retries of 2", and an exception in user code
+    as "Error occurred while executing op ...": the cause is further down the error's chain. A
+    `dg.Failure` carries its own description, which is written for people: that comes first.
+    """
+    user = getattr(failure, "user_failure_data", None)
+    if user is not None and user.description:
+        return _readable(user.description, None)
+    error = getattr(failure, "error", None)
+    seen: set[int] = set()
+    fallback = "failed without an error message"
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        message = (error.message or "").strip()
+        if message:
+            if not any(wrapper in message.splitlines()[0] for wrapper in _WRAPPERS):
+                return _readable(message, error.cls_name)
+            fallback = _readable(message, error.cls_name)
+        error = error.cause or error.context
+    return fallback
 
 
 def failure_message(job_name: str, run_id: str, error: str | None, failed_steps: list[str]) -> str:
@@ -58,7 +106,11 @@ def build_run_failure_sensor(
     )
     def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
         failed_steps = sorted(
-            {e.step_key for e in context.get_step_failure_events() if e.step_key is not None}
+            {
+                f"{e.step_key} ({step_failure_cause(e.step_failure_data)})"
+                for e in context.get_step_failure_events()
+                if e.step_key is not None
+            }
         )
         message = failure_message(
             context.dagster_run.job_name,

@@ -28,7 +28,12 @@ def build_serving_asset(
         ),
     )
     def incomaker_serving(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        with exclusive(settings.warehouse_path, context.log.info):
+        with exclusive(
+            settings.warehouse_path,
+            context.log.info,
+            access="read",
+            timeout=settings.warehouse_lock_timeout,
+        ):
             published = publish_serving_warehouse(
                 settings.warehouse_path, settings.serving_warehouse_path, run_id=context.run_id
             )

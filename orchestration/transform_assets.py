@@ -8,13 +8,17 @@ the definitions without a manifest fails with that instruction.
 
 import json
 import os
+import re
+import shutil
 import sys
+import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -24,8 +28,13 @@ from dagster_dbt import (
 )
 
 from incomaker_elt.settings import Settings
-from incomaker_elt.transform import DBT_PROJECT_DIR, dbt_vars
-from orchestration.warehouse import DUCKDB_POOL, exclusive
+
+try:
+    import fcntl
+except ImportError:  # Windows: finished builds' folders are still removed, failed ones stay
+    fcntl = None  # type: ignore[assignment]
+from incomaker_elt.transform import DBT_PROJECT_DIR, DBT_TARGET_DIR, dbt_vars
+from orchestration.warehouse import DUCKDB_POOL, connect, exclusive, retry_while_locked
 
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 DBT_PROJECT.prepare_if_dev()
@@ -70,6 +79,83 @@ def release_dbt_duckdb() -> None:
         environment.close()
 
 
+RUN_TARGETS_DIR = DBT_TARGET_DIR / "runs"
+"""Where each dbt build of a Dagster run writes its artefacts (compiled SQL, run results, log):
+~16 MB a run. A successful build's folder is removed once its events are out; a failed one stays
+(its log is named in the error) until the next build starts."""
+
+_IN_USE = ".in-use"
+_YOUNG_SECONDS = 60.0
+_LEGACY_SECONDS = 3600.0
+_DAGSTER_DEFAULT_TARGET = re.compile(r"^incomaker_dbt-[0-9a-f]{7}-[0-9a-f]{7}$")
+"""The per-run folders dagster-dbt makes in target/ when given no target path (before runs/)."""
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _remove_if_unused(path: Path) -> bool:
+    """Delete a build's folder unless a build holds its `.in-use` lock (it may be another
+    warehouse's build in this same project folder)."""
+    marker = path / _IN_USE
+    if not marker.exists():
+        if _age(path) < _YOUNG_SECONDS:  # just made; its builder is about to lock it
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    if fcntl is None:
+        return False
+    try:
+        handle = open(marker, "a+")  # noqa: SIM115 - held while the folder is removed
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
+def remove_old_run_targets(target_dir: Path = DBT_TARGET_DIR) -> int:
+    """Delete earlier builds' artefact folders that no build is using; returns how many.
+
+    The manifest and partial-parse files in target/ itself stay: Dagster and dbt read them.
+    """
+    removed = 0
+    for path in sorted((target_dir / "runs").glob("*")):
+        if path.is_dir() and _remove_if_unused(path):
+            removed += 1
+    for path in target_dir.glob("incomaker_dbt-*"):
+        if _DAGSTER_DEFAULT_TARGET.match(path.name) and _age(path) > _LEGACY_SECONDS:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+@contextmanager
+def run_target(run_id: str, target_dir: Path = DBT_TARGET_DIR) -> Iterator[Path]:
+    """A new folder for one dbt build's artefacts, marked in use while the build runs.
+
+    It starts with the partial-parse file of the prepared manifest (same project, vars and
+    profile), so dbt need not parse the whole project again: a few seconds less per build.
+    """
+    path = target_dir / "runs" / f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    partial_parse = target_dir / "partial_parse.msgpack"
+    if partial_parse.is_file():
+        shutil.copy2(partial_parse, path / partial_parse.name)
+    with open(path / _IN_USE, "w") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield path
+
+
 def _view_relations(manifest_path: Path) -> dict[str, str]:
     """`schema.name` of every model dbt builds as a view, by unique id."""
     nodes = json.loads(manifest_path.read_text())["nodes"]
@@ -95,7 +181,7 @@ def with_view_row_counts(
     ]
     if not pending or not warehouse_path.is_file():
         return events
-    con = duckdb.connect(str(warehouse_path), read_only=True)
+    con = connect(warehouse_path, read_only=True)
     try:
         for i, relation in pending:
             (rows,) = con.execute(f"select count(*) from {relation}").fetchone()
@@ -126,23 +212,42 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
     def incomaker_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         # The profile reads the warehouse from INCOMAKER_WAREHOUSE; pin it to the settings' path.
         os.environ["INCOMAKER_WAREHOUSE"] = str(settings.warehouse_path)
-        events: list[Any] = []
-        failure: Exception | None = None
-        with exclusive(settings.warehouse_path, context.log.info):
-            try:
-                # With DuckDB, dagster-dbt yields the events once dbt has exited anyway (the
-                # row counts need the file), so collecting them first costs nothing.
-                for event in (
-                    dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
-                    .stream()
-                    .fetch_row_counts()
-                    .fetch_column_metadata(with_column_lineage=False)
-                ):
-                    events.append(event)
-            except Exception as exc:  # yield what was built and checked, then fail
-                failure = exc
-            finally:
-                release_dbt_duckdb()
+        args = ["build", "--vars", json.dumps(dbt_vars(settings))]
+
+        def build() -> list[Any]:
+            """One dbt build; its events, or the build's exception with the events so far."""
+            events: list[Any] = []
+            with run_target(context.run.run_id) as target:
+                try:
+                    # With DuckDB, dagster-dbt yields the events once dbt has exited anyway (the
+                    # row counts need the file), so collecting them first costs nothing.
+                    for event in (
+                        dbt.cli(args, context=context, target_path=target)
+                        .stream()
+                        .fetch_row_counts()
+                        .fetch_column_metadata(with_column_lineage=False)
+                    ):
+                        events.append(event)
+                except Exception as exc:
+                    if events:  # something was built: yield it, then fail
+                        return [*events, exc]
+                    raise  # nothing was built (e.g. the file was locked): may be retried
+                finally:
+                    release_dbt_duckdb()
+                shutil.rmtree(target, ignore_errors=True)
+            return events
+
+        with exclusive(
+            settings.warehouse_path, context.log.info, timeout=settings.warehouse_lock_timeout
+        ):
+            remove_old_run_targets()
+            events = retry_while_locked(
+                build,
+                settings.warehouse_path,
+                timeout=settings.warehouse_lock_timeout,
+                log=context.log.info,
+            )
+            failure = events.pop() if events and isinstance(events[-1], Exception) else None
             events = with_view_row_counts(events, views, settings.warehouse_path)
         yield from events
         if failure is not None:

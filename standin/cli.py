@@ -3,14 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
+import signal
 import sys
+import threading
 import time
 from datetime import date
 
 from incomaker_elt.settings import DEFAULT_STANDIN_PORT
 
 TOKEN_ENV = "INCOMAKER_STANDIN_TOKEN"
+PARENT_PID_ENV = "INCOMAKER_STANDIN_PARENT_PID"
+"""Set by the process that starts the stand-in with --exit-with-parent: whose death ends it."""
+
+_PR_SET_PDEATHSIG = 1
+_GRACE_SECONDS = 10.0
+
+
+def exit_with_parent() -> None:
+    """End this process when the process that started it ends, however it ends (even `kill -9`).
+
+    On Linux the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG). Everywhere, the
+    parent holds the write end of our standard input: when it dies the pipe closes, reading it
+    returns, and we stop as on Ctrl-C (then exit outright if that has not ended us within 10 s).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the pipe below still ends us
+    expected = os.environ.get(PARENT_PID_ENV)
+    if expected and os.getppid() != int(expected):
+        os._exit(0)  # the parent died before we could ask to follow it
+
+    def watch_parent() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdin.buffer.read()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(_GRACE_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
 
 
 def _date(value: str) -> date:
@@ -52,6 +88,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--slow-seconds", type=float, default=5.0, help="delay of the 'slow' fault")
     p.add_argument("--drift", action="store_true", help="add a new field to every record")
     p.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started this one ends (its standard input closes)",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="start, call GET /conversions/totals once, print the answer and exit",
@@ -64,6 +105,8 @@ def simulate(args: argparse.Namespace) -> int:
 
     from standin import DEFAULT_TODAY, Faults, StandIn, build_world
 
+    if args.exit_with_parent:
+        exit_with_parent()
     token = args.token or os.environ.get(TOKEN_ENV) or "standin-token"
     today = args.today or DEFAULT_TODAY
     try:

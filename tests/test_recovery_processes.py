@@ -1,0 +1,390 @@
+"""Nothing bricks the warehouse: after a killed or refused run, running it again is the recovery.
+
+Each test reproduces one way a run used to leave something behind (a stand-in still running,
+half-published files, a lock error, dbt artefacts piling up, a traceback for a bad setting, a
+summary hiding the cause) and asserts that it no longer does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from incomaker_elt.cli import main
+from incomaker_elt.run import summarise
+from incomaker_elt.serving import (
+    leftover_temporaries,
+    publish_serving_warehouse,
+    read_published_tables,
+)
+from incomaker_elt.settings import PROJECT_ROOT, ConfigurationError, load_settings
+from orchestration.warehouse import WarehouseBusy, connect, exclusive, retry_while_locked
+
+PYTHON = sys.executable
+
+
+def _gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie waiting for a reaper counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return "State:\tZ" in state
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _gone(pid):
+            return True
+        time.sleep(0.1)
+    return _gone(pid)
+
+
+def _python(code: str, **kwargs) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PYTHON, "-c", textwrap.dedent(code)],
+        cwd=PROJECT_ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+# ------------------------------------------------------------------ 1. the stand-in child
+
+
+def test_a_killed_run_takes_its_standin_with_it() -> None:
+    parent = _python(
+        """
+        import time
+        from incomaker_elt.run import standin_process
+        with standin_process("small", 1, None) as standin:
+            print(standin.process.pid, standin.base_url, flush=True)
+            time.sleep(120)
+        """
+    )
+    try:
+        assert parent.stdout is not None
+        child_pid, base_url = parent.stdout.readline().split()
+        assert base_url.startswith("http://127.0.0.1:")
+        assert not _gone(int(child_pid))
+    finally:
+        parent.kill()  # kill -9: no clean-up code of the parent runs
+        parent.wait()
+    assert _wait_gone(int(child_pid), 15), "the stand-in outlived the run that started it"
+
+
+def test_the_standin_stops_when_its_parents_pipe_closes() -> None:
+    """The portable path (no Linux parent-death signal involved: the parent lives on)."""
+    standin = subprocess.Popen(
+        [PYTHON, "-m", "incomaker_elt.cli", "simulate", "--port", "0", "--exit-with-parent"],
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert standin.stdout is not None
+        assert "serving http://127.0.0.1:" in standin.stdout.readline()
+        assert standin.stdin is not None
+        standin.stdin.close()
+        assert standin.wait(15) == 0
+    finally:
+        if standin.poll() is None:
+            standin.kill()
+            standin.wait()
+
+
+# ------------------------------------------------------------ 2. a publish killed half-way
+
+
+def _warehouse(path: Path, version: int) -> None:
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema if not exists marts")
+        for name in ("conversions_daily", "delivery_daily", "rfm_segments"):
+            con.execute(
+                f"create or replace table marts.{name} as "
+                f"select range as id, {version} as version from range(20000)"
+            )
+
+
+@pytest.mark.parametrize("killed_at", ["after the first table", "before the replace"])
+def test_a_publish_killed_half_way_leaves_the_copy_whole_and_the_next_one_cleans_up(
+    tmp_path: Path, killed_at: str
+) -> None:
+    warehouse, serving = tmp_path / "incomaker.duckdb", tmp_path / "incomaker_serving.duckdb"
+    _warehouse(warehouse, 1)
+    publish_serving_warehouse(warehouse, serving)
+    before = read_published_tables(serving)
+    _warehouse(warehouse, 2)
+
+    hook = (
+        "serving._copy_relation = lambda *a: (copy(*a), os.kill(os.getpid(), signal.SIGKILL))"
+        if killed_at == "after the first table"
+        else "serving.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    killed = _python(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from incomaker_elt import serving
+        copy = serving._copy_relation
+        {hook}
+        serving.publish_serving_warehouse(Path({str(warehouse)!r}), Path({str(serving)!r}))
+        """
+    )
+    assert killed.wait(60) == -signal.SIGKILL
+    assert leftover_temporaries(serving), "the kill came too late to test anything"
+
+    assert read_published_tables(serving) == before
+    with duckdb.connect(str(serving), read_only=True) as con:
+        assert con.execute("select max(version) from marts.rfm_segments").fetchone() == (1,)
+
+    publish_serving_warehouse(warehouse, serving)
+    assert leftover_temporaries(serving) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [
+        "incomaker.duckdb",
+        "incomaker_serving.duckdb",
+    ]
+    with duckdb.connect(str(serving), read_only=True) as con:
+        assert con.execute("select max(version) from marts.rfm_segments").fetchone() == (2,)
+
+
+# ----------------------------------------------------- 3. readers of the working warehouse
+
+
+def _reader(path: Path, every: float, hold: float, seconds: float) -> subprocess.Popen[str]:
+    """A process that opens the warehouse read-only for `hold` s every `every` s (and, like a
+    BI tool's refresh, fails while a writer has it, and tries again next time)."""
+    return _python(
+        f"""
+        import time, duckdb
+        print("reading", flush=True)
+        end = time.monotonic() + {seconds}
+        while time.monotonic() < end:
+            try:
+                con = duckdb.connect({str(path)!r}, read_only=True)
+            except duckdb.IOException:
+                pass
+            else:
+                con.execute("select count(*) from t").fetchone()
+                time.sleep({hold})
+                con.close()
+            time.sleep({every})
+        """
+    )
+
+
+def test_a_writer_waits_out_a_reader_that_opens_the_warehouse_every_50_ms(
+    tmp_path: Path,
+) -> None:
+    warehouse = tmp_path / "incomaker.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create table t as select 1 as n")
+    reader = _reader(warehouse, every=0.05, hold=0.02, seconds=6)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline()
+        time.sleep(0.3)
+        for n in range(2, 22):
+            with exclusive(warehouse, timeout=5):
+                con = connect(warehouse, timeout=5)
+                con.execute("insert into t values (?)", [n])
+                con.close()
+            time.sleep(0.03)
+        assert reader.poll() is None, "the reader ended before the writes: nothing was tested"
+    finally:
+        reader.kill()
+        reader.wait()
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("select count(*) from t").fetchone() == (21,)
+
+
+def test_a_writer_gives_up_after_the_timeout_and_names_the_holder(tmp_path: Path) -> None:
+    warehouse = tmp_path / "incomaker.duckdb"
+    duckdb.connect(str(warehouse)).close()
+    holder = _python(
+        f"""
+        import time, duckdb
+        con = duckdb.connect({str(warehouse)!r}, read_only=True)
+        print("holding", flush=True)
+        time.sleep(60)
+        """
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline()
+        started = time.monotonic()
+        with pytest.raises(WarehouseBusy) as busy, exclusive(warehouse, timeout=1.0):
+            pass
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert 1.0 <= waited < 5
+    assert busy.value.holder_pid == holder.pid
+    assert f"PID {holder.pid}" in str(busy.value)
+    assert "serving copy" in str(busy.value)
+    assert "\n" not in str(busy.value)
+
+
+def test_only_lock_conflicts_are_retried(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise duckdb.CatalogException("Table with name nope does not exist")
+
+    with pytest.raises(duckdb.CatalogException):
+        retry_while_locked(broken, tmp_path / "incomaker.duckdb", timeout=5)
+    assert calls == [1]
+
+
+# -------------------------------------------------------------- 4. dbt artefacts are bounded
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_dbt_build_leaves_no_artefacts_and_clears_an_earlier_failed_ones(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The earlier build is stood in by its leftovers: one run's worth of artefacts that a
+    failed (or killed) build left, and a folder another build is still writing."""
+    from incomaker_elt.transform import DBT_TARGET_DIR, prepare_manifest
+    from orchestration.transform_assets import build_dbt_assets, dbt_resource, run_target
+
+    monkeypatch.setenv("INCOMAKER_WAREHOUSE", str(tmp_path / "incomaker.duckdb"))
+    settings = load_settings()
+    if not (DBT_TARGET_DIR / "manifest.json").is_file():
+        prepare_manifest(settings)
+    runs = DBT_TARGET_DIR / "runs"
+    with run_target("failed0") as failed:
+        (failed / "compiled.sql").write_bytes(b"x" * 4_000_000)
+    with run_target("busy0000") as busy:
+        try:
+            before = _size(DBT_TARGET_DIR)
+            result = dg.materialize(
+                [build_dbt_assets(settings)],
+                selection=[dg.AssetKey(["staging", "stg_incomaker__segments"])],
+                resources={"dbt": dbt_resource()},
+            )
+            assert result.success
+            assert any(e.is_step_materialization for e in result.all_events)
+            assert not failed.exists(), "the failed build's artefacts were not cleared"
+            assert busy.exists(), "a folder another build holds was removed"
+            left = list(runs.glob(f"{result.run_id[:8]}-*"))
+            assert left == [], "the build left its artefacts"
+            growth = _size(DBT_TARGET_DIR) - before
+            assert growth < 256 * 1024, f"a dbt build grew dbt_project/target by {growth} bytes"
+        finally:
+            shutil.rmtree(busy, ignore_errors=True)
+
+
+# ------------------------------------------------------------ 5. bad settings: one line, exit 2
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "argv", "says"),
+    [
+        ("INCOMAKER_PARTITIONS_START", "garbage", ["endpoints"], "INCOMAKER_PARTITIONS_START"),
+        ("INCOMAKER_PARTITIONS_START", "2025-13-45", ["run"], "ISO date"),
+        ("INCOMAKER_INGEST_CONCURRENCY", "eight", ["ingest", "--only", "orders"], "whole number"),
+        ("INCOMAKER_INGEST_CONCURRENCY", "0", ["transform"], "at least 1"),
+        ("INCOMAKER_WAREHOUSE_LOCK_TIMEOUT", "soon", ["run"], "seconds"),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_2(
+    monkeypatch, capsys, variable: str, value: str, argv: list[str], says: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"incomaker-elt {argv[0]}: {variable}={value!r}")
+    assert says in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_a_setting_error_is_still_a_value_error(monkeypatch) -> None:
+    monkeypatch.setenv("INCOMAKER_PARTITIONS_START", "garbage")
+    with pytest.raises(ValueError):
+        load_settings()
+    with pytest.raises(ConfigurationError):
+        load_settings()
+
+
+def test_an_unwritable_warehouse_folder_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # A file where the folder should be stops root too, for whom permission bits do not.
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("INCOMAKER_WAREHOUSE", str(tmp_path / "not-a-folder" / "w.duckdb"))
+    assert main(["ingest", "--only", "orders"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("incomaker-elt ingest: INCOMAKER_WAREHOUSE=")
+    assert "cannot write" in err and "\n" not in err
+
+
+def test_a_catalogue_override_error_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("operations: [\n")
+    monkeypatch.setenv("INCOMAKER_CATALOGUE_OVERRIDES", str(overrides))
+    assert main(["endpoints"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("incomaker-elt endpoints: catalogue error:")
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_the_command_line_prints_no_traceback_for_a_bad_setting() -> None:
+    done = subprocess.run(
+        [PYTHON, "-m", "incomaker_elt.cli", "run"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "INCOMAKER_INGEST_CONCURRENCY": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "incomaker-elt run: INCOMAKER_INGEST_CONCURRENCY='lots' must be a whole number of at "
+        "least 1; set one or unset it"
+    ]
+
+
+# ------------------------------------------------ 6. the summary names the cause of a failure
+
+
+def test_the_summary_names_the_cause_of_a_step_that_failed_after_its_retries() -> None:
+    @dg.asset(retry_policy=dg.RetryPolicy(max_retries=2))
+    def raw_orders() -> None:
+        raise dg.Failure("ingestion failed: the API answered 503 for orders", allow_retries=True)
+
+    @dg.asset
+    def marts_rfm() -> None:
+        raise ZeroDivisionError("division by zero in the RFM scores")
+
+    result = dg.materialize([raw_orders, marts_rfm], raise_on_error=False)
+    summary = summarise(result, 1.0)
+    assert summary.failed_steps == {
+        "raw_orders": "ingestion failed: the API answered 503 for orders",
+        "marts_rfm": "ZeroDivisionError: division by zero in the RFM scores",
+    }
