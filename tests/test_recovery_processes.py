@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -388,3 +389,39 @@ def test_the_summary_names_the_cause_of_a_step_that_failed_after_its_retries() -
         "raw_orders": "ingestion failed: the API answered 503 for orders",
         "marts_rfm": "ZeroDivisionError: division by zero in the RFM scores",
     }
+
+
+def test_the_failure_alert_names_each_failed_steps_cause(tmp_path: Path) -> None:
+    import httpx
+
+    from orchestration.alerts import build_run_failure_sensor
+
+    posted: list[str] = []
+
+    def webhook(request: httpx.Request) -> httpx.Response:
+        posted.append(httpx.Response(200, content=request.content).json()["text"])
+        return httpx.Response(200)
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=1))
+    def load_raw_tables() -> None:
+        raise RuntimeError("the API said no")
+
+    @dg.job
+    def nightly() -> None:
+        load_raw_tables()
+
+    settings = replace(load_settings(), alert_webhook_url="https://hooks.invalid/x")
+    sensor = build_run_failure_sensor(settings, transport=httpx.MockTransport(webhook))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = nightly.execute_in_process(instance=instance, raise_on_error=False)
+        (record,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        sensor(
+            dg.build_run_status_sensor_context(
+                sensor_name=sensor.name,
+                dagster_instance=instance,
+                dagster_run=result.dagster_run,
+                dagster_event=record.get_dagster_event(),
+            ).for_run_failure()
+        )
+    assert len(posted) == 1
+    assert "load_raw_tables (RuntimeError: the API said no)" in posted[0]
