@@ -158,7 +158,13 @@ class _Records:
             yield self._keyed(chunk)
         elif not self.rows:
             # An operation with nothing to say still gets its table (dbt's sources expect it).
-            yield self._keyed(empty_table(self.op))
+            if self.arrow:
+                yield self._keyed(empty_table(self.op))
+            else:
+                # Never an Arrow table for an operation with child tables: dlt's Arrow extractor
+                # gives the Arrow columns to every nested table of the resource too, and an
+                # empty window would then add the parent's NOT NULL key to existing child tables.
+                yield dlt.mark.materialize_table_schema()
 
     def _keyed(self, table: pa.Table) -> pa.Table:
         """Key columns NOT NULL as the hints say (one schema for dlt), and a `_dlt_id` per row."""
