@@ -267,14 +267,19 @@ def _read_yaml(path: Path, what: str) -> Any:
         raise CatalogueError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
-def load_catalogue(overrides: Path | None = None) -> Catalogue:
-    """Read catalogue.yaml, apply an override file if given, and validate every entry."""
+OVERRIDES_SETTING = "INCOMAKER_CATALOGUE_OVERRIDES"
+
+
+def load_catalogue(overrides: Path | None = None, setting: str = OVERRIDES_SETTING) -> Catalogue:
+    """Read catalogue.yaml, apply an override file if given, and validate every entry.
+
+    `setting` is the variable that named the override file, for the messages."""
     raw = _read_yaml(CATALOGUE_PATH, "the catalogue")
     entries = [dict(e) for e in raw["operations"]]
     defaults = dict(raw.get("defaults") or {})
     sources = [CATALOGUE_PATH]
     if overrides is not None:
-        what = "the catalogue override file (INCOMAKER_CATALOGUE_OVERRIDES)"
+        what = f"the catalogue override file ({setting})"
         if not overrides.is_file():
             raise CatalogueError(
                 f"{what} {overrides} does not exist: point the variable at an existing YAML "
@@ -283,7 +288,7 @@ def load_catalogue(overrides: Path | None = None) -> Catalogue:
         try:
             _merge_overrides(entries, defaults, _read_yaml(overrides, what) or {}, overrides)
         except CatalogueError as exc:
-            raise CatalogueError(f"{exc} (from INCOMAKER_CATALOGUE_OVERRIDES)") from None
+            raise CatalogueError(f"{exc} (from {setting})") from None
         sources.append(overrides)
     try:
         default_paging = paging_from(defaults.get("paging"), DIALECTS["offset"], "defaults.paging")

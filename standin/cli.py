@@ -11,10 +11,13 @@ import sys
 import threading
 import time
 from datetime import date
+from pathlib import Path
 
 from incomaker_elt.settings import DEFAULT_STANDIN_PORT
 
 TOKEN_ENV = "INCOMAKER_STANDIN_TOKEN"
+DIALECT_ENV = "INCOMAKER_STANDIN_CATALOGUE"
+"""A catalogue override file: the API dialect the stand-in speaks (paging, paths, names, ids)."""
 PARENT_PID_ENV = "INCOMAKER_STANDIN_PARENT_PID"
 """Set by the process that starts the stand-in with --exit-with-parent: whose death ends it."""
 
@@ -88,6 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--slow-seconds", type=float, default=5.0, help="delay of the 'slow' fault")
     p.add_argument("--drift", action="store_true", help="add a new field to every record")
     p.add_argument(
+        "--catalogue",
+        metavar="OVERRIDE_YAML",
+        default=None,
+        help="speak another API dialect: a catalogue override file (the format of "
+        f"INCOMAKER_CATALOGUE_OVERRIDES) applied to what the stand-in serves (default: "
+        f"${DIALECT_ENV}, else the catalogue as it is)",
+    )
+    p.add_argument(
         "--exit-with-parent",
         action="store_true",
         help="stop when the process that started this one ends (its standard input closes)",
@@ -103,6 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def simulate(args: argparse.Namespace) -> int:
     import httpx
 
+    from ingestion.catalogue import CatalogueError, load_catalogue
     from standin import DEFAULT_TODAY, Faults, StandIn, build_world
 
     if args.exit_with_parent:
@@ -117,9 +129,17 @@ def simulate(args: argparse.Namespace) -> int:
             drift=args.drift,
             seed=args.fault_seed,
         )
+        dialect = args.catalogue or os.environ.get(DIALECT_ENV)
+        setting = "--catalogue" if args.catalogue else DIALECT_ENV
+        catalogue = load_catalogue(Path(dialect).resolve() if dialect else None, setting)
         started = time.perf_counter()
         world = build_world(args.seed, args.scale)
-        standin = StandIn(world, today=today, token=token, faults=faults)
+        standin = StandIn(world, today=today, token=token, faults=faults, catalogue=catalogue)
+    except CatalogueError as exc:
+        print(
+            f"incomaker-elt simulate: the dialect to speak ({DIALECT_ENV}): {exc}", file=sys.stderr
+        )
+        return 2
     except ValueError as exc:
         print(f"incomaker-elt simulate: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ingestion.catalogue import Catalogue, Operation, default_catalogue
+from ingestion.catalogue import Catalogue, Operation, load_catalogue
 from ingestion.paging import WHOLE_BODY, put
 from standin.calendar import DEFAULT_TODAY, check_today
 from standin.dialect import render_record
@@ -162,7 +162,9 @@ class StandIn:
             raise ValueError("the stand-in needs a non-empty token")
         self._token = token
         self.faults = faults or Faults()
-        self.catalogue = catalogue or default_catalogue()
+        # The catalogue as it is, unless told to speak another dialect: the pipeline's own
+        # overrides (INCOMAKER_CATALOGUE_OVERRIDES) describe the API it calls, not this one.
+        self.catalogue = catalogue or load_catalogue()
         handlers = all_handlers()
         missing = [op.name for op in self.catalogue if op.name not in handlers]
         if missing:

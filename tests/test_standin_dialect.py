@@ -1,0 +1,78 @@
+"""The stand-in speaks the dialect its catalogue describes: ids, timestamps, names, paging."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ingestion.catalogue import load_catalogue
+from standin.dialect import integer_id, to_uuid
+from standin.service import StandIn
+
+AUTH = {"Authorization": "Bearer standin-token"}
+
+
+def _get(standin: StandIn, path: str, query: list[tuple[str, str]]) -> dict:
+    reply = standin.handle("GET", path, query, AUTH)
+    assert reply.status == 200, reply.body
+    return orjson.loads(reply.body)
+
+
+@pytest.fixture(scope="module")
+def vendor() -> StandIn:
+    return StandIn()
+
+
+def test_campaign_ids_are_uuids_that_lead_back_to_the_campaign(vendor: StandIn) -> None:
+    campaign = _get(vendor, "/campaigns", [("limit", "1")])["campaigns"][0]
+    uuid = campaign["campaignId"]
+    assert integer_id("campaignId", uuid) == 1 and uuid == to_uuid("campaignId", 1)
+    recipients = _get(vendor, f"/campaigns/{uuid}/recipients", [("limit", "5")])["recipients"]
+    assert recipients and {r["campaignId"] for r in recipients} == {uuid}
+    # the same campaign through a comma list of ids
+    results = _get(vendor, "/campaigns/daily-results", [("campaignId", uuid), ("limit", "1000")])
+    assert {r["campaignId"] for r in results["dailyResults"]} == {uuid}
+
+
+def test_timestamps_carry_the_offset_of_the_catalogue_zone(vendor: StandIn, tmp_path: Path) -> None:
+    zoned = _get(vendor, "/orders", [("limit", "3")])["orders"]
+    override = tmp_path / "utc.yaml"
+    override.write_text("defaults:\n  timestamp_zone: UTC\n")
+    utc = _get(StandIn(catalogue=load_catalogue(override)), "/orders", [("limit", "3")])["orders"]
+    for local, plain in zip(zoned, utc, strict=True):
+        assert local["createdAt"][-6:] in ("+01:00", "+02:00") and plain["createdAt"].endswith("Z")
+        instant = datetime.fromisoformat(local["createdAt"]).astimezone(UTC)
+        assert instant == datetime.fromisoformat(plain["createdAt"].replace("Z", "+00:00"))
+
+
+def test_renamed_fields_and_spring_paging_by_override(tmp_path: Path) -> None:
+    override = tmp_path / "spring.yaml"
+    override.write_text(
+        "defaults:\n  paging: page\n"
+        "operations:\n  orders:\n    api_names: {orderId: id}\n    fields: {orderId: string,"
+        " contactId: integer, createdAt: timestamp, country: string, currency: string,"
+        " amountWoTax: decimal, amountWTax: decimal, amountWoTaxReference: decimal,"
+        " amountWTaxReference: decimal, itemsCount: integer}\n"
+    )
+    spring = StandIn(catalogue=load_catalogue(override))
+    body = _get(spring, "/orders", [("page", "1"), ("size", "2")])
+    assert body["number"] == 1 and body["size"] == 2 and body["totalElements"] > 2
+    first = body["content"][0]
+    assert "orderId" not in first and integer_id("orderId", first["id"]) == 3
+
+
+def test_simulate_names_a_broken_dialect_file_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "dialect.yaml"
+    broken.write_text("defaults:\n  paging: cursor\n")
+    cmd = [sys.executable, "-m", "incomaker_elt.cli", "simulate", "--check", "--port", "0"]
+    done = subprocess.run(
+        [*cmd, "--catalogue", str(broken)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown paging dialect 'cursor'" in lines[0], done.stderr
