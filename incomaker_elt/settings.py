@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +38,13 @@ DEFAULT_PARTITIONS_START = "2025-01-01"
 DEFAULT_INGEST_CONCURRENCY = 8
 """Requests in flight at once during ingestion: fast on loopback, polite to the real API."""
 
+DEFAULT_REQUESTS_PER_SECOND = 10.0
+"""Requests started per second against a remote API (INCOMAKER_REQUESTS_PER_SECOND): a
+production API is shared with the account's own users. No cap without a token or against this
+machine (the stand-in that `incomaker-elt run` starts)."""
+
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
 DEFAULT_WAREHOUSE_LOCK_TIMEOUT = 300.0
 """Seconds a writer waits for another process (a BI tool, a notebook) to let go of the warehouse
 file before it fails and names that process (INCOMAKER_WAREHOUSE_LOCK_TIMEOUT)."""
@@ -58,6 +66,9 @@ class Settings:
     freshness_deadline_cron: str = DEFAULT_FRESHNESS_DEADLINE_CRON
     dagster_home: Path = DEFAULT_DAGSTER_HOME
     ingest_concurrency: int = DEFAULT_INGEST_CONCURRENCY
+    requests_per_second: float | None = None
+    """Cap on requests started per second; None: no cap. load_settings() gives 10 for a remote
+    API (see DEFAULT_REQUESTS_PER_SECOND)."""
     dlt_destination: str | None = None
     """A dlt destination name (configured in dlt's own config); None: DuckDB at warehouse_path."""
     warehouse_lock_timeout: float = DEFAULT_WAREHOUSE_LOCK_TIMEOUT
@@ -130,6 +141,27 @@ def warehouse_lock_timeout() -> float:
     )
 
 
+def requests_per_second() -> float | None:
+    """INCOMAKER_REQUESTS_PER_SECOND (0: no cap); unset: 10 against a remote API, no cap without
+    a token or against an API on this machine (the stand-in)."""
+    value = os.environ.get("INCOMAKER_REQUESTS_PER_SECOND")
+    if value:
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = -1.0
+        if not rate >= 0 or rate == float("inf"):
+            raise ConfigurationError(
+                f"INCOMAKER_REQUESTS_PER_SECOND={value!r} must be a number of requests per second "
+                "(0 for no cap); set one or unset it"
+            )
+        return rate or None
+    host = urlsplit(os.environ.get("INCOMAKER_BASE_URL") or "").hostname or ""
+    if not os.environ.get("INCOMAKER_API_TOKEN") or host in _LOCAL_HOSTS:
+        return None
+    return DEFAULT_REQUESTS_PER_SECOND
+
+
 def check_warehouse_writable(settings: Settings) -> None:
     """Fail with one line when the warehouse folder cannot be created or written.
 
@@ -174,6 +206,7 @@ def load_settings() -> Settings:
             "INCOMAKER_INGEST_CONCURRENCY",
             os.environ.get("INCOMAKER_INGEST_CONCURRENCY") or str(DEFAULT_INGEST_CONCURRENCY),
         ),
+        requests_per_second=requests_per_second(),
         dlt_destination=os.environ.get("INCOMAKER_DLT_DESTINATION") or None,
         warehouse_lock_timeout=warehouse_lock_timeout(),
     )

@@ -52,13 +52,17 @@ def _table(summary: object) -> list[str]:
     tables = sorted(set(summary.rows_loaded) | set(summary.table_rows))
     width = max([len("raw table"), *(len(t) for t in tables)])
     lines = [
-        f"{'raw table':<{width}}  {'loaded now':>12}  {'rows in table':>14}",
-        f"{'-' * width}  {'-' * 12}  {'-' * 14}",
+        f"{'raw table':<{width}}  {'loaded now':>12}  {'rows in table':>14}  {'requests':>9}",
+        f"{'-' * width}  {'-' * 12}  {'-' * 14}  {'-' * 9}",
     ]
     for table in tables:
         now = summary.rows_loaded.get(table, 0)
         total = summary.table_rows.get(table)
-        lines.append(f"{table:<{width}}  {now:>12,}  {'' if total is None else f'{total:,}':>14}")
+        sent = summary.requests_by_operation.get(table)  # a table per operation; children none
+        lines.append(
+            f"{table:<{width}}  {now:>12,}  {'' if total is None else f'{total:,}':>14}  "
+            f"{'' if sent is None else f'{sent:,}':>9}"
+        )
     lines.append(
         f"\n{summary.total_rows_loaded:,} rows into {len(summary.rows_loaded)} tables in "
         f"{summary.seconds:.1f} s ({summary.requests:,} requests, {summary.retries:,} retried), "

@@ -7,6 +7,10 @@ One request = one call of `IncomakerClient.get`, which owns every failure policy
 - 401/403 fail at once: retrying a rejected token only locks the account;
 - any other 4xx fails at once with the operation, its parameters and the server's message.
 
+Two bounds keep a run polite to the server: `max_in_flight` requests at once, and at most
+`requests_per_second` requests started per second (a token bucket shared by every worker; retries
+count too). `requests_by_operation` counts the requests of each operation for the run summary.
+
 The token travels only in the Authorization header. No message, log line or exception built here
 contains it, and the header is marked sensitive so httpx never echoes it either.
 """
@@ -44,7 +48,12 @@ class TokenRejected(IngestionError):
 
 
 class RequestRejected(IngestionError):
-    pass
+    """A 4xx other than 401/403: the request itself is wrong (a path, a parameter)."""
+
+    def __init__(self, message: str, status: int = 400, server_message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_message = server_message
 
 
 class ApiUnavailable(IngestionError):
@@ -66,6 +75,51 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """Full jitter: spreads retries of parallel workers so they do not hit the API together."""
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+
+
+class RateLimit:
+    """At most `per_second` requests started per second, in bursts of at most `burst`.
+
+    A token bucket: each request takes a token; tokens come back at `per_second`. A caller that
+    finds the bucket empty reserves the next token and sleeps until it is due, outside the lock,
+    so callers on many threads are served in turn and the rate holds across all of them.
+    `clock` and `sleep` are injectable so tests measure time without waiting for it.
+    """
+
+    def __init__(
+        self,
+        per_second: float,
+        *,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not per_second > 0:
+            raise ValueError(
+                f"a rate limit needs a positive number of requests per second, not {per_second!r}"
+            )
+        if burst < 1:
+            raise ValueError(f"a rate limit needs a burst of at least 1, not {burst!r}")
+        self.per_second = float(per_second)
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._interval = 1.0 / self.per_second
+        # The moment the bucket is full again: `burst` tokens ahead of it are available at once.
+        self._full_at = clock()
+
+    def acquire(self) -> float:
+        """Take one token, waiting for it if the bucket is empty; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            full_at = max(self._full_at, now)
+            due = full_at - (self.burst - 1) * self._interval
+            wait = max(0.0, due - now)
+            self._full_at = full_at + self._interval
+        if wait > 0:
+            self._sleep(wait)
+        return wait
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -106,7 +160,8 @@ def describe(operation: str, params: Mapping[str, object]) -> str:
 
 
 class IncomakerClient:
-    """Thread-safe: the workers of one run share it, and `max_in_flight` bounds their requests."""
+    """Thread-safe: the workers of one run share it; `max_in_flight` bounds their requests at once
+    and `requests_per_second` (None: no cap) how many start per second."""
 
     def __init__(
         self,
@@ -117,7 +172,9 @@ class IncomakerClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         max_in_flight: int = 8,
+        requests_per_second: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if not token:
             raise IngestionError(
@@ -127,6 +184,9 @@ class IncomakerClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        if rate_limit is None and requests_per_second is not None:
+            rate_limit = RateLimit(requests_per_second)
+        self.rate_limit = rate_limit
         headers = httpx.Headers({"Accept": "application/json", "User-Agent": USER_AGENT})
         self._auth = {"Authorization": f"Bearer {token}"}
         self._http = httpx.Client(
@@ -140,6 +200,8 @@ class IncomakerClient:
         )
         self.requests = 0
         self.retries = 0
+        self.requests_by_operation: dict[str, int] = {}
+        """HTTP requests sent per operation (retries included)."""
         self._count_lock = threading.Lock()
 
     @property
@@ -170,6 +232,11 @@ class IncomakerClient:
             wait: float | None = None
             with self._count_lock:
                 self.requests += 1
+                self.requests_by_operation[operation] = (
+                    self.requests_by_operation.get(operation, 0) + 1
+                )
+            if self.rate_limit is not None:
+                self.rate_limit.acquire()
             try:
                 with self._slots:
                     response = self._http.get(path, params=params, headers=self._auth)
@@ -203,10 +270,14 @@ class IncomakerClient:
                             f"{describe(operation, params)}; try the run again later."
                         )
                 else:
+                    message = _server_message(response)
                     raise RequestRejected(
                         f"the Incomaker API refused {describe(operation, params)} at {path} with "
-                        f"HTTP {status}: {_server_message(response)}. If the API changed, correct "
-                        "this operation in the catalogue (see README, 'catalogue overrides')."
+                        f"HTTP {status}: {message}. If the API changed, correct this operation in "
+                        "the catalogue (see README, 'catalogue overrides'), or run "
+                        "`incomaker-elt probe` to have it proposed.",
+                        status,
+                        message,
                     )
             if attempt + 1 == policy.max_attempts:
                 break

@@ -50,6 +50,7 @@ class LoadSummary:
     duplicates_removed: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     retries: int = 0
+    requests_by_operation: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -214,6 +215,7 @@ def run_ingestion(
         transport=transport,
         retry=retry,
         max_in_flight=settings.ingest_concurrency,
+        requests_per_second=settings.requests_per_second,
     )
     fetcher = Fetcher(
         client,
@@ -253,6 +255,7 @@ def run_ingestion(
             load_ids=list(info.loads_ids),
             requests=client.requests,
             retries=client.retries,
+            requests_by_operation=dict(client.requests_by_operation),
             seconds=time.monotonic() - started,
         )
     finally:

@@ -216,7 +216,12 @@ def load(
     """Run the dlt source for `operations` and yield one materialisation per raw table."""
     base_url, token = credentials(settings)
     progress = Progress(context.log.info)
-    client = IncomakerClient(base_url, token, max_in_flight=settings.ingest_concurrency)
+    client = IncomakerClient(
+        base_url,
+        token,
+        max_in_flight=settings.ingest_concurrency,
+        requests_per_second=settings.requests_per_second,
+    )
     fetcher = Fetcher(
         client,
         page_size=catalogue.page_size,

@@ -123,7 +123,12 @@ def api_session(settings: Settings) -> Iterator[ApiGet]:
     def decode(body: bytes) -> Any:
         return json.loads(body, parse_float=Decimal)
 
-    with IncomakerClient(settings.base_url, settings.api_token or "", max_in_flight=2) as client:
+    with IncomakerClient(
+        settings.base_url,
+        settings.api_token or "",
+        max_in_flight=2,
+        requests_per_second=settings.requests_per_second,
+    ) as client:
         yield lambda operation, path, params: client.get(operation, path, params, decode)
 
 
