@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 SUBCOMMAND_MODULES = (
     "standin.cli",
     "ingestion.cli",
+    "ingestion.probe_cli",
     "incomaker_elt.transform",
     "incomaker_elt.run",
 )
