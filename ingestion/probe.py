@@ -203,6 +203,29 @@ def totals_keys(body: Any, dialect: Paging, records: int) -> dict[str, str | Non
     }
 
 
+def says_there_is_more(body: Any, records_path: str) -> bool:
+    """A body with a known dialect's total of items larger than the records it holds."""
+    if records_path == WHOLE_BODY:
+        return False
+    held = len(records_at(body, records_path))
+    for path in KNOWN_TOTAL_ITEMS:
+        total = dig(body, path)
+        if isinstance(total, int) and not isinstance(total, bool) and total > held:
+            return True
+    return False
+
+
+def no_records_message(body: Any, op: Operation) -> str:
+    if isinstance(body, list):
+        return (
+            "the body is a bare JSON array; the pipeline reads records from an object (a named "
+            "array or the whole object)"
+        )
+    if body is None:
+        return "no answer"
+    return f"no records at {op.records!r} and no list of objects in the body"
+
+
 def total_of(body: Any, paging: Paging | None, records_path: str | None) -> int | None:
     """The number of records the whole listing holds, as the body says (or shows, unpaged)."""
     if paging is None or not paging.is_paged:
@@ -709,10 +732,11 @@ class Prober:
             finding.paging = op.paging
             finding.records = locate_records(answer.body, op.records) if answer.ok else None
             if finding.records is None:
-                finding.notes.append(f"no records at {op.records!r} nor any list of objects")
-                finding.status, finding.message = None, "no records in the answer"
+                finding.status, finding.message = None, no_records_message(answer.body, op)
                 return None
-            return answer
+            if not says_there_is_more(answer.body, finding.records):
+                return answer
+            finding.notes.append("catalogued as unpaged, but the answer gives a larger total")
         trials = []
         for dialect in candidate_dialects(op.paging):
             trial = try_dialect(self.session, op, path, params, dialect)
@@ -731,7 +755,8 @@ class Prober:
         """No dialect was obeyed: an answer to every way of asking, always whole, is unpaged."""
         if all(t.first.ok and t.records for t in trials):
             finding.paging, finding.records = DIALECTS["none"], trials[0].records
-            finding.notes.append("the page size is not honoured: the whole list comes at once")
+            if op.is_paged:
+                finding.notes.append("the page size is not honoured: the whole list comes at once")
             return trials[0].first
         reasons = "; ".join(f"{paging_label(t.paging)}: {t.reason}" for t in trials)
         finding.status, finding.message = None, f"no paging dialect worked ({reasons})"

@@ -392,7 +392,10 @@ def _notes(findings: Sequence[Finding]) -> list[str]:
             said.append(f"paging: {f.paging_note}")
         report = f.fields
         if report.missing:
-            said.append(f"missing fields: {', '.join(report.missing)}")
+            said.append(
+                f"missing fields: {', '.join(report.missing)} (nothing to propose: they stay in "
+                "the contract and load as null; correct the entry if the API has dropped them)"
+            )
         if report.extra:
             said.append(
                 "extra fields: "

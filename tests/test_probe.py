@@ -315,3 +315,15 @@ def test_a_missing_field_and_an_extra_one_of_its_type_are_a_rename() -> None:
         "createdAt": "created",
     }
     assert pair_renames(["senderId"], {"senderEmail": ["a@b.example"]}, contract) == {}
+
+
+def test_an_operation_catalogued_unpaged_that_pages_is_found(small_world, tmp_path: Path) -> None:
+    paged = catalogue_from(tmp_path, {"operations": {"rfm_cube": {"paging": "offset"}}})
+    standin = StandIn(small_world, token=TOKEN, catalogue=paged)
+    result = run_probe(standin, tmp_path, only=["rfm_cube"])
+    assert result.status == 1, result.text
+    assert yaml.safe_load(result.override.read_text()) == {
+        "operations": {"rfm_cube": {"paging": "default"}}
+    }
+    again = run_probe(standin, tmp_path, load_catalogue(result.override), ["rfm_cube"], "2.yaml")
+    assert again.status == 0, again.text
