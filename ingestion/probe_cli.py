@@ -73,7 +73,7 @@ def probe_and_report(
     out: Callable[[str], None] = print,
 ) -> int:
     """Probe, print the table (or JSON), write the proposal; the exit status."""
-    from ingestion.catalogue import default_catalogue
+    from ingestion.catalogue import load_catalogue
     from ingestion.client import IncomakerClient, IngestionError
     from ingestion.pipeline import credentials
     from ingestion.probe_report import (
@@ -86,7 +86,7 @@ def probe_and_report(
     )
     from ingestion.source import RunDates
 
-    catalogue = catalogue or default_catalogue()
+    catalogue = catalogue or load_catalogue(settings.catalogue_overrides)
     base_url, token = credentials(settings, transport)
     day = today or datetime.now(UTC).date()
     client = IncomakerClient(

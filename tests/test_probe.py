@@ -327,3 +327,36 @@ def test_an_operation_catalogued_unpaged_that_pages_is_found(small_world, tmp_pa
     }
     again = run_probe(standin, tmp_path, load_catalogue(result.override), ["rfm_cube"], "2.yaml")
     assert again.status == 0, again.text
+
+
+def test_a_failing_operation_shows_its_status_and_the_servers_message(
+    small_world, tmp_path: Path
+) -> None:
+    moved = catalogue_from(tmp_path, {"operations": {"senders": {"path": "/mail/senders"}}})
+    standin = StandIn(small_world, token=TOKEN, catalogue=moved)
+    result = run_probe(standin, tmp_path, only=["senders", "segments"])
+    assert result.status == 1
+    rows = {line.split()[0]: line.split() for line in result.lines if line}
+    assert rows["senders"][1] == "404" and rows["senders"][-1] == "failed"
+    assert rows["segments"][-1] == "ok"
+    assert "  senders: HTTP 404: no operation at /campaigns/senders;" in result.text
+    assert not result.override.exists()  # nothing it could propose
+
+    lines: list[str] = []
+    probe_and_report(
+        settings_for(tmp_path),
+        tmp_path / "unused.yaml",
+        only=["senders"],
+        as_json=True,
+        transport=standin.transport(),
+        catalogue=CATALOGUE,
+        today=DEFAULT_TODAY,
+        out=lines.append,
+    )
+    (finding,) = orjson.loads("\n".join(lines))["operations"]
+    assert (finding["operation"], finding["status"], finding["verdict"]) == (
+        "senders",
+        404,
+        "failed",
+    )
+    assert finding["message"].startswith("no operation at /campaigns/senders")
