@@ -425,3 +425,25 @@ def test_the_failure_alert_names_each_failed_steps_cause(tmp_path: Path) -> None
         )
     assert len(posted) == 1
     assert "load_raw_tables (RuntimeError: the API said no)" in posted[0]
+
+
+def test_a_view_that_cannot_be_counted_does_not_hide_dbts_failure(tmp_path: Path) -> None:
+    from orchestration.transform_assets import with_view_row_counts
+
+    warehouse = tmp_path / "incomaker.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema staging")
+        con.execute("create table staging.raw as select 'not-a-number' as campaign_id")
+        con.execute(
+            "create view staging.broken as select campaign_id::bigint as campaign_id "
+            "from staging.raw where campaign_id::bigint > 0"
+        )
+        con.execute("create view staging.fine as select 1 as n union all select 2")
+    events = [
+        dg.Output(None, "broken", metadata={"unique_id": "model.p.broken"}),
+        dg.Output(None, "fine", metadata={"unique_id": "model.p.fine"}),
+    ]
+    views = {"model.p.broken": '"staging"."broken"', "model.p.fine": '"staging"."fine"'}
+    counted = with_view_row_counts(events, views, warehouse)
+    assert "dagster/row_count" not in counted[0].metadata
+    assert counted[1].metadata["dagster/row_count"].value == 2
