@@ -62,3 +62,72 @@
         order by try_cast(_dlt_load_id as double) desc, _dlt_id desc
     ) = 1
 {% endmacro %}
+
+
+{#- What the API still returns. dlt merges on the key, so a record the API stopped returning
+    stays in the raw table with the load that last saw it; these keep the rows a fresh full load
+    would have, given how each operation is fetched (dbt_project/DECISIONS.md, "Current rows"). -#}
+
+{% macro _load_order(load_id_column='_dlt_load_id') -%}
+    try_cast({{ load_id_column }} as double)
+{%- endmacro %}
+
+
+{% macro _partition_by(columns) -%}
+    {%- if columns %}partition by {{ columns | join(', ') }}{% endif -%}
+{%- endmacro %}
+
+
+{% macro from_latest_fetch(relation, partition_columns=[]) %}
+    {#- A listing fetched whole by every run (per parent id when a run fetches it only for some
+        parents): its latest fetch is the whole truth, rows only older fetches returned are gone. -#}
+    select *
+    from {{ relation }}
+    qualify {{ _load_order() }} = max({{ _load_order() }}) over ({{ _partition_by(partition_columns) }})
+{% endmacro %}
+
+
+{% macro not_superseded_by_later_fetch(relation, window_column, partition_columns=[]) %}
+    {#- A windowed listing: each fetch returns everything the API holds in its window, so a row
+        is gone once a later fetch covered its window value and did not return it. A fetch's
+        coverage is taken as the range of the window values it returned (its rows that are still
+        the latest version), which lies inside the window it asked for: never too wide. -#}
+    with fetched as (
+        select
+            _dlt_load_id,
+            {%- for column in partition_columns %}
+            {{ column }},
+            {%- endfor %}
+            min({{ window_column }}) as covered_from,
+            max({{ window_column }}) as covered_to
+        from {{ relation }}
+        group by all
+    ),
+
+    superseded as (
+        select kept._dlt_id
+        from {{ relation }} as kept
+        inner join fetched
+            on {{ _load_order('fetched._dlt_load_id') }} > {{ _load_order('kept._dlt_load_id') }}
+            and kept.{{ window_column }} between fetched.covered_from and fetched.covered_to
+            {%- for column in partition_columns %}
+            and kept.{{ column }} = fetched.{{ column }}
+            {%- endfor %}
+    )
+
+    select *
+    from {{ relation }}
+    where _dlt_id not in (select superseded._dlt_id from superseded)
+{% endmacro %}
+
+
+{% macro is_latest_snapshot(partition_columns=[]) -%}
+    {#- An aggregate row is current when the latest snapshot returned it: the latest load of the
+        newest snapshot date (per parent id when a run snapshots only some parents). Not the
+        newest row per key: a key the latest snapshot left out (an RFM cell that emptied) is gone.
+        Not per query either: a window ending on each run's today gives every day its own. -#}
+    _dlt_load_id = first_value(_dlt_load_id) over (
+        {{ _partition_by(partition_columns) }}
+        order by _snapshot_date desc, {{ _load_order() }} desc
+    )
+{%- endmacro %}

@@ -160,18 +160,50 @@ def meta_columns(op: Operation) -> list[tuple[str, str]]:
     return meta
 
 
-def latest_partition(op: Operation) -> str:
-    """Window for `is_latest_snapshot`: the whole table, or per parent id for per-id operations.
+def listed_whole(op: Operation, ops: dict[str, Operation]) -> bool:
+    """Every run fetches all of it: no window of its own, not only for changed parents, and fed
+    (if per-id) by a parent that is itself listed whole. Its latest fetch is the whole truth."""
+    if op.window or (op.parent and op.parent.changed_only):
+        return False
+    return op.parent is None or listed_whole(ops[op.parent.resource], ops)
 
-    Not per query: the ingestion asks windowed aggregates for a window ending on its today, so
-    every day's snapshot has parameters of its own.
+
+def fetch_partition(op: Operation, ops: dict[str, Operation]) -> list[str]:
+    """Columns that tell one fetch's scope from another's within a run.
+
+    Empty when one run fetches the operation whole; the parent id when a run fetches it only for
+    some parents (those in the parent's window, or changed ones), so each parent's latest fetch
+    counts on its own.
     """
-    if op.parent and op.parent.field in op.fields and op.parent.field in op.primary_key:
-        return f"partition by {snake(op.parent.field)}"
-    return ""
+    if listed_whole(op, ops) or op.parent is None:
+        return []
+    if op.parent.field not in op.fields:
+        raise ValueError(
+            f"catalogue entry {op.name!r}: per-id operation without its parent field "
+            f"{op.parent.field!r} among its fields; staging cannot tell which parent a row "
+            "belongs to. Add the field to the entry's fields."
+        )
+    return [snake(op.parent.field)]
 
 
-def staging_sql(op: Operation) -> str:
+def current_rows(op: Operation, ops: dict[str, Operation]) -> str | None:
+    """The macro call keeping only what the API still returns, or None when every row counts.
+
+    - windowed listings: a row is gone once a later fetch covered its window value without it;
+    - other listings: rows of the latest fetch (per parent id where a run fetches only some).
+    Aggregates keep their history and flag the latest snapshot instead (`is_latest_snapshot`).
+    """
+    if op.kind == "aggregate":
+        return None
+    partition = fetch_partition(op, ops)
+    if op.window:
+        return f"not_superseded_by_later_fetch('latest', '{snake(op.window)}', {partition})"
+    if set(raw_key_columns(op)) <= set(partition):
+        return None  # one row per parent: the latest per key is already the latest fetch
+    return f"from_latest_fetch('latest', {partition})"
+
+
+def staging_sql(op: Operation, ops: dict[str, Operation]) -> str:
     columns = scalar_columns(op.fields, op.nested)
     dedupe_keys = raw_key_columns(op)
     if op.kind == "aggregate":
@@ -181,14 +213,15 @@ def staging_sql(op: Operation) -> str:
         select += [
             "_snapshot_date as snapshot_date",
             "_params as query_params",
-            f"_snapshot_date = max(_snapshot_date) over ({latest_partition(op)})"
-            " as is_latest_snapshot",
+            f"{{{{ is_latest_snapshot({fetch_partition(op, ops)}) }}}} as is_latest_snapshot",
         ]
     select += [c.raw if c.raw == c.name else f"{c.raw} as {c.name}" for c in columns]
     select += ["_dlt_load_id", "_dlt_id", "{{ dlt_loaded_at() }} as _loaded_at"]
     select_sql = ",\n".join(f"    {s}" for s in select)
     cols = _jinja_list([(c.raw, c.type) for c in columns], "    ")
     meta = _jinja_list(meta_columns(op), "    ")
+    current = current_rows(op, ops)
+    current_cte = f",\n\nstill_returned as (\n{{{{ {current} }}}}\n)" if current else ""
     return (
         f"{HEADER}\n"
         "with source as (\n"
@@ -196,10 +229,10 @@ def staging_sql(op: Operation) -> str:
         "),\n\n"
         "latest as (\n"
         f"{{{{ latest_per_key('source', {dedupe_keys}) }}}}\n"
-        ")\n\n"
+        f"){current_cte}\n\n"
         "select\n"
         f"{select_sql}\n"
-        "from latest\n"
+        f"from {'still_returned' if current else 'latest'}\n"
     )
 
 
@@ -259,7 +292,24 @@ def _grain_tests(columns: list[str]) -> list:
     return [{"incomaker_grain": {"arguments": {"columns": columns}}}]
 
 
-def model_doc(op: Operation) -> dict:
+def current_words(op: Operation, ops: dict[str, Operation]) -> str:
+    """What the model keeps, in words, for its description."""
+    partition = fetch_partition(op, ops)
+    scope = f" for its `{partition[0]}`" if partition else ""
+    if op.kind == "aggregate":
+        return f"`is_latest_snapshot` marks the rows of the latest snapshot{scope}"
+    if op.window:
+        return (
+            "rows a later fetch of their window no longer returned are left out"
+            if current_rows(op, ops)
+            else ""
+        )
+    if current_rows(op, ops):
+        return f"only rows the latest fetch{scope} returned"
+    return ""
+
+
+def model_doc(op: Operation, ops: dict[str, Operation]) -> dict:
     columns: list[dict] = []
     if op.kind == "aggregate":
         columns += [
@@ -274,7 +324,8 @@ def model_doc(op: Operation) -> dict:
             {
                 "name": "is_latest_snapshot",
                 "description": (
-                    "True for rows of the latest snapshot (per parent id for per-id operations)."
+                    "True for rows the latest snapshot returned (the latest load of the newest "
+                    "snapshot date; per parent id where a run snapshots only some parents)."
                 ),
             },
         ]
@@ -285,12 +336,13 @@ def model_doc(op: Operation) -> dict:
         {"name": "_loaded_at", "description": "When that load started (UTC)."},
     ]
     key_words = ", ".join(op.primary_key) or "the query"
+    current = current_words(op, ops)
     return {
         "name": model_name(op),
         "description": (
             f"{op.title}: `{op.method} {op.path}` ({KIND_WORDS[op.kind]}). One row per "
             f"{'snapshot, query and ' if op.kind == 'aggregate' else ''}{key_words}; "
-            "the latest load's version of each."
+            f"the latest load's version of each{'; ' + current if current else ''}."
         ),
         "data_tests": _grain_tests(grain(op)),
         "columns": columns,
@@ -375,9 +427,10 @@ def sources_doc(ops: list[Operation]) -> dict:
 
 
 def models_doc(ops: list[Operation]) -> dict:
+    by_name = {op.name: op for op in ops}
     models = []
     for op in ops:
-        models.append(model_doc(op))
+        models.append(model_doc(op, by_name))
         models += [child_doc(c) for c in children(op)]
     return {"version": 2, "models": models}
 
@@ -389,13 +442,14 @@ def _yaml(doc: dict) -> str:
 
 def expected_files() -> dict[Path, str]:
     ops = list(load_catalogue().operations)
+    by_name = {op.name: op for op in ops}
     files: dict[Path, str] = {
         SOURCES_FILE: _yaml(sources_doc(ops)),
         MODELS_FILE: _yaml(models_doc(ops)),
     }
     for op in ops:
         folder = STAGING_DIR / op.group
-        files[folder / f"{model_name(op)}.sql"] = staging_sql(op)
+        files[folder / f"{model_name(op)}.sql"] = staging_sql(op, by_name)
         for child in children(op):
             files[folder / f"{child.model}.sql"] = child_sql(child)
     return files

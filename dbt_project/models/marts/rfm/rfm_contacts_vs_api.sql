@@ -1,5 +1,6 @@
 -- Our RFM figures per contact beside the API's contact RFM detail (GET /rfm/contacts/{id}) where
--- the API analysed the same date as we did.
+-- the API analysed the same date as we did. The ingestion asks for the detail of every contact the
+-- API scores on each run, so after any run that is every scored contact, as in a full load.
 with ours as (
     select
         contact_id,

@@ -3,7 +3,7 @@
 with source as (
 {{ incomaker_source('campaign_ab_tests', [
         ['ab_test_id', 'bigint'],
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['sent_at', 'timestamp'],
         ['winner_variant', 'varchar']
     ], [
@@ -14,6 +14,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['ab_test_id']) }}
+),
+
+still_returned as (
+{{ not_superseded_by_later_fetch('latest', 'sent_at', []) }}
 )
 
 select
@@ -24,4 +28,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

@@ -2,7 +2,7 @@
 
 with source as (
 {{ incomaker_source('campaign_contacts', [
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['contact_id', 'bigint'],
         ['email', 'varchar'],
         ['opened', 'boolean'],
@@ -16,6 +16,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['campaign_id', 'contact_id']) }}
+),
+
+still_returned as (
+{{ from_latest_fetch('latest', ['campaign_id']) }}
 )
 
 select
@@ -28,4 +32,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

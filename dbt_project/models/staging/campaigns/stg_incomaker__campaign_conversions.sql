@@ -3,7 +3,7 @@
 with source as (
 {{ incomaker_source('campaign_conversions', [
         ['conversion_id', 'bigint'],
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['contact_id', 'bigint'],
         ['order_id', 'bigint'],
         ['date', 'date'],
@@ -21,6 +21,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['conversion_id']) }}
+),
+
+still_returned as (
+{{ from_latest_fetch('latest', ['campaign_id']) }}
 )
 
 select
@@ -38,4 +42,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

@@ -2,7 +2,7 @@
 
 with source as (
 {{ incomaker_source('campaign_link_clicks', [
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['url', 'varchar'],
         ['clicks', 'bigint'],
         ['unique_clicks', 'bigint']
@@ -21,7 +21,7 @@ latest as (
 select
     _snapshot_date as snapshot_date,
     _params as query_params,
-    _snapshot_date = max(_snapshot_date) over (partition by campaign_id) as is_latest_snapshot,
+    {{ is_latest_snapshot(['campaign_id']) }} as is_latest_snapshot,
     campaign_id,
     url,
     clicks,

@@ -4,7 +4,7 @@ with source as (
 {{ incomaker_source('campaign_recipient_activity', [
         ['event_id', 'bigint'],
         ['send_id', 'bigint'],
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['contact_id', 'bigint'],
         ['event_type', 'varchar'],
         ['occurred_at', 'timestamp'],
@@ -17,6 +17,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['event_id']) }}
+),
+
+still_returned as (
+{{ from_latest_fetch('latest', ['campaign_id']) }}
 )
 
 select
@@ -30,4 +34,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

@@ -3,7 +3,7 @@
 with source as (
 {{ incomaker_source('campaign_recipients', [
         ['send_id', 'bigint'],
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['contact_id', 'bigint'],
         ['email', 'varchar'],
         ['sent_at', 'timestamp'],
@@ -22,6 +22,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['send_id']) }}
+),
+
+still_returned as (
+{{ from_latest_fetch('latest', ['campaign_id']) }}
 )
 
 select
@@ -40,4 +44,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

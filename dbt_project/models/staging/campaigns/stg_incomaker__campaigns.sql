@@ -2,7 +2,7 @@
 
 with source as (
 {{ incomaker_source('campaigns', [
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['name', 'varchar'],
         ['subject', 'varchar'],
         ['language', 'varchar'],
@@ -19,6 +19,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['campaign_id']) }}
+),
+
+still_returned as (
+{{ not_superseded_by_later_fetch('latest', 'sent_at', []) }}
 )
 
 select
@@ -34,4 +38,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

@@ -27,7 +27,7 @@ latest as (
 select
     _snapshot_date as snapshot_date,
     _params as query_params,
-    _snapshot_date = max(_snapshot_date) over () as is_latest_snapshot,
+    {{ is_latest_snapshot([]) }} as is_latest_snapshot,
     language,
     campaigns_count,
     sent,

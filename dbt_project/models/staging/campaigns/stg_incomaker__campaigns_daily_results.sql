@@ -3,7 +3,7 @@
 with source as (
 {{ incomaker_source('campaigns_daily_results', [
         ['date', 'date'],
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['sent', 'bigint'],
         ['delivered', 'bigint'],
         ['bounced', 'bigint'],
@@ -20,6 +20,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['date', 'campaign_id']) }}
+),
+
+still_returned as (
+{{ not_superseded_by_later_fetch('latest', 'date', []) }}
 )
 
 select
@@ -36,4 +40,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

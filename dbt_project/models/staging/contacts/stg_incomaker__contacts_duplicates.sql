@@ -14,6 +14,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['contact_id']) }}
+),
+
+still_returned as (
+{{ from_latest_fetch('latest', []) }}
 )
 
 select
@@ -24,4 +28,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

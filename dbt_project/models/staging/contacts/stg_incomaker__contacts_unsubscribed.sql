@@ -5,7 +5,7 @@ with source as (
         ['contact_id', 'bigint'],
         ['email', 'varchar'],
         ['unsubscribed_at', 'timestamp'],
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['delivery_id', 'bigint']
     ], [
         ['_dlt_load_id', 'varchar'],
@@ -15,6 +15,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['contact_id']) }}
+),
+
+still_returned as (
+{{ not_superseded_by_later_fetch('latest', 'unsubscribed_at', []) }}
 )
 
 select
@@ -26,4 +30,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

@@ -5,7 +5,7 @@ with source as (
         ['conversion_id', 'bigint'],
         ['contact_id', 'bigint'],
         ['order_id', 'bigint'],
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['delivery_id', 'bigint'],
         ['date', 'date'],
         ['created_at', 'timestamp'],
@@ -23,6 +23,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['conversion_id']) }}
+),
+
+still_returned as (
+{{ not_superseded_by_later_fetch('latest', 'date', []) }}
 )
 
 select
@@ -42,4 +46,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

@@ -3,7 +3,7 @@
 with source as (
 {{ incomaker_source('deliveries', [
         ['delivery_id', 'bigint'],
-        ['smartflow_id', 'bigint'],
+        ['smartflow_id', 'varchar'],
         ['smartflow_name', 'varchar'],
         ['name', 'varchar'],
         ['subject', 'varchar'],
@@ -19,6 +19,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['delivery_id']) }}
+),
+
+still_returned as (
+{{ from_latest_fetch('latest', []) }}
 )
 
 select
@@ -34,4 +38,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

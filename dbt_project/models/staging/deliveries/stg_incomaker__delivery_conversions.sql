@@ -21,6 +21,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['conversion_id']) }}
+),
+
+still_returned as (
+{{ not_superseded_by_later_fetch('latest', 'date', []) }}
 )
 
 select
@@ -38,4 +42,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

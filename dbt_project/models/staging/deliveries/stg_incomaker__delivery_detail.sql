@@ -3,7 +3,7 @@
 with source as (
 {{ incomaker_source('delivery_detail', [
         ['delivery_id', 'bigint'],
-        ['smartflow_id', 'bigint'],
+        ['smartflow_id', 'varchar'],
         ['name', 'varchar'],
         ['language', 'varchar'],
         ['sent', 'bigint'],
@@ -32,7 +32,7 @@ latest as (
 select
     _snapshot_date as snapshot_date,
     _params as query_params,
-    _snapshot_date = max(_snapshot_date) over (partition by delivery_id) as is_latest_snapshot,
+    {{ is_latest_snapshot([]) }} as is_latest_snapshot,
     delivery_id,
     smartflow_id,
     name,

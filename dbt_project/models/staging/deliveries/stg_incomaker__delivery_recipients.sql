@@ -22,6 +22,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['send_id']) }}
+),
+
+still_returned as (
+{{ not_superseded_by_later_fetch('latest', 'sent_at', ['delivery_id']) }}
 )
 
 select
@@ -40,4 +44,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

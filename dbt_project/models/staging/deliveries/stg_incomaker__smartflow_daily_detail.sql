@@ -2,7 +2,7 @@
 
 with source as (
 {{ incomaker_source('smartflow_daily_detail', [
-        ['smartflow_id', 'bigint'],
+        ['smartflow_id', 'varchar'],
         ['date', 'date'],
         ['delivery_id', 'bigint'],
         ['sent', 'bigint'],
@@ -20,6 +20,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['smartflow_id', 'date', 'delivery_id']) }}
+),
+
+still_returned as (
+{{ not_superseded_by_later_fetch('latest', 'date', ['smartflow_id']) }}
 )
 
 select
@@ -36,4 +40,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

@@ -15,6 +15,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['order_id', 'rank']) }}
+),
+
+still_returned as (
+{{ not_superseded_by_later_fetch('latest', 'created_at', []) }}
 )
 
 select
@@ -26,4 +30,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

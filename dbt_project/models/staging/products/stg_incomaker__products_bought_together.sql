@@ -22,7 +22,7 @@ latest as (
 select
     _snapshot_date as snapshot_date,
     _params as query_params,
-    _snapshot_date = max(_snapshot_date) over () as is_latest_snapshot,
+    {{ is_latest_snapshot([]) }} as is_latest_snapshot,
     product_id,
     other_product_id,
     orders_count,

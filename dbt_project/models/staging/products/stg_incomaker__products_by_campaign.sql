@@ -2,7 +2,7 @@
 
 with source as (
 {{ incomaker_source('products_by_campaign', [
-        ['campaign_id', 'bigint'],
+        ['campaign_id', 'varchar'],
         ['product_id', 'bigint'],
         ['orders_count', 'bigint'],
         ['quantity', 'bigint'],
@@ -22,7 +22,7 @@ latest as (
 select
     _snapshot_date as snapshot_date,
     _params as query_params,
-    _snapshot_date = max(_snapshot_date) over () as is_latest_snapshot,
+    {{ is_latest_snapshot([]) }} as is_latest_snapshot,
     campaign_id,
     product_id,
     orders_count,

@@ -23,6 +23,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['contact_id']) }}
+),
+
+still_returned as (
+{{ from_latest_fetch('latest', []) }}
 )
 
 select
@@ -42,4 +46,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned
