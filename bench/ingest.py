@@ -1,6 +1,6 @@
 """Benchmark: the ingestion of the `large` stand-in world over loopback HTTP, against a floor.
 
-    .venv/bin/python bench/ingest.py [--scale large] [--all] [--concurrency 8]
+    .venv/bin/python bench/ingest.py [--scale large] [--all] [--concurrency 8] [--catalogue FILE]
 
 1. Starts `incomaker-elt simulate --scale large` in its own process (its CPU is not ours).
 2. Runs `run_ingestion` into a fresh DuckDB file under bench/out/: wall time, rows, rows/s and the
@@ -12,6 +12,10 @@ By default the per-record details of large parents (a detail per order, contact,
 `changed_only` in the catalogue) are left out: a first backfill of those is one request per record
 (a million for the orders of `large`), bound by the API, not by the pipeline; nightly runs ask
 only for the records that changed. `--all` includes them.
+
+Pages are asked for and read in the catalogue's paging dialect (ingestion/paging.py): the vendor's
+offset/limit by default; `--catalogue FILE` (an override file such as `defaults: {paging: page}`)
+makes the stand-in speak another one and the pipeline read it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from incomaker_elt.settings import load_settings  # noqa: E402
-from ingestion.catalogue import Operation, default_catalogue  # noqa: E402
+from ingestion.catalogue import Catalogue, Operation, default_catalogue, load_catalogue  # noqa: E402
 from ingestion.pipeline import make_pipeline, run_ingestion  # noqa: E402
 from ingestion.records import has_nested_lists  # noqa: E402
 
@@ -46,22 +50,26 @@ OUT = ROOT / "bench" / "out"
 
 
 class Recorder(httpx.HTTPTransport):
-    """Notes the address of every answered request, to fetch the same bodies for the floor."""
+    """Notes the address of every answered request, to fetch the same bodies for the floor (not
+    the token check before the run: a page of one record, in the operation's paging dialect)."""
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, catalogue: Catalogue, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.urls: list[str] = []
         self._lock = threading.Lock()
+        self._routes = route_table(catalogue)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = super().handle_request(request)
-        if response.status_code == 200 and request.url.params.get("size") != "1":
-            with self._lock:
-                self.urls.append(str(request.url))
+        if response.status_code == 200:
+            op = operation_at(self._routes, request.url.path)
+            if not (op.is_paged and request.url.params.get(op.paging.size_param) == "1"):
+                with self._lock:
+                    self.urls.append(str(request.url))
         return response
 
 
-def start_standin(scale: str) -> tuple[subprocess.Popen, str]:
+def start_standin(scale: str, catalogue_file: Path | None) -> tuple[subprocess.Popen, str]:
     command = [
         str(ROOT / ".venv" / "bin" / "incomaker-elt"),
         "simulate",
@@ -73,6 +81,7 @@ def start_standin(scale: str) -> tuple[subprocess.Popen, str]:
         TOKEN,
         "--today",
         TODAY.isoformat(),
+        *(["--catalogue", str(catalogue_file)] if catalogue_file else []),
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
@@ -84,25 +93,30 @@ def start_standin(scale: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the stand-in did not start; run `incomaker-elt simulate` to see why")
 
 
-def route_table() -> list[tuple[re.Pattern[str], Operation]]:
+def route_table(catalogue: Catalogue) -> list[tuple[re.Pattern[str], Operation]]:
     routes = [
         (re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"[^/]+", re.escape(op.path)) + "$"), op)
-        for op in default_catalogue()
+        for op in catalogue
     ]
     routes.sort(key=lambda r: (len(r[1].path_params), -len(r[1].path)))
     return routes
 
 
-def save_bodies(urls: list[str], folder: Path) -> dict[str, Path]:
+def operation_at(routes: list[tuple[re.Pattern[str], Operation]], path: str) -> Operation:
+    """The operation answering a request path."""
+    return next(op for pattern, op in routes if pattern.match(path))
+
+
+def save_bodies(urls: list[str], folder: Path, catalogue: Catalogue) -> dict[str, Path]:
     """The bodies the pipeline received, one file each, in one folder per operation."""
-    routes = route_table()
+    routes = route_table(catalogue)
     folders: dict[str, Path] = {}
     counters: dict[str, int] = {}
     with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300) as client:
         for url in urls:
             response = client.get(url)
             response.raise_for_status()
-            op = next(op for pattern, op in routes if pattern.match(httpx.URL(url).path))
+            op = operation_at(routes, httpx.URL(url).path)
             target = folders.setdefault(op.name, folder / op.name)
             target.mkdir(parents=True, exist_ok=True)
             n = counters[op.name] = counters.get(op.name, 0) + 1
@@ -110,20 +124,20 @@ def save_bodies(urls: list[str], folder: Path) -> dict[str, Path]:
     return folders
 
 
-def floor(folders: dict[str, Path], database: Path) -> tuple[float, int]:
+def floor(folders: dict[str, Path], database: Path, catalogue: Catalogue) -> tuple[float, int]:
     """DuckDB's read_json loading the same bodies: the time and the records it loaded."""
-    catalogue = default_catalogue()
     rows = 0
     with duckdb.connect(str(database)) as con:
         started = time.perf_counter()
         for name, folder in folders.items():
             op = catalogue.get(name)
             files = f"'{folder}/*.json'"
-            if op.records == "$":
+            if op.records_path == "$":
                 select = f"select * from read_json({files}, union_by_name = true)"
-            else:
+            else:  # where the paging dialect keeps the records: a named array, content, a.b
+                path = ".".join(f'"{part}"' for part in op.records_path.split("."))
                 select = (
-                    f"select unnest({op.records}, recursive := true) "
+                    f"select unnest({path}, recursive := true) "
                     f"from read_json({files}, union_by_name = true)"
                 )
             con.execute(f'create table "{name}" as {select}')
@@ -142,9 +156,16 @@ def main() -> int:
         help="only operations without a parent: the big flat listings, no per-id requests",
     )
     parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument(
+        "--catalogue",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a catalogue override file: the dialect the stand-in speaks and the pipeline reads",
+    )
     args = parser.parse_args()
 
-    catalogue = default_catalogue()
+    catalogue = load_catalogue(args.catalogue) if args.catalogue else default_catalogue()
     left_out = [
         op.name
         for op in catalogue
@@ -155,7 +176,7 @@ def main() -> int:
     OUT.mkdir(parents=True)
 
     print(f"starting the stand-in ({args.scale}) in its own process ...")
-    standin, base_url = start_standin(args.scale)
+    standin, base_url = start_standin(args.scale, args.catalogue)
     try:
         settings = dataclasses.replace(
             load_settings(),
@@ -166,7 +187,7 @@ def main() -> int:
         )
         if args.concurrency:
             settings = dataclasses.replace(settings, ingest_concurrency=args.concurrency)
-        recorder = Recorder()
+        recorder = Recorder(catalogue)
         print(
             f"ingesting {len(selected)} operations"
             + (f" (left out: {left_out})" if left_out else "")
@@ -179,6 +200,7 @@ def main() -> int:
             end=TODAY,
             transport=recorder,
             report=print,
+            catalogue=catalogue,
         )
         wall = time.perf_counter() - started
         trace = make_pipeline(settings).last_trace
@@ -193,12 +215,12 @@ def main() -> int:
         nested = summary.total_rows_loaded - rows
 
         print(f"\nfetching the same {len(recorder.urls):,} bodies again for the floor ...")
-        folders = save_bodies(recorder.urls, OUT / "pages")
+        folders = save_bodies(recorder.urls, OUT / "pages", catalogue)
     finally:
         standin.terminate()
         standin.wait(timeout=30)
 
-    floor_seconds, floor_rows = floor(folders, OUT / "floor.duckdb")
+    floor_seconds, floor_rows = floor(folders, OUT / "floor.duckdb", catalogue)
     pipeline_rate = rows / wall
     floor_rate = floor_rows / floor_seconds
     nested_tables = [name for name in selected if has_nested_lists(catalogue.get(name))]

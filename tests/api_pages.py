@@ -135,7 +135,7 @@ def all_records(
 
 
 def total_items(api: Api, op: Operation, path: str | None = None, **params: Any) -> int:
-    """How many records a listing holds: its stated total where the dialect has one, else a count."""
+    """How many records a listing holds: its stated total if the dialect has one, else a count."""
     if op.is_paged:
         totals = totals_of(op, first_page(api, op, 1, path, **params))
         if totals.total_items is not None:

@@ -13,16 +13,19 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from api_pages import HEADERS, instant, operation_at, records_of
 
 from incomaker_elt import transform
 from incomaker_elt.settings import Settings, load_settings
+from ingestion.paging import PageTotals, walk
+from standin.dialect import integer_id
 
 TODAY = date(2026, 6, 30)
 HISTORY_START = date(2025, 1, 1)
@@ -58,27 +61,55 @@ class Built:
 
 
 class Api:
-    """The stand-in called in-process, JSON numbers read as exact decimals."""
+    """The stand-in called in-process, JSON numbers read as exact decimals; listings are paged
+    in the dialect of the stand-in's catalogue."""
 
     def __init__(self, standin: Any) -> None:
         self.standin = standin
 
     def get(self, path: str, **params: str) -> Any:
-        reply = self.standin.handle(
-            "GET", path, list(params.items()), {"Authorization": f"Bearer {TOKEN}"}
-        )
+        reply = self.standin.handle("GET", path, list(params.items()), HEADERS)
         assert reply.status == 200, f"{path} {params}: {reply.status} {reply.body[:300]!r}"
         return json.loads(reply.body, parse_float=Decimal)
 
+    def records(self, path: str, **params: str) -> list[dict]:
+        """The records of an unpaged answer, where the catalogue says they are."""
+        return records_of(operation_at(self.standin.catalogue, path), self.get(path, **params))
+
     def all(self, path: str, **params: str) -> list[dict]:
-        rows: list[dict] = []
-        page = 0
-        while True:
-            body = self.get(path, page=str(page), size="1000", **params)
-            rows += body["content"]
-            page += 1
-            if page >= body["totalPages"]:
-                return rows
+        """Every record of the listing at `path`, all pages."""
+        op = operation_at(self.standin.catalogue, path)
+
+        def fetch(at: str, query: dict[str, str]) -> tuple[Any, int, PageTotals]:
+            body = self.get(at, **query)
+            return body, len(records_of(op, body)), op.paging.totals(body)
+
+        return [
+            r for body in walk(op.paging, fetch, path, params, 1000) for r in records_of(op, body)
+        ]
+
+
+def plain_id(field: str, value: Any) -> Any:
+    """An id as the world numbers it: the API shows campaign and smartflow ids as UUIDs, the
+    marts may keep either."""
+    if isinstance(value, str):
+        number = integer_id(field, value)
+        if number is not None:
+            return number
+        if value.isdigit():
+            return int(value)
+    return value
+
+
+def delivery_of(key: str) -> tuple[str, Any]:
+    """A delivery_key (`campaign-<id>` or `delivery-<id>`) as (kind, plain id)."""
+    kind, _, value = key.partition("-")
+    return kind, plain_id("campaignId" if kind == "campaign" else "deliveryId", value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A warehouse timestamp as a UTC instant (naive ones are UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +160,7 @@ def built(standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INCOMAKER_WAREHOUSE", str(path))
         mp.setenv("INCOMAKER_API_TOKEN", TOKEN)
+        mp.setenv("INCOMAKER_REQUESTS_PER_SECOND", "0")  # the stand-in in process: no cap
         mp.delenv("INCOMAKER_BASE_URL", raising=False)
         mp.delenv("INCOMAKER_DLT_DESTINATION", raising=False)
         settings = load_settings()
@@ -244,9 +276,13 @@ def test_fct_conversions_are_the_apis_conversion_list(built: Built, api: Api) ->
     assert set(ours) == {c["conversionId"] for c in listed}
     for c in listed:
         row = ours[c["conversionId"]]
-        assert (row["order_id"], row["campaign_id"], row["delivery_id"]) == (
+        assert (
+            row["order_id"],
+            plain_id("campaignId", row["campaign_id"]),
+            row["delivery_id"],
+        ) == (
             c["orderId"],
-            c["campaignId"],
+            plain_id("campaignId", c["campaignId"]),
             c["deliveryId"],
         )
         assert row["conversion_date"].isoformat() == c["date"]
@@ -273,7 +309,8 @@ def test_conversions_daily_matches_conversions_history(built: Built, api: Api) -
 
 def _performance(built: Built) -> dict[str, dict]:
     return {
-        r["delivery_key"]: r for r in rows(built, "select * from marts.fct_delivery_performance")
+        delivery_of(r["delivery_key"]): r
+        for r in rows(built, "select * from marts.fct_delivery_performance")
     }
 
 
@@ -283,13 +320,15 @@ def test_smartflow_delivery_performance_equals_delivery_detail(built: Built, api
     assert deliveries
     for delivery in deliveries:
         detail = api.get(f"/deliveries/{delivery['deliveryId']}")
-        ours = performance[f"delivery-{delivery['deliveryId']}"]
+        ours = performance[("delivery", delivery["deliveryId"])]
         for field, column in METRICS.items():
             assert ours[column] == detail[field], (delivery["deliveryId"], field)
         assert ours["conversions"] == detail["conversionsNumber"]
         assert ours["revenue_wo_tax_reference"] == detail["conversionAmountWoTaxReference"]
         assert ours["revenue_w_tax_reference"] == detail["conversionAmountWTaxReference"]
-        assert ours["smartflow_id"] == detail["smartflowId"]
+        assert plain_id("smartflowId", ours["smartflow_id"]) == plain_id(
+            "smartflowId", detail["smartflowId"]
+        )
 
 
 def test_campaign_performance_equals_recipients_and_conversions(built: Built, api: Api) -> None:
@@ -300,7 +339,7 @@ def test_campaign_performance_equals_recipients_and_conversions(built: Built, ap
         cid = campaign["campaignId"]
         recipients = api.all(f"/campaigns/{cid}/recipients")
         conversions = api.all(f"/campaigns/{cid}/conversions")
-        ours = performance[f"campaign-{cid}"]
+        ours = performance[("campaign", plain_id("campaignId", cid))]
         expected = {
             "sent": len(recipients),
             "delivered": sum(r["delivered"] for r in recipients),
@@ -335,12 +374,15 @@ def test_delivery_daily_equals_daily_results(built: Built, api: Api) -> None:
     window = {"dateFrom": HISTORY_START.isoformat(), "dateTo": TODAY.isoformat()}
     expected = {}
     for r in api.all("/campaigns/daily-results", **window):
-        expected[(r["date"], f"campaign-{r['campaignId']}")] = {c: r[f] for f, c in METRICS.items()}
+        key = ("campaign", plain_id("campaignId", r["campaignId"]))
+        expected[(r["date"], key)] = {c: r[f] for f, c in METRICS.items()}
     for r in api.all("/deliveries/daily-results", **window):
-        expected[(r["date"], f"delivery-{r['deliveryId']}")] = {c: r[f] for f, c in METRICS.items()}
+        expected[(r["date"], ("delivery", r["deliveryId"]))] = {c: r[f] for f, c in METRICS.items()}
     columns = ", ".join(METRICS.values())
     ours = {
-        (r["date_day"].isoformat(), r["delivery_key"]): {c: r[c] for c in METRICS.values()}
+        (r["date_day"].isoformat(), delivery_of(r["delivery_key"])): {
+            c: r[c] for c in METRICS.values()
+        }
         for r in rows(
             built,
             f"select date_day, delivery_key, {columns} from marts.delivery_daily "
@@ -364,13 +406,16 @@ def test_smartflow_daily_equals_smartflow_daily_detail(built: Built, api: Api) -
     window = {"dateFrom": HISTORY_START.isoformat(), "dateTo": TODAY.isoformat()}
     expected: dict[tuple, dict] = {}
     for smartflow_id in sorted({d["smartflowId"] for d in api.all("/deliveries")}):
-        detail = api.get(f"/deliveries/smartflows/{smartflow_id}/daily", **window)["days"]
+        detail = api.records(f"/deliveries/smartflows/{smartflow_id}/daily", **window)
+        flow = plain_id("smartflowId", smartflow_id)
         for day in detail:
-            totals = expected.setdefault((smartflow_id, day["date"]), defaultdict(int))
+            totals = expected.setdefault((flow, day["date"]), defaultdict(int))
             for f, c in fields.items():
                 totals[c] += day[f]
     ours = {
-        (r["smartflow_id"], r["date_day"].isoformat()): {c: r[c] for c in fields.values()}
+        (plain_id("smartflowId", r["smartflow_id"]), r["date_day"].isoformat()): {
+            c: r[c] for c in fields.values()
+        }
         for r in rows(built, "select * from marts.smartflow_daily")
     }
     assert ours == {k: dict(v) for k, v in expected.items()}
@@ -379,15 +424,15 @@ def test_smartflow_daily_equals_smartflow_daily_detail(built: Built, api: Api) -
 def test_link_clicks_equal_the_apis(built: Built, api: Api) -> None:
     expected = {}
     for campaign in api.all("/campaigns"):
-        for link in api.get(f"/campaigns/{campaign['campaignId']}/links")["links"]:
-            key = (f"campaign-{campaign['campaignId']}", link["url"])
+        for link in api.records(f"/campaigns/{campaign['campaignId']}/links"):
+            key = (("campaign", plain_id("campaignId", campaign["campaignId"])), link["url"])
             expected[key] = (link["clicks"], link["uniqueClicks"])
-    for delivery in api.all("/deliveries"):
-        for link in api.get(f"/deliveries/{delivery['deliveryId']}/links")["links"]:
-            key = (f"delivery-{delivery['deliveryId']}", link["url"])
+    for sent in api.all("/deliveries"):
+        for link in api.records(f"/deliveries/{sent['deliveryId']}/links"):
+            key = (("delivery", sent["deliveryId"]), link["url"])
             expected[key] = (link["clicks"], link["uniqueClicks"])
     ours = {
-        (r["delivery_key"], r["url"]): (r["clicks"], r["unique_clicks"])
+        (delivery_of(r["delivery_key"]), r["url"]): (r["clicks"], r["unique_clicks"])
         for r in rows(built, "select * from marts.delivery_link_clicks")
     }
     assert expected and ours == expected
@@ -402,7 +447,7 @@ def test_delivery_by_language_equals_the_apis(built: Built, api: Api) -> None:
         ("campaign", "/campaigns/languages", "campaignsCount"),
         ("smartflow", "/deliveries/languages", "deliveriesCount"),
     ):
-        for language in api.get(path)["languages"]:
+        for language in api.records(path):
             row = ours[(delivery_type, language["language"])]
             assert row["deliveries_count"] == language[count_field]
             for field, column in METRICS.items():
@@ -430,7 +475,7 @@ def _rfm_contacts(built: Built) -> dict[int, dict]:
 
 def test_rfm_contacts_equal_the_apis_cell_contacts(built: Built, api: Api, rfm_window) -> None:
     ours = _rfm_contacts(built)
-    cells = api.get("/rfm/cells", **rfm_window)["cells"]
+    cells = api.records("/rfm/cells", **rfm_window)
     expected = {}
     for cell in cells:
         for contact in api.all(f"/rfm/cells/{cell['cell']}/contacts", **rfm_window):
@@ -507,13 +552,11 @@ def test_rfm_contact_detail_agrees(built: Built, api: Api, rfm_window) -> None:
             detail["m"],
             detail["segment"],
         )
-        assert row["first_order_at"] == datetime.fromisoformat(detail["firstOrderAt"]).replace(
-            tzinfo=None
-        )
+        assert as_utc(row["first_order_at"]) == instant(detail["firstOrderAt"]), cid
 
 
 def test_rfm_segments_equal_the_apis(built: Built, api: Api, rfm_window) -> None:
-    expected = {s["segment"]: s for s in api.get("/rfm/segments", **rfm_window)["segments"]}
+    expected = {s["segment"]: s for s in api.records("/rfm/segments", **rfm_window)}
     ours = {
         r["segment"]: r
         for r in rows(built, "select * from marts.rfm_segments where contacts_count > 0")
@@ -550,8 +593,7 @@ def test_rfm_heatmaps_equal_the_apis(
     built: Built, api: Api, rfm_window, mart: str, path: str, x: str, y: str
 ) -> None:
     expected = {
-        (c[x], c[y]): (c["contactsCount"], c["monetary"])
-        for c in api.get(path, **rfm_window)["cells"]
+        (c[x], c[y]): (c["contactsCount"], c["monetary"]) for c in api.records(path, **rfm_window)
     }
     ours = {
         (r[f"{x}_score"], r[f"{y}_score"]): (r["contacts_count"], r["monetary"])
@@ -564,7 +606,7 @@ def test_rfm_heatmaps_equal_the_apis(
 def test_rfm_distributions_equal_the_apis(built: Built, api: Api, rfm_window) -> None:
     expected = {
         (b["dimension"], b["score"]): (b["minValue"], b["maxValue"], b["contactsCount"])
-        for b in api.get("/rfm/distributions", **rfm_window)["buckets"]
+        for b in api.records("/rfm/distributions", **rfm_window)
     }
     ours = {
         (r["dimension"], r["score"]): (r["min_value"], r["max_value"], r["contacts_count"])
