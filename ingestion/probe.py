@@ -52,6 +52,8 @@ KNOWN_TOTAL_PAGES = ("paging.totalPages", "totalPages", "pageCount")
 KNOWN_NEXT_LINKS = ("paging.links", "links", "_links.next.href", "next", "paging.next")
 KNOWN_POSITIONS = ("paging.offset", "number", "offset", "page", "paging.page")
 KNOWN_SIZES = ("paging.limit", "size", "limit", "paging.size")
+KNOWN_RECORDS = ("content", "items", "data", "results", "records")
+"""Where bodies usually keep their records, preferred among lists of the same length."""
 _ENVELOPES = ("page", "paging", "pagination", "meta", "data", "_links")
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -142,7 +144,7 @@ def locate_records(body: Any, expected: str) -> str | None:
         return expected
     if not lists:
         return None
-    return max(lists, key=lambda path: len(lists[path]))
+    return max(lists, key=lambda path: (len(lists[path]), path.rsplit(".", 1)[-1] in KNOWN_RECORDS))
 
 
 def records_at(body: Any, path: str | None) -> list[dict[str, Any]]:
@@ -181,8 +183,8 @@ def totals_keys(body: Any, dialect: Paging, records: int) -> dict[str, str | Non
     dialect's own where the body has them, else those of the known dialects, else a numeric
     key whose name says total or count."""
     numbers = _numbers(body)
-    items = _first_present(body, dialect.total_items, KNOWN_TOTAL_ITEMS)
-    pages = _first_present(body, dialect.total_pages, KNOWN_TOTAL_PAGES)
+    items = next((p for p in (dialect.total_items, *KNOWN_TOTAL_ITEMS) if p in numbers), None)
+    pages = next((p for p in (dialect.total_pages, *KNOWN_TOTAL_PAGES) if p in numbers), None)
     for path, value in numbers.items():
         name = path.rsplit(".", 1)[-1].lower()
         if "total" not in name and "count" not in name:
@@ -195,8 +197,8 @@ def totals_keys(body: Any, dialect: Paging, records: int) -> dict[str, str | Non
     if links is not None and not isinstance(dig(body, links), list | str):
         links = None
     return {
-        "total_items": items if items in numbers else None,
-        "total_pages": pages if pages in numbers else None,
+        "total_items": items,
+        "total_pages": pages,
         "next_link": links,
         "position_field": _first_present(body, dialect.position_field, KNOWN_POSITIONS),
         "size_field": _first_present(body, dialect.size_field, KNOWN_SIZES),
@@ -233,6 +235,8 @@ def total_of(body: Any, paging: Paging | None, records_path: str | None) -> int 
     totals = paging.totals(body)
     if totals.total_items is not None:
         return totals.total_items
+    if totals.total_pages is not None:  # pages of the probe's size: at most this many records
+        return totals.total_pages * PROBE_PAGE_SIZE
     return None
 
 
@@ -786,25 +790,35 @@ class Prober:
         records = self._records_path(finding, op)
         wide = (finding.total, records_at(first.body, records))
         narrow = self._window_answer(finding, op, path, {**windows.narrow, **id_params})
-        if isinstance(narrow, Answer) and narrow.status == 404:
-            finding.dates = "honoured"
-            finding.notes.append(f"a one-day window answers 404: {narrow.message}")
-            return
         if isinstance(narrow, Answer):
-            finding.dates = "unknown"
-            finding.notes.append(
-                f"window {windows.narrow}: HTTP {narrow.status or '-'}: {narrow.message}"
-            )
+            finding.dates = _failed_window(finding, windows.narrow, narrow)
             return
+        finding.nightly_total = (narrow if windows.nightly == windows.narrow else wide)[0]
         finding.dates = window_verdict(wide, narrow)
-        nightly = narrow if windows.nightly == windows.narrow else wide
-        finding.nightly_total = nightly[0]
+        if finding.dates != "ignored":
+            return
+        # All the data may lie in the narrow window (a young account): ask its first day too.
+        first_day = {"dateFrom": windows.wide["dateFrom"], "dateTo": windows.wide["dateFrom"]}
+        other = self._window_answer(finding, op, path, {**first_day, **id_params})
+        if isinstance(other, Answer):
+            finding.dates = _failed_window(finding, first_day, other)
+            return
+        finding.dates = window_verdict(wide, other)
         if finding.dates == "ignored":
             finding.notes.append(
-                f"dateFrom/dateTo {windows.narrow['dateFrom']}..{windows.narrow['dateTo']} "
-                f"answers as {windows.wide['dateFrom']}..{windows.wide['dateTo']}: the API "
-                "ignores the window, so the proposal loads it whole every run"
+                f"dateFrom/dateTo {windows.narrow['dateFrom']}..{windows.narrow['dateTo']} and "
+                f"{first_day['dateFrom']}..{first_day['dateTo']} answer as "
+                f"{windows.wide['dateFrom']}..{windows.wide['dateTo']}: the API ignores the "
+                "window, so the proposal loads it whole every run"
             )
+
+
+def _failed_window(finding: Finding, window: Mapping[str, str], answer: Answer) -> str:
+    """A window the wide one answered and this one did not: a 404 (nothing in it) shows the
+    dates are honoured; anything else leaves it unknown."""
+    span = f"{window['dateFrom']}..{window['dateTo']}"
+    finding.notes.append(f"the window {span} answers HTTP {answer.status or '-'}: {answer.message}")
+    return "honoured" if answer.status == 404 else "unknown"
 
 
 def paging_label(paging: Paging | None) -> str:

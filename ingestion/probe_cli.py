@@ -16,6 +16,8 @@ from incomaker_elt.settings import Settings
 from ingestion.catalogue import Catalogue
 
 DEFAULT_OVERRIDE_FILE = "incomaker-overrides.yaml"
+PROBE_RETRIES = 3
+"""Attempts per request (a 429 or 5xx is tried again): a failing operation is reported soon."""
 MATCHING, DIFFERING = 0, 1
 
 
@@ -74,7 +76,7 @@ def probe_and_report(
 ) -> int:
     """Probe, print the table (or JSON), write the proposal; the exit status."""
     from ingestion.catalogue import load_catalogue
-    from ingestion.client import IncomakerClient, IngestionError
+    from ingestion.client import IncomakerClient, IngestionError, RetryPolicy
     from ingestion.pipeline import credentials
     from ingestion.probe_report import (
         finding_row,
@@ -95,6 +97,7 @@ def probe_and_report(
         transport=transport,
         max_in_flight=1,
         requests_per_second=settings.requests_per_second,
+        retry=RetryPolicy(max_attempts=PROBE_RETRIES),
     )
     try:
         report = probe_api(client, catalogue, RunDates(settings.partitions_start, day), only)

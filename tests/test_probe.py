@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import yaml
@@ -360,3 +361,48 @@ def test_a_failing_operation_shows_its_status_and_the_servers_message(
         "failed",
     )
     assert finding["message"].startswith("no operation at /campaigns/senders")
+
+
+class DatesIgnored(httpx.BaseTransport):
+    """A server that ignores dateFrom/dateTo: the stand-in behind it never sees them."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        kept = [(k, v) for k, v in request.url.params.multi_items() if k not in WINDOW]
+        url = request.url.copy_with(params=kept)
+        return self.inner.handle_request(
+            httpx.Request(request.method, url, headers=request.headers)
+        )
+
+
+WINDOW = ("dateFrom", "dateTo")
+
+
+def test_a_window_the_api_ignores_is_loaded_whole(small_world, tmp_path: Path) -> None:
+    standin = StandIn(small_world, token=TOKEN)
+    settings = settings_for(tmp_path)
+
+    def probe(catalogue: Catalogue, name: str) -> tuple[int, list[str]]:
+        lines: list[str] = []
+        status = probe_and_report(
+            settings,
+            tmp_path / name,
+            only=["dialogs_data"],
+            transport=DatesIgnored(standin.transport()),
+            today=DEFAULT_TODAY,
+            catalogue=catalogue,
+            out=lines.append,
+        )
+        return status, lines
+
+    status, lines = probe(CATALOGUE, "proposed.yaml")
+    assert status == 1, "\n".join(lines)
+    (row,) = [line.split() for line in lines if line.startswith("dialogs_data ")]
+    assert row[4] == "ignored" and row[-1] == "differs"
+    change = yaml.safe_load((tmp_path / "proposed.yaml").read_text())["operations"]["dialogs_data"]
+    params = [p for p in CATALOGUE.get("dialogs_data").params if p not in WINDOW]
+    assert change == {"params": params, "window": None}
+    status, lines = probe(load_catalogue(tmp_path / "proposed.yaml"), "again.yaml")
+    assert status == 0, "\n".join(lines)
