@@ -165,7 +165,19 @@ def _merge_overrides(
             raise CatalogueError(f"{where}: override for unknown operation {name!r}")
         if not isinstance(change, dict):
             raise CatalogueError(f"{where}: override for {name!r} must be a mapping of keys")
-        by_name[name].update(change)
+        entry = by_name[name]
+        for key, value in change.items():
+            # Field types, renames and nested shapes change per field: `fields: {orderId: string}`
+            # retypes one field and keeps the others (nested: per field of each list or object).
+            old = entry.get(key)
+            per_field = key in ("fields", "api_names", "nested")
+            if per_field and isinstance(old, dict) and isinstance(value, dict):
+                deep = key == "nested"
+                value = {
+                    k: {**old.get(k, {}), **v} if deep and isinstance(v, dict) else v
+                    for k, v in {**old, **value}.items()
+                }
+            entry[key] = value
 
 
 def _operation(

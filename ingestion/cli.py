@@ -89,7 +89,17 @@ def ingest(args: argparse.Namespace) -> int:
         )
     except IngestionError as exc:
         print(f"incomaker-elt ingest: {exc}", file=sys.stderr)
+        print("\n".join(_values(getattr(exc, "summary", None))))
         return 1
     print()
-    print("\n".join(_table(summary)))
+    print("\n".join(_table(summary) + _values(summary)))
     return 0
+
+
+def _values(summary: object) -> list[str]:
+    """Values that did not come as their field's type: what was kept, and the override."""
+    notes = getattr(summary, "values", None) or []
+    if not notes:
+        return []
+    head = "\nValues that did not come as their field's type (none was changed or dropped):"
+    return [head, *(f"  {note.describe()}" for note in notes)]

@@ -11,6 +11,7 @@ in-flight bound caps the requests of the whole run, whatever the number of resou
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from ingestion.catalogue import Operation
 from ingestion.client import IncomakerClient
 from ingestion.paging import PageTotals, pages_without_totals, walk
 from ingestion.records import Page
+from ingestion.values import ValueNote, ValueNotes
 
 
 @dataclass
@@ -35,10 +37,15 @@ class OperationProgress:
 
 
 class Progress:
-    """Pages and rows per operation; `report` is called with a line whenever one finishes."""
+    """Pages and rows per operation; `report` is called with a line whenever one finishes.
+
+    It also collects the values that did not come as their field's type (`values`): the first
+    of each field is reported as it is seen, the run's summary lists them all.
+    """
 
     def __init__(self, report: Callable[[str], None] | None = None, every_s: float = 15.0) -> None:
         self.operations: dict[str, OperationProgress] = {}
+        self.values = ValueNotes()
         self._report = report
         self._every_s = every_s
         self._last_report = time.monotonic()
@@ -66,6 +73,10 @@ class Progress:
                 ]
         if due:
             self._emit("  ... " + "; ".join(running))
+
+    def note_values(self, notes: Iterable[ValueNote]) -> None:
+        for note in self.values.add(notes):
+            self._emit(f"  note: {note.describe()}")
 
     def done(self, operation: str) -> None:
         with self._lock:
@@ -113,6 +124,8 @@ class Fetcher:
     ) -> Page:
         page = self.client.get(op.name, path, params, decode)
         self.progress.page(op.name, page.rows)
+        if page.notes:
+            self.progress.note_values(page.notes)
         return page
 
     def _page_params(self, op: Operation, params: Mapping[str, str], index: int) -> dict[str, str]:
@@ -225,6 +238,32 @@ class ArrowChunks:
         if not self._tables:
             return None
         # Pages with extra fields (schema drift) or all-null columns unify to one schema.
-        table = pa.concat_tables(self._tables, promote_options="permissive")
+        try:
+            table = pa.concat_tables(self._tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # A field the catalogue does not know came as different types on different pages.
+            tables = _as_text_where_types_differ(self._tables)
+            table = pa.concat_tables(tables, promote_options="permissive")
         self._tables, self._count = [], 0
         return table
+
+
+def _as_text_where_types_differ(tables: list[pa.Table]) -> list[pa.Table]:
+    """The tables with every column whose type differs between them made text (JSON text)."""
+    types: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for field_ in table.schema:
+            if not pa.types.is_null(field_.type):
+                types.setdefault(field_.name, set()).add(field_.type)
+    mixed = {name for name, found in types.items() if len(found) > 1}
+    out = []
+    for table in tables:
+        for name in mixed & set(table.column_names):
+            index = table.schema.get_field_index(name)
+            texts = [
+                None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                for v in table.column(index).to_pylist()
+            ]
+            table = table.set_column(index, name, pa.array(texts, pa.string()))
+        out.append(table)
+    return out

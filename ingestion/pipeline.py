@@ -29,6 +29,7 @@ from ingestion.client import IncomakerClient, IngestionError, RetryPolicy
 from ingestion.fetch import Fetcher, OperationProgress, Progress
 from ingestion.records import arrow_decoder, has_nested_lists, primary_key
 from ingestion.source import DEFAULT_CHUNK_ROWS, RunDates, incomaker_source, with_ancestors
+from ingestion.values import ValueNote
 
 PIPELINE_NAME = "incomaker"
 IN_PROCESS_BASE_URL = "http://incomaker.invalid"
@@ -52,6 +53,8 @@ class LoadSummary:
     retries: int = 0
     requests_by_operation: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    values: list[ValueNote] = field(default_factory=list)
+    """Values of loaded operations that did not come as their field's type (ingestion/values.py)."""
 
     @property
     def total_rows_loaded(self) -> int:
@@ -257,6 +260,7 @@ def run_ingestion(
             retries=client.retries,
             requests_by_operation=dict(client.requests_by_operation),
             seconds=time.monotonic() - started,
+            values=progress.values.all(),
         )
     finally:
         fetcher.close()

@@ -264,6 +264,13 @@ def load(
             loaded = metadata.get("rows_loaded")
             metadata["dagster/row_count"] = dg.MetadataValue.int(counts.get(table, 0))
             metadata["window"] = f"{dates.start}..{dates.end}"
+            notes = progress.values.for_operation(table)
+            if notes:
+                # Values that did not come as their field's type: kept exactly, and the override.
+                context.log.warning("\n".join(note.describe() for note in notes))
+                metadata["values_not_as_typed"] = dg.MetadataValue.md(
+                    "\n".join(f"- {note.describe()}" for note in notes)
+                )
             if context.has_partition_key_range or context.has_partition_key:
                 rows = getattr(loaded, "value", loaded) or 0
                 metadata["dagster/partition_row_count"] = dg.MetadataValue.int(int(rows))
