@@ -501,3 +501,13 @@ def test_the_override_named_types_the_field(odd_run, tmp_path):
     assert rows(settings, "select contact_id from raw.orders where order_id = 5156") == [(uuid,)]
     expected = [(str(order(155)["contactId"]),)]  # a number in a text field: its digits
     assert rows(settings, "select contact_id from raw.orders where order_id = 5155") == expected
+
+
+def test_the_ingest_command_prints_the_notes_after_its_table(odd_run):
+    from ingestion.cli import _values
+
+    _, _, _, summary = odd_run
+    lines = _values(summary)
+    assert len(lines) == 1 + len(summary.values)
+    [line] = [x for x in lines if "orders.amountWTax" in x]
+    assert "12.3456789012" in line and "{orders: {fields: {amountWTax: string}}}" in line
