@@ -362,7 +362,11 @@ def _dagster_dev(command: list[str], env: dict[str, str]) -> int:
 
 def ui_command(args: argparse.Namespace) -> int:
     """`dagster dev` on 127.0.0.1 with DAGSTER_HOME set, and the stand-in when there is no token."""
+    from ingestion.catalogue import load_catalogue
+
     settings = load_settings()
+    # A broken override file would otherwise surface only as a code location error in the UI.
+    load_catalogue(settings.catalogue_overrides)
     env = dict(os.environ, DAGSTER_HOME=str(ensure_dagster_home(settings)))
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # dbt for prepare_if_dev

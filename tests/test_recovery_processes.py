@@ -21,6 +21,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from incomaker_elt import run
 from incomaker_elt.cli import main
 from incomaker_elt.run import summarise
 from incomaker_elt.serving import (
@@ -447,3 +448,18 @@ def test_a_view_that_cannot_be_counted_does_not_hide_dbts_failure(tmp_path: Path
     counted = with_view_row_counts(events, views, warehouse)
     assert "dagster/row_count" not in counted[0].metadata
     assert counted[1].metadata["dagster/row_count"].value == 2
+
+
+def test_the_ui_says_a_catalogue_override_error_before_starting_dagster(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("operations: [\n")
+    monkeypatch.setenv("INCOMAKER_CATALOGUE_OVERRIDES", str(overrides))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    started: list[list[str]] = []
+    monkeypatch.setattr(run, "_dagster_dev", lambda command, env: started.append(command) or 0)
+    assert main(["ui"]) == 2
+    assert started == []
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("incomaker-elt ui: catalogue error:") and "\n" not in err
