@@ -35,7 +35,13 @@ try:
 except ImportError:  # Windows: finished builds' folders are still removed, failed ones stay
     fcntl = None  # type: ignore[assignment]
 from incomaker_elt.transform import DBT_PROJECT_DIR, DBT_TARGET_DIR, dbt_vars
-from orchestration.warehouse import DUCKDB_POOL, connect, exclusive, retry_while_locked
+from orchestration.warehouse import (
+    DUCKDB_POOL,
+    connect,
+    exclusive,
+    is_lock_conflict,
+    retry_while_locked,
+)
 
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 DBT_PROJECT.prepare_if_dev()
@@ -238,7 +244,9 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
                 except Exception as exc:
                     if events:  # something was built: yield it, then fail
                         return [*events, exc]
-                    raise  # nothing was built (e.g. the file was locked): may be retried
+                    if is_lock_conflict(exc):  # dbt never opened the file: nothing to look at
+                        shutil.rmtree(target, ignore_errors=True)
+                    raise  # retried while it is the lock
                 finally:
                     release_dbt_duckdb()
                 shutil.rmtree(target, ignore_errors=True)
