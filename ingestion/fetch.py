@@ -25,7 +25,7 @@ from ingestion.catalogue import Operation
 from ingestion.client import IncomakerClient
 from ingestion.paging import PageTotals, pages_without_totals, walk
 from ingestion.records import Page
-from ingestion.values import ValueNote, ValueNotes
+from ingestion.values import KeyDoesNotFit, ValueNote, ValueNotes
 
 
 @dataclass
@@ -125,6 +125,9 @@ class Fetcher:
         page = self.client.get(op.name, path, params, decode)
         self.progress.page(op.name, page.rows)
         if page.notes:
+            for note in page.notes:
+                if note.key:  # records without a usable key cannot be merged
+                    raise KeyDoesNotFit(note)
             self.progress.note_values(page.notes)
         return page
 

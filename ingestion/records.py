@@ -39,7 +39,6 @@ from ingestion.values import (
     FITTERS,
     KEPT,
     RAW_SUFFIX,
-    KeyDoesNotFit,
     PageNotes,
     ValueNote,
     exact,
@@ -374,12 +373,10 @@ class _Fitter:
         typed, outcome, why = FITTERS[kind](value)
         if outcome is None:
             return typed, None
-        self.notes.add(field, table, column, kind, outcome, why, value)
+        key = top and outcome == KEPT and field in self.keys
+        self.notes.add(field, table, column, kind, outcome, why, value, key=key)
         if outcome == CONVERTED:
             return typed, None
-        if outcome == KEPT and top and field in self.keys:
-            [note] = [n for n in self.notes.notes() if n.field == field and n.outcome == KEPT]
-            raise KeyDoesNotFit(note)
         return typed, raw_text(value)
 
     def column(

@@ -304,6 +304,8 @@ class ValueNote:
     count: int = 1
     fits: str = "string"
     """The catalogue type that would hold every value noted (see suggested_type)."""
+    key: bool = False
+    """A primary-key field that did not fit: its records cannot be merged (KeyDoesNotFit)."""
 
     @property
     def raw_column(self) -> str:
@@ -390,16 +392,19 @@ class PageNotes:
         outcome: str,
         reason: str | None,
         value: Any,
+        key: bool = False,
     ) -> None:
-        key = (table, field, outcome)
-        seen = self._notes.get(key)
+        where = (table, field, outcome)
+        seen = self._notes.get(where)
         if seen is not None and (outcome != KEPT or seen.fits == "string"):
-            self._notes[key] = replace(seen, count=seen.count + 1)
+            self._notes[where] = replace(seen, count=seen.count + 1)
             return
         text = raw_text(value)
         fits = suggested_type(kind, text) if outcome == KEPT else "string"
-        note = ValueNote(self.operation, field, table, column, kind, outcome, reason, text, 1, fits)
-        self._notes[key] = note if seen is None else seen.merged(note)
+        note = ValueNote(
+            self.operation, field, table, column, kind, outcome, reason, text, 1, fits, key
+        )
+        self._notes[where] = note if seen is None else seen.merged(note)
 
     def notes(self) -> tuple[ValueNote, ...]:
         return tuple(self._notes.values())

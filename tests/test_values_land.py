@@ -575,3 +575,15 @@ def test_the_materialisation_names_the_field_the_value_and_the_override(tmp_path
     detail = notes["order_detail"].value
     assert "order_detail.items.amountWTax" in detail
     assert "'123456789012345678901234567890.123456789'" in detail
+
+
+def test_the_token_check_decodes_a_page_whose_key_does_not_fit_without_stopping_the_run():
+    """Decoding never raises for a value (the one-record token check decodes pages too): the
+    page carries a key note, and only fetching records to load refuses it."""
+    op = CATALOGUE.get("orders")
+    api = FakeApi(CATALOGUE, odd={("orders", 0, "orderId"): '"not-a-number"'})
+    query = {"dateFrom": str(START), "dateTo": str(END), **op.paging.params(0, 1)}
+    body = api.handle(httpx.Request("GET", "http://fake/orders", params=query)).read()
+    page = arrow_decoder(op)(body)
+    [note] = page.notes
+    assert (note.key, note.field, note.example) == (True, "orderId", "not-a-number")
