@@ -201,7 +201,7 @@ def test_a_writer_waits_out_a_reader_that_opens_the_warehouse_every_50_ms(
     warehouse = tmp_path / "incomaker.duckdb"
     with duckdb.connect(str(warehouse)) as con:
         con.execute("create table t as select 1 as n")
-    reader = _reader(warehouse, every=0.05, hold=0.02, seconds=6)
+    reader = _reader(warehouse, every=0.05, hold=0.02, seconds=120)
     try:
         assert reader.stdout is not None and reader.stdout.readline()
         time.sleep(0.3)
