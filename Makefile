@@ -41,6 +41,9 @@ bench-dbt: install
 bench-standin: install
 	$(BIN)/python bench/standin.py
 
+test-lifecycle: install  # the lifecycle property, longer than in `make test` (bench/lifecycle.py)
+	$(BIN)/python bench/lifecycle.py
+
 # The Dagster UI on http://127.0.0.1:3000: `dagster dev` with DAGSTER_HOME=.dagster_home, the dbt
 # manifest re-parsed on start; without INCOMAKER_API_TOKEN the stand-in API is started with it.
 ui: install
