@@ -129,20 +129,31 @@ def _compare_one(
     def current(database: str) -> str:
         return f"select {select} from {database}.{_quote(schema)}.{_quote(name)} {where}"
 
-    left, right = current(_LEFT), current(_RIGHT)
-    left_rows = con.execute(f"select count(*) from ({left})").fetchone()[0]
-    right_rows = con.execute(f"select count(*) from ({right})").fetchone()[0]
-    only_left = con.execute(f"select count(*) from ({left} except all {right})").fetchone()[0]
-    only_right = con.execute(f"select count(*) from ({right} except all {left})").fetchone()[0]
+    # Each side's current rows once, into memory: views are evaluated once, not per query.
+    con.execute(f"create or replace temp table left_rows as {current(_LEFT)}")
+    con.execute(f"create or replace temp table right_rows as {current(_RIGHT)}")
+    left_rows, right_rows, only_left, only_right = con.execute(
+        """
+        select
+            (select count(*) from left_rows),
+            (select count(*) from right_rows),
+            (select count(*) from (from left_rows except all from right_rows)),
+            (select count(*) from (from right_rows except all from left_rows))
+        """
+    ).fetchone()
     if not (only_left or only_right):
         return None
     rows = [
         ("left", *row)
-        for row in con.execute(f"{left} except all {right} limit {examples}").fetchall()
+        for row in con.execute(
+            f"from left_rows except all from right_rows limit {examples}"
+        ).fetchall()
     ]
     rows += [
         ("right", *row)
-        for row in con.execute(f"{right} except all {left} limit {examples}").fetchall()
+        for row in con.execute(
+            f"from right_rows except all from left_rows limit {examples}"
+        ).fetchall()
     ]
     return Difference(relation, left_rows, right_rows, only_left, only_right, examples=rows)
 

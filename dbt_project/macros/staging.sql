@@ -91,28 +91,63 @@
     {#- A windowed listing: each fetch returns everything the API holds in its window, so a row
         is gone once a later fetch covered its window value and did not return it. A fetch's
         coverage is taken as the range of the window values it returned (its rows that are still
-        the latest version), which lies inside the window it asked for: never too wide. -#}
+        the latest version), which lies inside the window it asked for: never too wide.
+        Loads are few and rows many: a row is checked against the later fetches one by one only
+        when it lies within the span of all of them (candidates: the gone rows, and a few more). -#}
+    {%- set keys = ['_dlt_load_id'] + partition_columns -%}
     with fetched as (
         select
-            _dlt_load_id,
-            {%- for column in partition_columns %}
-            {{ column }},
-            {%- endfor %}
+            {{ keys | join(', ') }},
+            {{ _load_order() }} as load_order,
             min({{ window_column }}) as covered_from,
             max({{ window_column }}) as covered_to
         from {{ relation }}
         group by all
     ),
 
-    superseded as (
-        select kept._dlt_id
-        from {{ relation }} as kept
-        inner join fetched
-            on {{ _load_order('fetched._dlt_load_id') }} > {{ _load_order('kept._dlt_load_id') }}
-            and kept.{{ window_column }} between fetched.covered_from and fetched.covered_to
-            {%- for column in partition_columns %}
-            and kept.{{ column }} = fetched.{{ column }}
+    later_span as (
+        select
+            {%- for key in keys %}
+            earlier.{{ key }},
             {%- endfor %}
+            earlier.load_order,
+            min(later.covered_from) as span_from,
+            max(later.covered_to) as span_to
+        from fetched as earlier
+        inner join fetched as later
+            on later.load_order > earlier.load_order
+            {%- for column in partition_columns %}
+            and later.{{ column }} = earlier.{{ column }}
+            {%- endfor %}
+        group by all
+    ),
+
+    candidates as materialized (
+        select
+            kept._dlt_id,
+            {%- for column in partition_columns %}
+            kept.{{ column }},
+            {%- endfor %}
+            kept.{{ window_column }},
+            later_span.load_order
+        from {{ relation }} as kept
+        inner join later_span
+            on kept._dlt_load_id = later_span._dlt_load_id
+            {%- for column in partition_columns %}
+            and kept.{{ column }} = later_span.{{ column }}
+            {%- endfor %}
+        where kept.{{ window_column }} between later_span.span_from and later_span.span_to
+    ),
+
+    superseded as (
+        select distinct candidates._dlt_id
+        from candidates
+        inner join fetched as later
+            on later.load_order > candidates.load_order
+            {%- for column in partition_columns %}
+            and later.{{ column }} = candidates.{{ column }}
+            {%- endfor %}
+            and candidates.{{ window_column }} between later.covered_from and later.covered_to
     )
 
     select *
