@@ -112,20 +112,13 @@ def _copy_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> in
     return int(count)
 
 
-def _flush_to_disk(path: Path) -> None:
-    """The file's bytes, then the folder entry, on disk: a power cut after the replace cannot
-    leave a serving file that names data never written."""
+def _sync(path: Path) -> None:
+    """Flush a file's bytes, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    if os.name == "posix":
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def publish_serving_warehouse(
@@ -198,10 +191,14 @@ def _publish(
                 f"the serving copy {tmp_path} still has a write-ahead log after its checkpoint; "
                 "nothing was published, run again"
             )
-        _flush_to_disk(tmp_path)
+        # The bytes on disk before the name points at them, then the new name itself: a power
+        # cut cannot leave a serving file that names data never written.
+        _sync(tmp_path)
         # Read-only on disk too: a BI tool that forgets `read_only` cannot take the write lock.
         tmp_path.chmod(0o444)
         os.replace(tmp_path, serving_path)
+        if os.name == "posix":
+            _sync(serving_path.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         wal_path.unlink(missing_ok=True)
