@@ -74,7 +74,7 @@ def _table(summary: object) -> list[str]:
 def ingest(args: argparse.Namespace) -> int:
     from incomaker_elt.settings import load_settings
     from ingestion.client import IngestionError
-    from ingestion.pipeline import run_ingestion
+    from ingestion.pipeline import IngestionIncomplete, run_ingestion
 
     only = [name for value in (args.only or []) for name in value.split(",") if name.strip()]
     settings = load_settings()
@@ -87,12 +87,25 @@ def ingest(args: argparse.Namespace) -> int:
         summary = run_ingestion(
             settings, only=only or None, start=args.start_date, end=args.end_date, report=report
         )
+    except IngestionIncomplete as exc:
+        print()
+        print("\n".join(_table(exc.summary) + _values(exc.summary)))
+        for line in exc.summary.problems():
+            print(line, file=sys.stderr)
+        failed = ", ".join(exc.summary.failed_operations)
+        print(
+            f"incomaker-elt ingest: {failed} failed; every other operation was loaded. Fix the "
+            "cause and run again: the failed operations continue from their last loaded window.",
+            file=sys.stderr,
+        )
+        return 1
     except IngestionError as exc:
         print(f"incomaker-elt ingest: {exc}", file=sys.stderr)
-        print("\n".join(_values(getattr(exc, "summary", None))))
         return 1
     print()
     print("\n".join(_table(summary) + _values(summary)))
+    for line in summary.problems():
+        print(line)
     return 0
 
 

@@ -1,13 +1,19 @@
 """Running the ingestion: the `incomaker` dlt pipeline into the raw dataset of the warehouse.
 
 `run_ingestion` is what the CLI, the main job and the orchestration call. It checks the token with
-one tiny request before anything is created on disk, then runs the generated dlt source and returns
-a `LoadSummary`: rows loaded per raw table, requests, retries, time.
+one tiny request before anything is created on disk, then loads the operations family by family
+(`load_families`) and returns a `LoadSummary`: rows loaded per raw table, requests, retries, time,
+the operations that failed and why, and what it did with packages an earlier run left.
+
+One bad operation never stops the others: a family (a top-level operation and the per-id
+operations it feeds) is extracted, normalised and loaded on its own. A family whose fetch fails
+leaves no package and its dlt state (cursors, fingerprints) does not move; a family whose load
+fails has its package aborted, which rewinds its state, so its data is fetched again next time.
 
 dlt keeps its working folder beside the warehouse (settings.dlt_working_dir): deleting the
 warehouse folder starts clean, and a machine without the folder restores the pipeline state from
-the warehouse itself. A run that died half-way leaves a package that the next run loads first; the
-merge keys make that replay idempotent.
+the warehouse itself. A run that died half-way leaves packages that the next run completes (or,
+when they cannot load, drops and fetches again) before it fetches anything: see recovery.py.
 """
 
 from __future__ import annotations
@@ -20,14 +26,15 @@ from datetime import UTC, date, datetime
 
 import dlt
 import httpx
-from dlt.common.pipeline import LoadInfo
+from dlt.extract.source import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from incomaker_elt.settings import RAW_DATASET, Settings
 from ingestion.catalogue import Catalogue, Operation, default_catalogue
 from ingestion.client import IncomakerClient, IngestionError, RetryPolicy
 from ingestion.fetch import Fetcher, OperationProgress, Progress
-from ingestion.records import arrow_decoder, has_nested_lists, primary_key
+from ingestion.records import arrow_decoder
+from ingestion.recovery import Leftovers, LoadFailed, load_pending, settle_leftovers
 from ingestion.source import DEFAULT_CHUNK_ROWS, RunDates, incomaker_source, with_ancestors
 from ingestion.values import ValueNote
 
@@ -36,6 +43,50 @@ IN_PROCESS_BASE_URL = "http://incomaker.invalid"
 """Base URL used with an injected transport (tests, the stand-in in-process): never resolved."""
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FamilyFailure:
+    """Operations that failed together (a top-level operation and what it feeds), and why."""
+
+    operations: tuple[str, ...]
+    reason: str
+    step: str
+    """`fetch` (nothing of it was written) or `load` (its package was aborted)."""
+    committed: dict[str, int] = field(default_factory=dict)
+    """Rows the aborted package had written before the failure (real records, merged by key)."""
+    error: BaseException | None = field(default=None, repr=False, compare=False)
+    load_ids: list[str] = field(default_factory=list)
+    """The aborted load packages (a load failure); their rows carry these `_dlt_load_id`s."""
+
+    def describe(self) -> str:
+        names = ", ".join(self.operations)
+        if self.step == "fetch":
+            return f"{names}: {self.reason} (nothing written, its cursor did not move)"
+        packages = ", ".join(self.load_ids) or "its package"
+        text = f"{names}: {self.reason}; load package {packages} dropped, its cursor rewound"
+        if self.committed:
+            rows = ", ".join(f"{t} {n:,}" for t, n in sorted(self.committed.items()))
+            text += f" (rows already written, kept and replaced by key next run: {rows})"
+        else:
+            text += " (none of its rows were written)"
+        return text
+
+
+@dataclass
+class FamiliesLoaded:
+    """What `load_families` did: row counts, load ids, repairs and failures."""
+
+    rows_loaded: dict[str, int] = field(default_factory=dict)
+    load_ids: list[str] = field(default_factory=list)
+    loaded_operations: list[str] = field(default_factory=list)
+    duplicates_removed: dict[str, int] = field(default_factory=dict)
+    failures: list[FamilyFailure] = field(default_factory=list)
+    leftovers: Leftovers = field(default_factory=Leftovers)
+
+    @property
+    def failed_operations(self) -> list[str]:
+        return [name for failure in self.failures for name in failure.operations]
 
 
 @dataclass
@@ -53,12 +104,48 @@ class LoadSummary:
     retries: int = 0
     requests_by_operation: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    failures: list[FamilyFailure] = field(default_factory=list)
+    leftovers: Leftovers = field(default_factory=Leftovers)
     values: list[ValueNote] = field(default_factory=list)
     """Values of loaded operations that did not come as their field's type (ingestion/values.py)."""
 
     @property
     def total_rows_loaded(self) -> int:
         return sum(self.rows_loaded.values())
+
+    @property
+    def failed_operations(self) -> list[str]:
+        return [name for failure in self.failures for name in failure.operations]
+
+    def problems(self) -> list[str]:
+        """Lines for the user: leftovers dealt with, then each failed family."""
+        lines = []
+        if self.leftovers.any:
+            lines.append(f"earlier runs: {self.leftovers.describe()}")
+        if self.duplicates_removed:
+            removed = ", ".join(f"{t} {n:,}" for t, n in sorted(self.duplicates_removed.items()))
+            lines.append(
+                "repaired: kept one copy of rows a replayed load or a listing that shifted while "
+                f"paged had written twice, and removed child rows without a parent ({removed})"
+            )
+        lines += [f"failed: {failure.describe()}" for failure in self.failures]
+        return lines
+
+
+class IngestionIncomplete(IngestionError):
+    """Some operations failed; the others were loaded. `summary` says which and why."""
+
+    def __init__(self, summary: LoadSummary) -> None:
+        failed = [name for f in summary.failures for name in f.operations]
+        loaded = sorted(t for t, n in summary.rows_loaded.items() if n)
+        reasons = "; ".join(f.describe() for f in summary.failures)
+        super().__init__(
+            f"{len(failed)} operation(s) failed: {reasons}. "
+            f"The other operations were loaded ({len(loaded)} tables got rows"
+            f"{': ' + ', '.join(loaded) if loaded else ''}). Fix the cause and run again: "
+            "the failed operations continue from their last loaded window."
+        )
+        self.summary = summary
 
 
 def configure_dlt() -> None:
@@ -115,7 +202,7 @@ def credentials(
 def _check_token(client: IncomakerClient, catalogue: Catalogue) -> None:
     """One one-record request, so a bad token or address fails in seconds with nothing written."""
     probe = next(op for op in catalogue if op.parent is None and op.is_paged and not op.params)
-    client.get(probe.name, probe.url_path(), {"page": "0", "size": "1"}, arrow_decoder(probe))
+    client.get(probe.name, probe.url_path(), probe.paging.params(0, 1), arrow_decoder(probe))
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -129,47 +216,9 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def remove_duplicates(
-    pipeline: dlt.Pipeline, load_ids: Sequence[str], operations: Sequence[Operation]
-) -> dict[str, int]:
-    """Delete rows of these loads that repeat a key within them; returns the count per table.
-
-    Flat tables are merged without dlt's staging dedup (see source.py). A record repeated within
-    one run can only come from a listing that shifted while it was paged; this keeps one copy.
-    """
-    if not load_ids:
-        return {}
-    existing = set(pipeline.default_schema.data_table_names(seen_data_only=True))
-    loads = ", ".join(f"'{load_id}'" for load_id in load_ids)
-    removed: dict[str, int] = {}
-    with pipeline.sql_client() as sql:
-        for op in operations:
-            if op.name not in existing or has_nested_lists(op):
-                continue
-            table = sql.make_qualified_table_name(op.name)
-            keys = ", ".join(sql.escape_column_name(k) for k in primary_key(op))
-            repeats = (
-                f"select _dlt_id from (select _dlt_id, row_number() over (partition by {keys} "
-                f"order by _dlt_id) as copy from {table} where _dlt_load_id in ({loads})) "
-                "as numbered where copy > 1"
-            )
-            with sql.execute_query(f"select count(*) from ({repeats}) as r") as cursor:
-                count = int(cursor.fetchone()[0])
-            if count:
-                sql.execute_sql(f"delete from {table} where _dlt_id in ({repeats})")
-                removed[op.name] = count
-                log.warning("%s: removed %d repeated records of this run", op.name, count)
-    return removed
-
-
-def _rows_loaded(pipeline: dlt.Pipeline) -> dict[str, int]:
-    trace = pipeline.last_trace
-    info = trace.last_normalize_info if trace else None
-    counts = dict(info.row_counts) if info else {}
-    return {t: n for t, n in sorted(counts.items()) if not t.startswith("_dlt")}
-
-
 def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
+    if not pipeline.default_schema_name:
+        return {}  # nothing was ever loaded
     existing = set(pipeline.default_schema.data_table_names(seen_data_only=True))
     wanted = [t for t in tables if t in existing]
     result: dict[str, int] = {}
@@ -181,6 +230,137 @@ def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]
             with sql.execute_query(f"select count(*) from {name}") as cursor:
                 result[table] = int(cursor.fetchone()[0])
     return result
+
+
+def families(catalogue: Catalogue, operations: Sequence[Operation]) -> list[tuple[Operation, ...]]:
+    """The operations grouped by the top-level operation that feeds them, in catalogue order."""
+
+    def root(op: Operation) -> str:
+        while op.parent is not None:
+            op = catalogue.get(op.parent.resource)
+        return op.name
+
+    grouped: dict[str, list[Operation]] = {}
+    for op in operations:
+        grouped.setdefault(root(op), []).append(op)
+    return [tuple(ops) for ops in grouped.values()]
+
+
+def _failure_reason(exc: BaseException) -> str:
+    cause = _root_cause(exc)
+    if isinstance(cause, IngestionError):
+        return str(cause)
+    while isinstance(cause, PipelineStepFailed):
+        cause = cause.exception
+    first = next((line for line in str(cause).splitlines() if line.strip()), "")
+    return f"{type(cause).__name__}: {first[:400]}"
+
+
+def _failed_resource(exc: BaseException) -> str | None:
+    """The resource whose generator raised, as dlt's extract exceptions name it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = getattr(current, "pipe_name", None) or getattr(current, "resource_name", None)
+        if isinstance(name, str):
+            return name
+        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
+    return None
+
+
+Family = tuple[Operation, ...]
+
+
+def _family_of(group: Sequence[Family], table: str | None) -> int | None:
+    """Index of the family in `group` whose operation fills `table` (root or child table)."""
+    if table is None:
+        return None
+    for index, family in enumerate(group):
+        for op in family:
+            if table == op.name or table.startswith(f"{op.name}__"):
+                return index
+    return None
+
+
+def load_families(
+    pipeline: dlt.Pipeline,
+    catalogue: Catalogue,
+    operations: Sequence[Operation],
+    make_source: Callable[[Sequence[Operation]], DltSource],
+) -> FamiliesLoaded:
+    """Settle what earlier runs left, then load the families; a failing family fails alone.
+
+    All families are first extracted, normalised and loaded together (one package: the fast
+    path). When one of them fails, nothing of that attempt is kept (a failed extract commits
+    nothing; a failed load is aborted, which rewinds the state), the failing family is recorded
+    with its reason, and the others are loaded again without it: those before it in one package,
+    those after it in another. A failure that names no family fails its whole group.
+    `make_source` builds the dlt source of the operations given.
+    """
+    result = FamiliesLoaded(leftovers=settle_leftovers(pipeline, catalogue.operations))
+    result.load_ids += result.leftovers.completed
+    groups: list[list[Family]] = [families(catalogue, operations)]
+    while groups:
+        group = groups.pop(0)
+        if not group:
+            continue
+        ops = [op for family in group for op in family]
+        try:
+            pipeline.extract(make_source(ops))
+        except PipelineStepFailed as exc:
+            _drop_unfinished_extract(pipeline)
+            culprit = _family_of(group, _failed_resource(exc))
+            failure = FamilyFailure((), _failure_reason(exc), "fetch", error=exc)
+            groups[:0] = _set_aside(group, culprit, failure, result)
+            continue
+        try:
+            loaded = load_pending(pipeline, ops)
+        except LoadFailed as failed:
+            culprits = {_family_of(group, table) for table in failed.failed_tables}
+            culprit = culprits.pop() if len(culprits) == 1 else None
+            failure = FamilyFailure(
+                (), failed.reason, "load", failed.committed, failed, failed.load_ids
+            )
+            groups[:0] = _set_aside(group, culprit, failure, result)
+            continue
+        result.load_ids += loaded.load_ids
+        result.loaded_operations += [op.name for op in ops]
+        for table, rows in loaded.row_counts.items():
+            result.rows_loaded[table] = result.rows_loaded.get(table, 0) + rows
+        for table, rows in loaded.removed.items():
+            result.duplicates_removed[table] = result.duplicates_removed.get(table, 0) + rows
+    return result
+
+
+def _set_aside(
+    group: list[Family], culprit: int | None, failure: FamilyFailure, result: FamiliesLoaded
+) -> list[list[Family]]:
+    """Record the failing family (the whole group when none is named); the groups to retry."""
+    if culprit is None or len(group) == 1:
+        failed, retry = group, []
+    else:
+        failed, retry = [group[culprit]], [group[:culprit], group[culprit + 1 :]]
+    for family in failed:
+        names = tuple(op.name for op in family)
+        committed = {
+            t: n
+            for t, n in failure.committed.items()
+            if any(t == name or t.startswith(f"{name}__") for name in names)
+        }
+        result.failures.append(
+            FamilyFailure(
+                names, failure.reason, failure.step, committed, failure.error, failure.load_ids
+            )
+        )
+        log.error("%s: %s failed: %s", ", ".join(names), failure.step, failure.reason)
+    return retry
+
+
+def _drop_unfinished_extract(pipeline: dlt.Pipeline) -> None:
+    """A failed extract commits no package; abort any that is left, so nothing half-done stays."""
+    if pipeline.list_extracted_load_packages():
+        pipeline.abort_packages()
 
 
 def run_ingestion(
@@ -196,7 +376,10 @@ def run_ingestion(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     exclude: Sequence[str] = (),
 ) -> LoadSummary:
-    """Load the selected operations (all by default) into the raw dataset; raise on failure.
+    """Load the selected operations (all by default) into the raw dataset.
+
+    Raises IngestionIncomplete (with the summary) when some operations failed and the others
+    were loaded, IngestionError when nothing could run (token, address, dates).
 
     `only` takes operation names or group names; the parents feeding a selected per-id operation
     are loaded too. `start` is where history starts on a first run (default: the partitions start),
@@ -230,38 +413,35 @@ def run_ingestion(
         _check_token(client, catalogue)
         configure_dlt()
         pipeline = make_pipeline(settings)
-        source = incomaker_source(catalogue, fetcher, dates, operations, chunk_rows)
-        try:
-            info: LoadInfo = pipeline.run(source)
-        except PipelineStepFailed as exc:
-            cause = _root_cause(exc)
-            if isinstance(cause, IngestionError):
-                raise IngestionError(f"ingestion failed: {cause}") from exc
-            raise IngestionError(
-                f"ingestion failed in dlt's {exc.step} step: {cause}. Nothing from this run was "
-                "committed; run again to resume."
-            ) from exc
-        removed = remove_duplicates(pipeline, list(info.loads_ids), operations)
+        pipeline.sync_destination()
+        outcome = load_families(
+            pipeline,
+            catalogue,
+            operations,
+            lambda family: incomaker_source(catalogue, fetcher, dates, family, chunk_rows),
+        )
         tables = [op.name for op in operations]
-        children = [
-            t
-            for t in pipeline.default_schema.data_table_names()
-            if any(t.startswith(f"{name}__") for name in tables)
-        ]
-        return LoadSummary(
+        known = pipeline.default_schema.data_table_names() if pipeline.default_schema_name else []
+        children = [t for t in known if any(t.startswith(f"{name}__") for name in tables)]
+        summary = LoadSummary(
             start=dates.start,
             end=dates.end,
             operations=dict(progress.operations),
-            rows_loaded=_rows_loaded(pipeline),
-            duplicates_removed=removed,
+            rows_loaded=outcome.rows_loaded,
+            duplicates_removed=outcome.duplicates_removed,
             table_rows=_table_rows(pipeline, tables + children),
-            load_ids=list(info.loads_ids),
+            load_ids=outcome.load_ids,
             requests=client.requests,
             retries=client.retries,
             requests_by_operation=dict(client.requests_by_operation),
             seconds=time.monotonic() - started,
-            values=progress.values.all(),
+            failures=outcome.failures,
+            leftovers=outcome.leftovers,
+            values=[n for n in progress.values.all() if n.operation in outcome.loaded_operations],
         )
     finally:
         fetcher.close()
         client.close()
+    if summary.failures:
+        raise IngestionIncomplete(summary)
+    return summary
