@@ -22,7 +22,7 @@ import dlt
 import duckdb
 import httpx
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, PARTITION_NAME_TAG
-from dagster_dlt import DagsterDltResource, DagsterDltTranslator
+from dagster_dlt import DagsterDltTranslator
 from dagster_dlt.asset_decorator import build_dlt_asset_specs
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.extract.source import DltSource
@@ -36,13 +36,14 @@ from ingestion.fetch import Fetcher, Progress
 # The ingestion's own dlt settings and its post-load repair, imported at load time of the
 # definitions so that a rename there fails every test at once instead of a night's run.
 from ingestion.pipeline import (
+    FamiliesLoaded,
     configure_dlt,
     credentials,
+    load_families,
     make_pipeline,
-    remove_duplicates,
 )
 from ingestion.records import has_nested_lists, snake
-from ingestion.source import RunDates, incomaker_source
+from ingestion.source import RunDates, incomaker_source, with_ancestors
 from orchestration.partitions import window_dates
 from orchestration.warehouse import DUCKDB_POOL, exclusive
 
@@ -172,12 +173,31 @@ def _failure(exc: BaseException) -> dg.Failure:
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, PipelineStepFailed) and cause is None:
         message = (
-            f"ingestion failed in dlt's {exc.step} step: {exc}. Nothing from this step was "
-            "committed; run it again."
+            f"ingestion failed in dlt's {exc.step} step: {exc}. Pending load packages are "
+            "completed, or dropped and fetched again, by the next run."
         )
     else:
         message = f"ingestion failed: {cause or exc}"
     return dg.Failure(message, allow_retries=_is_transient(exc))
+
+
+def _families_failure(outcome: FamiliesLoaded, selected: set[str]) -> dg.Failure:
+    """The step's failure after the loaded tables materialised: which failed, which did not."""
+    failed = "\n".join(f"- {failure.describe()}" for failure in outcome.failures)
+    loaded = sorted(set(outcome.loaded_operations) & selected)
+    message = (
+        f"{len(outcome.failed_operations)} operation(s) failed; "
+        f"{len(loaded)} raw table(s) were loaded and materialised "
+        f"({', '.join(loaded) or 'none'}). Failed:\n{failed}"
+    )
+    transient = any(
+        failure.error is not None and _is_transient(failure.error) for failure in outcome.failures
+    )
+    return dg.Failure(
+        message,
+        metadata={"failed_operations": ", ".join(outcome.failed_operations)},
+        allow_retries=transient,
+    )
 
 
 def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
@@ -203,9 +223,23 @@ def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]
     return counts
 
 
+def _column_schema(pipeline: dlt.Pipeline, table: str) -> dg.TableSchema:
+    if not pipeline.default_schema_name or table not in pipeline.default_schema.tables:
+        return dg.TableSchema(columns=[])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=name,
+                type=str(column.get("data_type", "unknown")),
+                constraints=dg.TableColumnConstraints(nullable=column.get("nullable", True)),
+            )
+            for name, column in pipeline.default_schema.get_table_columns(table).items()
+        ]
+    )
+
+
 def load(
     context: dg.AssetExecutionContext,
-    dlt_resource: DagsterDltResource,
     settings: Settings,
     catalogue: Catalogue,
     operations: Sequence[Operation],
@@ -213,7 +247,16 @@ def load(
     *,
     fixed_window: bool,
 ) -> Iterator[dg.MaterializeResult]:
-    """Run the dlt source for `operations` and yield one materialisation per raw table."""
+    """Load the selected `operations` family by family; one materialisation per loaded table.
+
+    Families that fail do not stop the others: every loaded table materialises, then the step
+    fails with a message naming the failed operations, so nothing downstream of them is rebuilt
+    from a table that did not change.
+    """
+    selected = {
+        op.name for op in operations if raw_asset_key(op.name) in context.selected_asset_keys
+    }
+    wanted = with_ancestors(catalogue, [op for op in operations if op.name in selected])
     base_url, token = credentials(settings)
     progress = Progress(context.log.info)
     client = IncomakerClient(
@@ -228,42 +271,39 @@ def load(
         concurrency=settings.ingest_concurrency,
         progress=progress,
     )
-    translator = IncomakerDltTranslator(catalogue=catalogue)
+
+    def family_source(family: Sequence[Operation]) -> DltSource:
+        source = incomaker_source(catalogue, fetcher, dates, family)
+        if fixed_window:
+            exact_window(source, catalogue, dates.start, dates.end)
+        return source
+
     try:
         configure_dlt()
         pipeline = make_pipeline(settings)
-        source = incomaker_source(catalogue, fetcher, dates, operations)
-        if fixed_window:
-            exact_window(source, catalogue, dates.start, dates.end)
         try:
             with exclusive(settings.warehouse_path, context.log.info):
-                results = list(
-                    dlt_resource.run(
-                        context=context,
-                        dlt_source=source,
-                        dlt_pipeline=pipeline,
-                        dagster_dlt_translator=translator,
-                    )
-                )
-                trace = pipeline.last_trace
-                load_info = trace.last_load_info if trace else None
-                if load_info is not None:
-                    remove_duplicates(pipeline, list(load_info.loads_ids), operations)
-                tables = [r.asset_key.path[-1] for r in results if r.asset_key is not None]
-                counts = _table_rows(pipeline, tables)
+                pipeline.sync_destination()
+                outcome = load_families(pipeline, catalogue, wanted, family_source)
+                loaded = [name for name in outcome.loaded_operations if name in selected]
+                counts = _table_rows(pipeline, loaded)
         except Exception as exc:
             raise _failure(exc) from exc
+        if outcome.leftovers.any:
+            context.log.warning(f"earlier runs: {outcome.leftovers.describe()}")
         context.log.info(
             f"loaded {dates.start}..{dates.end}: {client.requests} requests, "
             f"{client.retries} retries"
         )
-        for result in results:
-            assert result.asset_key is not None
-            table = result.asset_key.path[-1]
-            metadata = dict(result.metadata or {})
-            loaded = metadata.get("rows_loaded")
-            metadata["dagster/row_count"] = dg.MetadataValue.int(counts.get(table, 0))
-            metadata["window"] = f"{dates.start}..{dates.end}"
+        for table in loaded:
+            rows = outcome.rows_loaded.get(table, 0)
+            metadata: dict[str, Any] = {
+                "dagster/row_count": dg.MetadataValue.int(counts.get(table, 0)),
+                "dagster/column_schema": _column_schema(pipeline, table),
+                "rows_loaded": dg.MetadataValue.int(rows),
+                "window": f"{dates.start}..{dates.end}",
+                "load_ids": ", ".join(outcome.load_ids),
+            }
             notes = progress.values.for_operation(table)
             if notes:
                 # Values that did not come as their field's type: kept exactly, and the override.
@@ -272,9 +312,10 @@ def load(
                     "\n".join(f"- {note.describe()}" for note in notes)
                 )
             if context.has_partition_key_range or context.has_partition_key:
-                rows = getattr(loaded, "value", loaded) or 0
-                metadata["dagster/partition_row_count"] = dg.MetadataValue.int(int(rows))
-            yield result._replace(metadata=metadata)
+                metadata["dagster/partition_row_count"] = dg.MetadataValue.int(rows)
+            yield dg.MaterializeResult(asset_key=raw_asset_key(table), metadata=metadata)
+        if outcome.failures:
+            raise _families_failure(outcome, selected)
     finally:
         fetcher.close()
         client.close()
@@ -320,12 +361,10 @@ def build_raw_assets(
         retry_policy=INGESTION_RETRY,
         description="Date-windowed API operations, one daily partition per day of events.",
     )
-    def incomaker_raw_events(
-        context: dg.AssetExecutionContext, dlt: DagsterDltResource
-    ) -> Iterator[dg.MaterializeResult]:
+    def incomaker_raw_events(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         first, last = window_dates(context.partition_time_window)
         yield from load(
-            context, dlt, settings, catalogue, events, RunDates(first, last), fixed_window=True
+            context, settings, catalogue, events, RunDates(first, last), fixed_window=True
         )
 
     @dg.multi_asset(
@@ -340,9 +379,9 @@ def build_raw_assets(
         ),
     )
     def incomaker_raw_snapshots(
-        context: dg.AssetExecutionContext, dlt: DagsterDltResource
+        context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult]:
         dates = RunDates(settings.partitions_start, run_last_day(context))
-        yield from load(context, dlt, settings, catalogue, others, dates, fixed_window=False)
+        yield from load(context, settings, catalogue, others, dates, fixed_window=False)
 
     return [incomaker_raw_events, incomaker_raw_snapshots]
