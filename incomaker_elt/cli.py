@@ -80,6 +80,11 @@ SUBCOMMAND_MODULES = (
 WAREHOUSE_WRITERS = frozenset({"ingest", "transform", "run"})
 """Subcommands that write the warehouse: its folder is checked before any work starts."""
 
+LOCKED_FOR_THE_WHOLE_COMMAND = frozenset({"ingest"})
+"""Subcommands whose library opens the warehouse on its own (dlt): they hold the warehouse lock,
+and wait for other processes to let go of the file, for their whole run. `transform` and `run`
+take it for each step that opens the warehouse."""
+
 CONFIGURATION_EXIT = 2
 """Exit status of a run stopped by a setting (as argparse uses for a bad option)."""
 
@@ -93,9 +98,13 @@ def _fail(command: str, message: object, status: int) -> int:
     return status
 
 
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; a wrong setting ends in one line saying what to fix, and exit 2."""
-    from orchestration.warehouse import WarehouseBusy
+    from orchestration.warehouse import WarehouseBusy, exclusive
 
     args = _parser().parse_args(argv)
     handler: Command = args.handler
@@ -103,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command in WAREHOUSE_WRITERS and not getattr(args, "parse_only", False):
             check_warehouse_writable(load_settings())
+        if command in LOCKED_FOR_THE_WHOLE_COMMAND:
+            settings = load_settings()
+            with exclusive(settings.warehouse_path, _note, timeout=settings.warehouse_lock_timeout):
+                return handler(args)
         return handler(args)
     except CatalogueError as exc:
         return _fail(command, f"catalogue error: {exc}", CONFIGURATION_EXIT)

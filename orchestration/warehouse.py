@@ -47,6 +47,10 @@ _HOLDER_PID = re.compile(r"\(PID (\d+)\)")
 _FIRST_PAUSE_SECONDS = 0.02
 _LONGEST_PAUSE_SECONDS = 2.0
 
+_HELD: set[Path] = set()
+"""Lock files this process holds: a flock taken twice by one process on two handles would wait
+for itself, so an inner `exclusive` of the same warehouse just goes ahead."""
+
 Access = Literal["read", "write"]
 T = TypeVar("T")
 
@@ -201,11 +205,14 @@ def exclusive(
     so a waiting run can say whom it waits for.
     """
     warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    path = lock_path(warehouse_path)
+    if path in _HELD:  # this process holds it already (a command around its steps)
+        yield
+        return
     if fcntl is None:
         wait_until_free(warehouse_path, access, timeout=timeout, log=log)
         yield
         return
-    path = lock_path(warehouse_path)
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -226,8 +233,10 @@ def exclusive(
             handle.write(f"PID {os.getpid()} ({program}) since {datetime.now(UTC):%H:%M:%S} UTC\n")
             handle.flush()
             wait_until_free(warehouse_path, access, timeout=timeout, log=log)
+            _HELD.add(path)
             yield
         finally:
+            _HELD.discard(path)
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 

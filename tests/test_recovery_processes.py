@@ -463,3 +463,46 @@ def test_the_ui_says_a_catalogue_override_error_before_starting_dagster(
     assert started == []
     err = capsys.readouterr().err.strip()
     assert err.startswith("incomaker-elt ui: catalogue error:") and "\n" not in err
+
+
+def test_ingest_waits_for_a_reader_then_names_it_in_one_line(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    warehouse = tmp_path / "incomaker.duckdb"
+    duckdb.connect(str(warehouse)).close()
+    monkeypatch.setenv("INCOMAKER_WAREHOUSE", str(warehouse))
+    monkeypatch.setenv("INCOMAKER_WAREHOUSE_LOCK_TIMEOUT", "1")
+    holder = _python(
+        f"""
+        import time, duckdb
+        con = duckdb.connect({str(warehouse)!r}, read_only=True)
+        print("holding", flush=True)
+        time.sleep(60)
+        """
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline()
+        assert main(["ingest", "--only", "orders"]) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"incomaker-elt ingest: warehouse {warehouse} stayed locked by PID")
+    assert f"PID {holder.pid}" in err[-1]
+
+
+def test_the_warehouse_lock_can_be_taken_again_inside_itself(tmp_path: Path) -> None:
+    import threading
+
+    warehouse = tmp_path / "incomaker.duckdb"
+
+    def nested() -> None:
+        with exclusive(warehouse, timeout=1), exclusive(warehouse, timeout=1):
+            pass
+        with exclusive(warehouse, timeout=1):  # and it was released
+            pass
+
+    worker = threading.Thread(target=nested, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "the inner lock waited for the outer one of the same process"
