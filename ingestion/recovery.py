@@ -65,7 +65,7 @@ class Leftovers:
     completed: list[str] = field(default_factory=list)
     """Load ids this run finished loading."""
     dropped: list[str] = field(default_factory=list)
-    """Load ids this run aborted; their data is fetched again (cursors were rewound)."""
+    """Load ids this run aborted; their operations fetch that data again (cursors rewound)."""
     tables: dict[str, int] = field(default_factory=dict)
     """Rows of the completed packages per table, after the repair."""
     partial: dict[str, int] = field(default_factory=dict)
@@ -89,8 +89,8 @@ class Leftovers:
         if self.dropped:
             text = (
                 f"dropped {len(self.dropped)} load package(s) an earlier run could not load "
-                f"({', '.join(self.dropped)}): {self.reason}; their cursors were rewound and "
-                "this run fetched that data again"
+                f"({', '.join(self.dropped)}): {self.reason}; their cursors were rewound, so "
+                "the operations they held fetch that data again (this run, if selected)"
             )
             if self.partial:
                 text += f" (rows they had committed, replaced by key: {_counts(self.partial)})"

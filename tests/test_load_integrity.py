@@ -298,8 +298,33 @@ def test_a_table_that_cannot_store_a_value_fails_alone_and_blocks_no_later_run(
     assert pending_packages(settings) == []
     failed_window = windows_asked(standin, "/orders")
 
-    # The next run loads the A/B tests again without the package blocking it, and once the
-    # column is fixed the orders load from the same window: their cursor was rewound.
+    # What the old pipeline left after such a failure: a package extracted and normalised but
+    # not loadable. The next run drops it (and says so) instead of failing on it for ever.
+    configure_dlt()
+    pipeline = make_pipeline(settings)
+    client = IncomakerClient("http://standin", TOKEN, transport=standin.transport())
+    fetcher = Fetcher(client, page_size=CATALOGUE.page_size, concurrency=4)
+    try:
+        dates = RunDates(JUNE, DEFAULT_TODAY)
+        pipeline.extract(incomaker_source(CATALOGUE, fetcher, dates, [CATALOGUE.get("orders")]))
+        pipeline.normalize()
+    finally:
+        fetcher.close()
+        client.close()
+    [stuck] = pending_packages(settings)
+    with pytest.raises(IngestionIncomplete) as failure:
+        run_ingestion(
+            settings, only=only, start=JUNE, end=DEFAULT_TODAY, transport=standin.transport()
+        )
+    summary = failure.value.summary
+    assert summary.leftovers.dropped == [stuck] and "DECIMAL(5,2)" in summary.leftovers.reason
+    assert f"dropped 1 load package(s) an earlier run could not load ({stuck})" in (
+        "\n".join(summary.problems())
+    )
+    assert [f.operations[0] for f in summary.failures] == ["orders"]
+    assert summary.rows_loaded["campaign_ab_tests"] > 0 and pending_packages(settings) == []
+
+    # Once the column is fixed the orders load from the same window: their cursor was rewound.
     with duckdb.connect(str(settings.warehouse_path)) as con:
         con.execute(f"alter table {RAW_DATASET}.orders alter amount_w_tax type decimal(38, 9)")
     standin.clear_log()
