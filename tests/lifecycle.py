@@ -195,15 +195,26 @@ def plan_lifecycle(seed: int, shape: Shape, partitioned: Sequence[str]) -> list[
         return round(rng.uniform(*bounds), 1)
 
     # Disruptions go into the nights they precede (night 0: right after the first load); a
-    # killed run is that night's nightly run, killed, then run again.
+    # killed run is that night's nightly run, killed, then run again. Kills that cost a dbt
+    # build (transform, a run killed in dbt or publishing) are counted as they are chosen.
     dbt_kills = 0
-    per_night: dict[int, list[str]] = {}
+    per_night: dict[int, list[tuple[str, str]]] = {}
     for _ in range(shape.disruptions):
         kinds = list(shape.kinds)
         if dbt_kills >= shape.max_dbt_kills:
             kinds = [k for k in kinds if k != KILL_TRANSFORM]
+            if "ingest" not in shape.kill_stages:
+                kinds = [k for k in kinds if k != KILL_RUN]
         kind = rng.choice(kinds)
-        per_night.setdefault(rng.randrange(shape.nights + 1), []).append(kind)
+        stage = ""
+        if kind == KILL_RUN:
+            stages = list(shape.kill_stages)
+            if dbt_kills >= shape.max_dbt_kills:
+                stages = [s for s in stages if s == "ingest"]
+            stage = rng.choice(stages)
+        if kind == KILL_TRANSFORM or stage in ("dbt", "publish"):
+            dbt_kills += 1
+        per_night.setdefault(rng.randrange(shape.nights + 1), []).append((kind, stage))
 
     today = shape.first_today
     first, last = shape.partitions_start, today
@@ -211,7 +222,7 @@ def plan_lifecycle(seed: int, shape: Shape, partitioned: Sequence[str]) -> list[
     for night in range(shape.nights + 1):
         if night:
             today += timedelta(days=1)
-        for kind in per_night.get(night, []):
+        for kind, stage in per_night.get(night, []):
             if kind == BACKFILL:
                 tables = tuple(sorted(rng.sample(partitioned, rng.randint(1, len(partitioned)))))
                 start_day = shape.partitions_start + timedelta(
@@ -233,17 +244,10 @@ def plan_lifecycle(seed: int, shape: Shape, partitioned: Sequence[str]) -> list[
                     )
                 )
             elif kind == KILL_TRANSFORM:
-                dbt_kills += 1
                 steps.append(
                     Step(KILL_TRANSFORM, today, kill_after=between(shape.transform_kill_seconds))
                 )
             elif kind == KILL_RUN:
-                stages = list(shape.kill_stages)
-                if dbt_kills >= shape.max_dbt_kills:
-                    stages = [s for s in stages if s == "ingest"] or stages
-                stage = rng.choice(stages)
-                if stage != "ingest":
-                    dbt_kills += 1
                 first, last = nightly_days(today)
                 steps.append(
                     Step(
@@ -631,7 +635,6 @@ class Lifecycle:
     ) -> LifecycleOutcome:
         import dagster as dg
 
-        from orchestration.definitions import build_definitions
         from standin import StandIn
 
         started = time.monotonic()
@@ -642,7 +645,7 @@ class Lifecycle:
                 lifecycle_settings(self.root, base_url), partitions_start=shape.partitions_start
             )
             settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-            defs = build_definitions(settings)
+            defs = definitions(settings)
             expected = mart_names()
             watch = ServingWatch(settings.serving_warehouse_path, expected)
             versions = Versions()
@@ -866,6 +869,21 @@ def execute_job(defs, instance, first: date, last: date, selection=None):
     )
 
 
+def definitions(settings: Settings, attempts: int = 5):
+    """build_definitions, read again while another process rewrites dbt's manifest (the
+    working tree is shared: a `dbt parse` elsewhere leaves it half-written for a moment)."""
+    from orchestration.definitions import build_definitions
+
+    for attempt in range(attempts):
+        try:
+            return build_definitions(settings)
+        except ValueError:  # json.JSONDecodeError: the manifest in the middle of a rewrite
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(2.0)
+    raise AssertionError("unreachable")
+
+
 def mart_names() -> set[str]:
     return {p.stem for p in (PROJECT_ROOT / "dbt_project" / "models" / "marts").rglob("*.sql")}
 
@@ -895,11 +913,13 @@ class References:
         import dagster as dg
 
         from incomaker_elt.run import summarise
-        from orchestration.definitions import build_definitions
         from standin import StandIn
 
         started = time.monotonic()
         folder = self.root / f"reference-{partitions_start}-{today}-{via}"
+        done = folder / "complete"
+        if done.exists():  # built by an earlier session in a kept folder (bench --keep)
+            return Path(done.read_text().strip()), float("nan")
         standin = StandIn(self.world, today=today, token=TOKEN)
         with standin.serve(host="127.0.0.1", port=0) as base_url:
             settings = dataclasses.replace(
@@ -911,7 +931,7 @@ class References:
                 result, _ = load_by_commands(settings, step, f"reference-{today}")
                 failure = "" if result == "succeeded" else result
             else:
-                defs = build_definitions(settings)
+                defs = definitions(settings)
                 with dg.DagsterInstance.ephemeral() as instance:
                     summary = summarise(execute_job(defs, instance, partitions_start, today), 0)
                 failure = (
@@ -925,6 +945,7 @@ class References:
                 f"the fresh full load at today {today} ({via}) failed, so there is nothing to "
                 f"compare with: {failure}"
             )
+        done.write_text(str(settings.warehouse_path))
         self.report(f"  fresh full load at today {today} ({via}): {seconds:.1f} s")
         return settings.warehouse_path, seconds
 
@@ -948,11 +969,10 @@ def _run_job_command(argv: Sequence[str]) -> int:
     import dagster as dg
 
     from incomaker_elt.settings import load_settings
-    from orchestration.definitions import build_definitions
     from orchestration.schedules import REFRESH_JOB_NAME, partition_range_tags
 
     settings = load_settings()
-    defs = build_definitions(settings)
+    defs = definitions(settings)
     graph = defs.resolve_asset_graph()
     selection = None
     if not args.build:

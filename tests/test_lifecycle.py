@@ -45,8 +45,8 @@ SHAPE = Shape(
     ingest_kill_seconds=(1.0, 12.0),
     longest_backfill_days=60,
 )
-DEFAULT_SEEDS = (5,)
-"""Seed 5: a first load, `incomaker-elt transform` killed mid-build, a backfill of some event
+DEFAULT_SEEDS = (6,)
+"""Seed 6: a first load, `incomaker-elt transform` killed mid-build, a backfill of some event
 tables over a few weeks, today moves a day, the clean nightly run."""
 SEEDS = (
     tuple(int(s) for s in os.environ.get("INCOMAKER_LIFECYCLE_SEEDS", "").split(",") if s.strip())
