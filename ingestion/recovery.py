@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dlt
 from dlt.common.storages.load_package import ParsedLoadJobFileName
@@ -222,11 +223,13 @@ class _Table:
     depth: int
 
 
-def _tables_of(pipeline: dlt.Pipeline, op: Operation, existing: set[str]) -> list[_Table]:
-    """The operation's root table and its child tables in the warehouse, parents first."""
+def _tables_of(op: Operation, existing: set[str], tables: Mapping[str, Any]) -> list[_Table]:
+    """The operation's root table and its child tables in the warehouse, parents first.
+
+    `tables` is dlt's schema's tables (read once: each `pipeline.default_schema` reloads it).
+    """
     if op.name not in existing:
         return []
-    tables = pipeline.default_schema.tables
     found = [_Table(op.name, None, 0)]
     for name in sorted(existing):
         if name.startswith(f"{op.name}__"):
@@ -239,14 +242,16 @@ def _in(values: Iterable[str]) -> str:
     return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
 
 
-def _delete_rowids(sql: object, table: str, numbered: str) -> int:
-    """Delete the rows whose rowid the query `numbered` (rowid, copy) marks with copy > 1."""
-    repeats = f"select rowid from ({numbered}) as numbered where copy > 1"
-    with sql.execute_query(f"select count(*) from ({repeats}) as r") as cursor:  # type: ignore[attr-defined]
-        count = int(cursor.fetchone()[0])
-    if count:
-        sql.execute_sql(f"delete from {table} where rowid in ({repeats})")  # type: ignore[attr-defined]
-    return count
+def _delete_copies(sql: Any, table: str, partition: str, where: str, keep: str) -> int:
+    """Delete rows of `table` matching `where` that repeat `partition`, keeping one by `keep`."""
+    numbered = (
+        f"select rowid as row, row_number() over (partition by {partition} order by {keep}) "
+        f"as copy from {table} where {where}"
+    )
+    deleted = sql.execute_sql(
+        f"delete from {table} where rowid in (select row from ({numbered}) as n where copy > 1)"
+    )
+    return int(deleted[0][0]) if deleted else 0
 
 
 def repair(
@@ -259,56 +264,57 @@ def repair(
       keep the last one written, the most recent page;
     - child rows of these loads repeated with the same `_dlt_id` keep one copy;
     - child rows whose parent row is gone (removed above, or by an earlier faulty repair) go.
+
+    One counting query per table finds nothing to do on a healthy load; rows are deleted by
+    DuckDB's rowid, so two copies with the same `_dlt_id` never both go.
     """
     if not load_ids or not pipeline.default_schema_name:
         return {}
-    loads = _in(load_ids)
+    of_loads = f"_dlt_load_id in ({_in(load_ids)})"
     removed: dict[str, int] = {}
     with pipeline.sql_client() as sql:
         existing = _existing_tables(sql)
+        schema_tables = pipeline.default_schema.tables
         for op in operations:
-            tables = _tables_of(pipeline, op, existing)
+            tables = _tables_of(op, existing, schema_tables)
             if not tables:
                 continue
             root = sql.make_qualified_table_name(op.name)
-            of_loads = f"_dlt_load_id in ({loads})"
-            counts: dict[str, int] = {}
-            counts[op.name] = _delete_rowids(
-                sql,
-                root,
-                f"select rowid, row_number() over (partition by _dlt_id order by rowid) as copy "
-                f"from {root} where {of_loads}",
-            )
-            keys = primary_key(op)
-            if keys:
-                columns = ", ".join(sql.escape_column_name(k) for k in keys)
-                counts[op.name] += _delete_rowids(
-                    sql,
-                    root,
-                    f"select rowid, row_number() over (partition by {columns} "
-                    f"order by rowid desc) as copy from {root} where {of_loads}",
-                )
+            keys = ", ".join(sql.escape_column_name(k) for k in primary_key(op))
+            distinct_keys = f"count(distinct ({keys}))" if keys else "count(*)"
+            with sql.execute_query(
+                f"select count(*), count(distinct _dlt_id), {distinct_keys} "
+                f"from {root} where {of_loads}"
+            ) as cursor:
+                rows, ids, distinct = cursor.fetchone()
+            counts: dict[str, int] = {op.name: 0}
+            if rows != ids:
+                counts[op.name] += _delete_copies(sql, root, "_dlt_id", of_loads, "rowid")
+            if keys and rows != distinct:
+                counts[op.name] += _delete_copies(sql, root, keys, of_loads, "rowid desc")
+            roots_of_loads = f"_dlt_root_id in (select _dlt_id from {root} where {of_loads})"
             for child in tables[1:]:
                 name = sql.make_qualified_table_name(child.name)
                 parent = sql.make_qualified_table_name(child.parent)
-                copies = _delete_rowids(
-                    sql,
-                    name,
-                    f"select rowid, row_number() over (partition by _dlt_id order by rowid) "
-                    f"as copy from {name} where _dlt_root_id in "
-                    f"(select _dlt_id from {root} where {of_loads})",
+                orphaned = (
+                    f"not exists (select 1 from {parent} as p where p._dlt_id = c._dlt_parent_id)"
                 )
-                orphans_query = (
-                    f"from {name} as c where not exists "
-                    f"(select 1 from {parent} as p where p._dlt_id = c._dlt_parent_id)"
-                )
-                with sql.execute_query(f"select count(*) {orphans_query}") as cursor:
-                    orphans = int(cursor.fetchone()[0])
-                if orphans:
-                    sql.execute_sql(
-                        f"delete from {name} where rowid in (select c.rowid {orphans_query})"
+                with sql.execute_query(
+                    f"select (select count(*) - count(distinct _dlt_id) from {name} "
+                    f"where {roots_of_loads}), (select count(*) from {name} as c where {orphaned})"
+                ) as cursor:
+                    copies, orphans = cursor.fetchone()
+                counts[child.name] = 0
+                if copies:
+                    counts[child.name] += _delete_copies(
+                        sql, name, "_dlt_id", roots_of_loads, "rowid"
                     )
-                counts[child.name] = copies + orphans
+                if orphans:
+                    deleted = sql.execute_sql(
+                        f"delete from {name} where rowid in "
+                        f"(select c.rowid from {name} as c where {orphaned})"
+                    )
+                    counts[child.name] += int(deleted[0][0]) if deleted else 0
             for table, count in counts.items():
                 if count:
                     removed[table] = count
@@ -326,8 +332,9 @@ def rows_of_loads(
     counts: dict[str, int] = {}
     with pipeline.sql_client() as sql:
         existing = _existing_tables(sql)
+        schema_tables = pipeline.default_schema.tables
         for op in operations:
-            for table in _tables_of(pipeline, op, existing):
+            for table in _tables_of(op, existing, schema_tables):
                 name = sql.make_qualified_table_name(table.name)
                 root = sql.make_qualified_table_name(op.name)
                 where = (
