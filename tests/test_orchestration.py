@@ -42,7 +42,6 @@ PARTITIONED = {
     "dialogs_data",
     "orders",
     "order_detail",
-    "order_recommendation",
 }
 RECONCILIATION_CHECKS = {
     dg.AssetCheckKey(dg.AssetKey(["marts", "fct_conversions"]), "conversion_totals_match_api"),

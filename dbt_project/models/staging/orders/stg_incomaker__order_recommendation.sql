@@ -9,19 +9,20 @@ with source as (
         ['score', 'decimal(18, 6)']
     ], [
         ['_dlt_load_id', 'varchar'],
-        ['_dlt_id', 'varchar']
+        ['_dlt_id', 'varchar'],
+        ['_snapshot_date', 'date'],
+        ['_params', 'varchar']
     ]) }}
 ),
 
 latest as (
-{{ latest_per_key('source', ['order_id', 'rank']) }}
-),
-
-still_returned as (
-{{ not_superseded_by_later_fetch('latest', 'created_at', []) }}
+{{ latest_per_key('source', ['_snapshot_date', '_params', 'order_id', 'rank']) }}
 )
 
 select
+    _snapshot_date as snapshot_date,
+    _params as query_params,
+    {{ is_latest_snapshot([]) }} as is_latest_snapshot,
     order_id,
     created_at,
     rank,
@@ -30,4 +31,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from still_returned
+from latest
