@@ -1,14 +1,14 @@
 """A week of incremental runs leaves the warehouse a fresh full load would build.
 
 A warehouse is loaded whole at TODAY, then the stand-in's today moves a week on and the same
-warehouse gets an ordinary incremental run and `dbt build`. A second warehouse is loaded whole at
+warehouse gets an ordinary incremental run and `dbt run`. A second warehouse is loaded whole at
 that later today. Every mart and every staging model (its current rows: latest snapshots of
 aggregates) must be row-for-row the same in both (tests/warehouse_compare.py). `dbt run`, not
 `build`: the data tests are test_marts.py's business, this one is about what the models hold.
 
-What this guards: a week moves every contact's recency, so RFM answers change for contacts that did
-not; RFM cells empty and disappear; recommendations are recomputed for old orders. Any of them
-left stale by an incremental run shows up here as rows only one warehouse has.
+What this guards: a week moves every contact's recency, so RFM answers change for contacts that
+did not change; RFM cells empty and disappear; recommendations are recomputed for old orders. Any
+of them left stale by an incremental run shows up here as rows only one warehouse has.
 """
 
 from __future__ import annotations
