@@ -71,6 +71,8 @@ STAGE_STEPS = {
 }
 """Which Dagster step keys begin a stage of the run (matched as substrings of the step key)."""
 
+_CAUSE = re.compile(r"failed|error|exception", re.IGNORECASE)
+"""Lines of a failed process's output that say why (the rest is progress)."""
 ERROR_FAULTS = ("429", "500", "502", "503", "truncate")
 _STEP_EVENT = re.compile(
     r"- (?P<run>[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}) - \d+ - (?P<step>\S+) - "
@@ -312,6 +314,7 @@ class LifecycleOutcome:
     def plan_text(self) -> str:
         lines = [f"lifecycle seed {self.seed} ({len(self.steps)} steps, {self.seconds:.0f} s):"]
         lines += [outcome.line(i) for i, outcome in enumerate(self.steps, 1)]
+        lines.append(f"  killed processes' output: {self.warehouse.parent.parent}/step-*.log")
         lines.append(
             f"  reproduce: INCOMAKER_LIFECYCLE_SEEDS={self.seed} .venv/bin/pytest "
             "tests/test_lifecycle.py  (or bench/lifecycle.py --seeds "
@@ -545,8 +548,13 @@ class Killed:
             return f"killed (SIGKILL) {delay:.1f} s{where}, {self.seconds:.1f} s after start"
         if self.returncode == 0:
             return "finished before the kill"
-        tail = " | ".join(self.tail[-3:])
-        return f"failed before the kill (exit {self.returncode}): {tail}"
+        causes = [
+            line.strip()
+            for line in self.tail
+            if _CAUSE.search(line) and " - DEBUG - " not in line and "Traceback" not in line
+        ]
+        why = " | ".join(dict.fromkeys(causes[-4:] or self.tail[-3:]))
+        return f"failed before the kill (exit {self.returncode}): {why}"
 
 
 def run_and_kill(
@@ -555,10 +563,13 @@ def run_and_kill(
     delay: float,
     stage_steps: Sequence[str] = (),
     limit: float = 900.0,
+    output: Path | None = None,
 ) -> Killed:
     """Start `command` in its own process group; SIGKILL the group `delay` seconds after it
-    starts, or after a Dagster step whose key contains one of `stage_steps` starts."""
+    starts, or after a Dagster step whose key contains one of `stage_steps` starts. Its whole
+    output goes to `output` when given."""
     started = time.monotonic()
+    log = open(output, "w") if output else None  # noqa: SIM115 - closed after the reader
     process = subprocess.Popen(
         list(command),
         env=env,
@@ -578,8 +589,10 @@ def run_and_kill(
     def read() -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            tail.append(line.rstrip()[:300])
-            del tail[:-20]
+            if log:
+                log.write(line)
+            tail.append(line.rstrip()[:400])
+            del tail[:-300]
             match = _STEP_EVENT.search(line)
             if not match:
                 continue
@@ -606,6 +619,8 @@ def run_and_kill(
         killed = True
     process.wait()
     reader.join(timeout=10)
+    if log:
+        log.close()
     return Killed(
         killed,
         time.monotonic() - started,
@@ -657,7 +672,9 @@ class Lifecycle:
                     before = look_at_serving(settings.serving_warehouse_path, expected, "before")
                     step_started = time.monotonic()
                     with watch.during(f"step {number}"):
-                        result, published_run = executor.execute(step)
+                        result, published_run = executor.execute(
+                            step, self.root / f"step-{number:02d}-{step.kind}.log"
+                        )
                     seconds = time.monotonic() - step_started
                     standin.faults = FaultSpec().faults()
                     after = look_at_serving(
@@ -769,8 +786,9 @@ class StepExecutor:
             if k.path[0] == "incomaker_raw" and graph.get(k).is_materializable
         ]
 
-    def execute(self, step: Step) -> tuple[str, str | None]:
-        """(what happened, the run id whose publication completed in this step or None)."""
+    def execute(self, step: Step, output: Path | None = None) -> tuple[str, str | None]:
+        """(what happened, the run id whose publication completed in this step or None).
+        A killed process's output goes to `output`."""
         if step.kind == FIRST_LOAD and self.first_load_via == "commands":
             return load_by_commands(self.settings, step, f"first-load-{step.today}")
         if step.kind in (FIRST_LOAD, NIGHTLY, CLEAN_RUN):
@@ -786,11 +804,11 @@ class StepExecutor:
                 PYTHON, "-m", "incomaker_elt.cli", "ingest",
                 "--start-date", str(step.first), "--end-date", str(step.last),
             ]  # fmt: skip
-            killed = run_and_kill(command, env, step.kill_after)
+            killed = run_and_kill(command, env, step.kill_after, output=output)
             return killed.result("", step.kill_after), None
         if step.kind == KILL_TRANSFORM:
             command = [PYTHON, "-m", "incomaker_elt.cli", "transform"]
-            killed = run_and_kill(command, env, step.kill_after)
+            killed = run_and_kill(command, env, step.kill_after, output=output)
             return killed.result("", step.kill_after), None
         if step.kind == KILL_RUN:
             command = [
@@ -804,7 +822,8 @@ class StepExecutor:
             ]
             if step.build:
                 command.append("--build")
-            killed = run_and_kill(command, env, step.kill_after, STAGE_STEPS[step.kill_stage])
+            stage = STAGE_STEPS[step.kill_stage]
+            killed = run_and_kill(command, env, step.kill_after, stage, output=output)
             published = (
                 killed.run_id
                 if any("incomaker_serving" in s for s in killed.succeeded_steps)

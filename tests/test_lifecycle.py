@@ -13,6 +13,7 @@ The fresh full load is built once per today per session. `make test-lifecycle`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from datetime import date
@@ -106,7 +107,10 @@ def test_a_lifecycle_is_planned_from_its_seed_alone() -> None:
             if step.first is not None:
                 assert SHAPE.partitions_start <= step.first <= step.last <= step.today
     kinds = {step.kind for plan in plans.values() for step in plan}
-    assert kinds >= {"backfill", "kill_ingest", "kill_transform", "kill_run", "nightly"}
+    assert kinds >= {"backfill", "kill_ingest", "kill_transform", "kill_run"}
+    longer = plan_lifecycle(1, dataclasses.replace(SHAPE, nights=3), partitioned)
+    nightly = [step.today for step in longer if step.kind == "nightly"]
+    assert [(day - SHAPE.first_today).days for day in nightly] == [1, 2]
 
 
 def test_the_clean_run_succeeds(lifecycle: LifecycleOutcome) -> None:
