@@ -294,8 +294,11 @@ def load_families(
     All families are first extracted, normalised and loaded together (one package: the fast
     path). When one of them fails, nothing of that attempt is kept (a failed extract commits
     nothing; a failed load is aborted, which rewinds the state), the failing family is recorded
-    with its reason, and the others are loaded again without it: those before it in one package,
-    those after it in another. A failure that names no family fails its whole group.
+    with its reason, and the others are loaded again without it. After a failed fetch the
+    families before the failing one (they fetched fine) go again in one package and each family
+    after it on its own, so a second bad operation costs no third fetch of everything; after a
+    failed load the rest of the package goes again as one. A failure that names no family fails
+    its whole group. Ctrl-C stops the run.
     `make_source` builds the dlt source of the operations given.
     """
     result = FamiliesLoaded(leftovers=settle_leftovers(pipeline, catalogue.operations))
@@ -309,6 +312,8 @@ def load_families(
         try:
             pipeline.extract(make_source(ops))
         except PipelineStepFailed as exc:
+            if isinstance(exc.exception, KeyboardInterrupt):
+                raise
             _drop_unfinished_extract(pipeline)
             culprit = _family_of(group, _failed_resource(exc))
             failure = FamilyFailure((), _failure_reason(exc), "fetch", error=exc)
@@ -339,8 +344,11 @@ def _set_aside(
     """Record the failing family (the whole group when none is named); the groups to retry."""
     if culprit is None or len(group) == 1:
         failed, retry = group, []
+    elif failure.step == "fetch":
+        failed = [group[culprit]]
+        retry = [group[:culprit], *([family] for family in group[culprit + 1 :])]
     else:
-        failed, retry = [group[culprit]], [group[:culprit], group[culprit + 1 :]]
+        failed, retry = [group[culprit]], [group[:culprit] + group[culprit + 1 :]]
     for family in failed:
         names = tuple(op.name for op in family)
         committed = {
