@@ -57,8 +57,9 @@ RECONCILED = [
     "orders",
 ]
 MARTS = ["+fct_conversions", "+delivery_daily", "+rfm_contacts"]
-FEW = ["orders", "campaigns", "conversions"]
-"""Listings of a few hundred to a few thousand records: tens of pages at PAGE_SIZE."""
+FEW = ["orders", "conversions"]
+"""A listing of a few thousand records and a windowed one of a few hundred: tens of pages at
+PAGE_SIZE (each operation is its own family, loaded on its own: few keep the tests short)."""
 PAGE_SIZE = 100
 
 THIRD_DIALECT = {
@@ -84,10 +85,7 @@ NO_TOTALS_NO_LINKS = {
         "paging": {"total_items": None, "total_pages": None, "next_link": None},
     }
 }
-RENAMED = {
-    "orders": {"amountWTax": "grossAmount", "createdAt": "placedAt", "orderId": "id"},
-    "campaigns": {"name": "title", "recipientsCount": "audienceSize"},
-}
+RENAMED = {"orders": {"amountWTax": "grossAmount", "createdAt": "placedAt", "orderId": "id"}}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -327,9 +325,9 @@ def test_without_totals_or_links_a_short_page_ends_the_listing(small_world, tmp_
 
 def test_renamed_fields_land_in_the_same_raw_columns(small_world, reference, tmp_path) -> None:
     override = {"operations": {name: {"api_names": names} for name, names in RENAMED.items()}}
-    loaded = load(small_world, tmp_path, ["orders", "campaigns"], override)
+    tables = list(RENAMED)
+    loaded = load(small_world, tmp_path, tables, override)
     for name, names in RENAMED.items():
         record = first_records(loaded.standin, loaded.catalogue.get(name), 1)[0]
         assert set(names.values()) <= set(record) and not set(names) & set(record), name
-    tables = ["orders", "campaigns"]
     assert raw_rows(loaded.settings, tables) == raw_rows(reference.settings, tables)
