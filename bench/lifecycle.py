@@ -82,10 +82,15 @@ def main() -> int:
                 shape.final_today, shape.partitions_start, shape.first_load_via
             )
             print(f"\nseed {seed}:", flush=True)
-            outcome = lc.Lifecycle(root / f"seed{seed}", world).run(
-                seed, shape, steps, reference, reference_seconds
-            )
-            problems = lc.property_problems(outcome)
+            try:
+                outcome = lc.Lifecycle(root / f"seed{seed}", world).run(
+                    seed, shape, steps, reference, reference_seconds
+                )
+                problems = lc.property_problems(outcome)
+            except Exception as exc:  # the harness could not finish this seed: say so, go on
+                broken.append(seed)
+                print(f"  seed {seed} could not be completed: {type(exc).__name__}: {exc}")
+                continue
             print(outcome.plan_text())
             print(f"  reference (fresh full load) {reference_seconds:.1f} s")
             if problems:

@@ -350,7 +350,7 @@ def duplicate_keys(warehouse: Path, examples: int = 3) -> dict[str, str]:
     from ingestion.records import primary_key
 
     found: dict[str, str] = {}
-    con = duckdb.connect(str(warehouse), read_only=True)
+    con = open_when_free(warehouse)
     try:
         tables = {
             name: {
@@ -394,6 +394,18 @@ def duplicate_keys(warehouse: Path, examples: int = 3) -> dict[str, str]:
     finally:
         con.close()
     return found
+
+
+WAREHOUSE_WAIT_SECONDS = 120.0
+"""How long a check waits for a process that still holds the working warehouse (a dbt left
+running by its run, say) before it reports that instead of reading."""
+
+
+def open_when_free(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    """The working warehouse read-only, once no other process writes it (within the wait)."""
+    from orchestration.warehouse import connect
+
+    return connect(warehouse, read_only=True, timeout=WAREHOUSE_WAIT_SECONDS)
 
 
 def property_problems(outcome: LifecycleOutcome) -> str:
@@ -440,7 +452,7 @@ def working_marts(warehouse: Path) -> dict[str, tuple[int, int]] | None:
     """The working warehouse's marts as the serving copy would hold them (None: no marts)."""
     if not warehouse.is_file():
         return None
-    con = duckdb.connect(str(warehouse), read_only=True)
+    con = open_when_free(warehouse)
     try:
         found = marts_fingerprint(con)
     finally:
@@ -683,11 +695,7 @@ class Lifecycle:
                     versions.account(
                         number, step, before, after, published_run, watch, settings.warehouse_path
                     )
-                    duplicates = (
-                        sorted(duplicate_keys(settings.warehouse_path))
-                        if settings.warehouse_path.exists()
-                        else []
-                    )
+                    duplicates = step_duplicates(settings.warehouse_path)
                     outcome = StepOutcome(step, seconds, result, duplicates)
                     outcomes.append(outcome)
                     self.report(outcome.line(number))
@@ -701,6 +709,16 @@ class Lifecycle:
             time.monotonic() - started,
             reference_seconds,
         )
+
+
+def step_duplicates(warehouse: Path) -> list[str]:
+    """The raw tables holding a key twice after a step (or why they could not be read)."""
+    if not warehouse.exists():
+        return []
+    try:
+        return sorted(duplicate_keys(warehouse))
+    except Exception as exc:  # e.g. a process the step left behind still holds the file
+        return [f"(raw tables unreadable: {type(exc).__name__}: {str(exc)[:300]})"]
 
 
 class Versions:
@@ -729,7 +747,14 @@ class Versions:
         ):
             # A new copy: a completed publication of this step's run, whose marts are the
             # working warehouse's as that run left them.
-            working = working_marts(warehouse)
+            try:
+                working = working_marts(warehouse)
+            except Exception as exc:  # still held by a process the step left behind
+                working = None
+                self.violations.append(
+                    f"after step {number} ({step.kind}) the working warehouse could not be read "
+                    f"to compare the new serving copy with: {type(exc).__name__}: {exc}"
+                )
             if after.run_id != published_run:
                 self.violations.append(
                     f"after step {number} ({step.kind}) the serving copy is of run {after.run_id}, "
