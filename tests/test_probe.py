@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from incomaker_elt.settings import Settings, load_settings
-from ingestion.catalogue import Catalogue, default_catalogue, load_catalogue
+from ingestion.catalogue import Catalogue, load_catalogue
 from ingestion.client import RetryPolicy
 from ingestion.paging import WHOLE_BODY, dig
 from ingestion.pipeline import run_ingestion
@@ -29,7 +29,7 @@ from ingestion.source import RunDates, fixed_params
 from standin import DEFAULT_TODAY, StandIn
 
 TOKEN = "probe-secret-token-7f3a"
-CATALOGUE = default_catalogue()
+CATALOGUE = load_catalogue()
 FAST_RETRY = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_cap=0.02)
 MOVED = ("campaigns_daily_results", "/campaigns/dailyResults")
 RENAMED = ("senders", "email", "senderEmail")
