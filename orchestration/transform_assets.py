@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -37,6 +38,7 @@ except ImportError:  # Windows: finished builds' folders are still removed, fail
 from incomaker_elt.transform import DBT_PROJECT_DIR, DBT_TARGET_DIR, dbt_vars
 from orchestration.warehouse import (
     DUCKDB_POOL,
+    WarehouseBusy,
     connect,
     exclusive,
     is_lock_conflict,
@@ -163,6 +165,23 @@ def run_target(run_id: str, target_dir: Path = DBT_TARGET_DIR) -> Iterator[Path]
         yield path
 
 
+_DBT_STOP_SECONDS = 30.0
+_COUNT_WAIT_SECONDS = 30.0
+
+
+def stop_dbt(process: subprocess.Popen) -> None:
+    """End a dbt whose events are no longer read: left running it keeps the warehouse open
+    (and soon blocks on its full output pipe), so no later step could open the file."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=_DBT_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _view_relations(manifest_path: Path) -> dict[str, str]:
     """`schema.name` of every model dbt builds as a view, by unique id."""
     nodes = json.loads(manifest_path.read_text())["nodes"]
@@ -191,7 +210,10 @@ def with_view_row_counts(
     ]
     if not pending or not warehouse_path.is_file():
         return events
-    con = connect(warehouse_path, read_only=True)
+    try:
+        con = connect(warehouse_path, read_only=True, timeout=_COUNT_WAIT_SECONDS)
+    except WarehouseBusy:
+        return events  # counts are a courtesy: they never fail the build
     try:
         for i, relation in pending:
             try:
@@ -231,12 +253,12 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
             """One dbt build; its events, or the build's exception with the events so far."""
             events: list[Any] = []
             with run_target(context.run.run_id) as target:
+                invocation = dbt.cli(args, context=context, target_path=target)
                 try:
                     # With DuckDB, dagster-dbt yields the events once dbt has exited anyway (the
                     # row counts need the file), so collecting them first costs nothing.
                     for event in (
-                        dbt.cli(args, context=context, target_path=target)
-                        .stream()
+                        invocation.stream()
                         .fetch_row_counts()
                         .fetch_column_metadata(with_column_lineage=False)
                     ):
@@ -248,6 +270,7 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
                         shutil.rmtree(target, ignore_errors=True)
                     raise  # retried while it is the lock
                 finally:
+                    stop_dbt(invocation.process)  # before any retry and before counting views
                     release_dbt_duckdb()
                 shutil.rmtree(target, ignore_errors=True)
             return events
@@ -263,7 +286,8 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
                 log=context.log.info,
             )
             failure = events.pop() if events and isinstance(events[-1], Exception) else None
-            events = with_view_row_counts(events, views, settings.warehouse_path)
+            if failure is None:  # a failed build's views may not be readable: dbt says why
+                events = with_view_row_counts(events, views, settings.warehouse_path)
         yield from events
         if failure is not None:
             raise failure

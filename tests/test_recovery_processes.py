@@ -506,3 +506,26 @@ def test_the_warehouse_lock_can_be_taken_again_inside_itself(tmp_path: Path) -> 
     worker.start()
     worker.join(20)
     assert not worker.is_alive(), "the inner lock waited for the outer one of the same process"
+
+
+def test_a_dbt_whose_events_are_abandoned_is_stopped_and_lets_go_of_the_warehouse(
+    tmp_path: Path,
+) -> None:
+    from orchestration.transform_assets import stop_dbt
+
+    warehouse = tmp_path / "incomaker.duckdb"
+    duckdb.connect(str(warehouse)).close()
+    # Like dbt mid-build: the file open for writing, output going to a pipe nobody reads.
+    stuck = _python(
+        f"""
+        import duckdb, sys
+        con = duckdb.connect({str(warehouse)!r})
+        print("open", flush=True)
+        while True:
+            sys.stdout.write("x" * 65536)
+        """
+    )
+    assert stuck.stdout is not None and stuck.stdout.readline()
+    stop_dbt(stuck)
+    assert stuck.poll() is not None
+    connect(warehouse, timeout=5).close()
