@@ -33,8 +33,8 @@ from standin import DEFAULT_TODAY, StandIn, build_world  # noqa: E402
 TOKEN = "bench-token"
 
 
-def bodies(standin: StandIn, op: Operation, pages: int, size: int) -> list[bytes]:
-    """`pages` bodies of the operation's listing (its first pages, cycled)."""
+def bodies(standin: StandIn, op: Operation, pages: int, size: int) -> tuple[list[bytes], int]:
+    """`pages` bodies of the operation's listing (its pages, cycled), and how many differ."""
     params = {"dateFrom": "2020-01-01", "dateTo": str(DEFAULT_TODAY)} if op.is_windowed else {}
     found: list[bytes] = []
     with httpx.Client(
@@ -48,7 +48,7 @@ def bodies(standin: StandIn, op: Operation, pages: int, size: int) -> list[bytes
             if index and b'"orderId"' not in response.content:
                 break  # past the last page
             found.append(response.content)
-    return [found[i % len(found)] for i in range(pages)]
+    return [found[i % len(found)] for i in range(pages)], len(found)
 
 
 def detail_bodies(standin: StandIn, op: Operation, ids: list[object]) -> list[bytes]:
@@ -104,7 +104,7 @@ def main() -> None:
     catalogue = default_catalogue()
     orders, detail = catalogue.get("orders"), catalogue.get("order_detail")
     standin = StandIn(build_world(1, args.scale), token=TOKEN)
-    pages = bodies(standin, orders, args.pages, args.size)
+    pages, distinct = bodies(standin, orders, args.pages, args.size)
     rows = arrow_decoder(orders)(pages[0]).rows
     ids = [
         FIRST for FIRST in arrow_decoder(orders)(pages[0]).records.column("order_id").to_pylist()
@@ -112,7 +112,10 @@ def main() -> None:
     details = detail_bodies(
         standin, detail, (ids * (args.details // max(1, len(ids)) + 1))[: args.details]
     )
-    print(f"{len(pages)} pages of {rows} orders, {len(details)} order details ({args.scale})")
+    print(
+        f"{len(pages)} pages of {rows} orders ({distinct} different, cycled), "
+        f"{len(details)} order details ({args.scale})"
+    )
 
     fast = timed(arrow_decoder(orders), pages)
     careful = timed(lambda body: careful_page(orders, body.strip()), pages, rounds=1)
