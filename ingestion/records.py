@@ -27,12 +27,13 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from ingestion.catalogue import Operation
-from ingestion.client import BrokenBody
+from ingestion.client import BrokenBody, IngestionError
 from ingestion.paging import WHOLE_BODY, PageTotals, dig
 from ingestion.values import (
     CONVERTED,
@@ -307,8 +308,11 @@ def arrow_decoder(op: Operation) -> Callable[[bytes], Page]:
         else:
             records = _records(doc)
             if records is None:
-                raise BrokenBody(f"no {records_path!r} in the response")
+                raise missing_records(op, stripped)
             if pa.types.is_null(records.type) or records.null_count:
+                # The reader makes a null column of a key the body does not have at all.
+                if not _has_path(orjson.loads(stripped), records_path):
+                    raise missing_records(op, stripped)
                 table = pa.table({})
             else:
                 table = pa.Table.from_struct_array(records.flatten())
@@ -350,8 +354,8 @@ def _records_of(op: Operation, doc: Any) -> list[Any]:
         records = doc if isinstance(doc, list) else [doc]
     else:
         records = dig(doc, records_path)
-        if records is None and not (isinstance(doc, dict) and _has_path(doc, records_path)):
-            raise BrokenBody(f"no {records_path!r} in the response")
+        if records is None and not _has_path(doc, records_path):
+            raise missing_records(op, doc)
         records = records or []
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise BrokenBody("records are not JSON objects")
@@ -623,7 +627,30 @@ def dict_decoder(op: Operation) -> Callable[[bytes], Page]:
     return decode
 
 
-def _has_path(doc: dict[str, Any], dotted: str) -> bool:
+class UnexpectedBody(IngestionError):
+    """A whole answer in another shape than the catalogue describes: not worth another try."""
+
+
+def missing_records(op: Operation, body: Any) -> UnexpectedBody:
+    """The error for an answer without the records where the catalogue says they are."""
+    if isinstance(body, bytes):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            body = None
+    keys = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__
+    return UnexpectedBody(
+        f"operation {op.name!r}: the answer has no {op.records_path!r}, where the catalogue "
+        f"says its records are (the answer's keys: {keys or 'none'}). The API pages or names "
+        "its records otherwise: run `incomaker-elt probe`, which writes the override "
+        "(`records:`, `paging:`) for INCOMAKER_CATALOGUE_OVERRIDES. Nothing of this operation "
+        "was loaded."
+    )
+
+
+def _has_path(doc: Any, dotted: str) -> bool:
+    if not isinstance(doc, dict):
+        return False
     *parents, last = dotted.split(".")
     node = dig(doc, ".".join(parents)) if parents else doc
     return isinstance(node, dict) and last in node

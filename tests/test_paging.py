@@ -162,3 +162,22 @@ def test_an_unpaged_operation_is_one_request() -> None:
     fetch, seen = _server(3, lambda params, everything: (PageTotals(), everything))
     assert list(walk(DIALECTS["none"], fetch, "/x", {"a": "1"}, 50)) == [[0, 1, 2]]
     assert seen == [{"a": "1"}]
+
+
+def test_an_answer_without_the_records_fails_its_operation_and_says_what_to_do() -> None:
+    from ingestion.catalogue import load_catalogue
+    from ingestion.records import UnexpectedBody, arrow_decoder, dict_decoder
+
+    catalogue = load_catalogue()
+    spring_body = b'{"content": [{"orderId": 1}], "totalElements": 1, "totalPages": 1}'
+    for op, decode in [
+        (catalogue.get("orders"), arrow_decoder(catalogue.get("orders"))),
+        (catalogue.get("contacts_details"), dict_decoder(catalogue.get("contacts_details"))),
+    ]:
+        with pytest.raises(UnexpectedBody, match="incomaker-elt probe") as failure:
+            decode(spring_body)
+        assert repr(op.records_path) in str(failure.value)
+        assert "content, totalElements, totalPages" in str(failure.value)
+    # present but empty, or null, is an empty page
+    assert arrow_decoder(catalogue.get("orders"))(b'{"orders": [], "paging": {}}').rows == 0
+    assert arrow_decoder(catalogue.get("orders"))(b'{"orders": null}').rows == 0
