@@ -47,8 +47,9 @@ SHAPE = Shape(
     longest_backfill_days=60,
 )
 DEFAULT_SEEDS = (6,)
-"""Seed 6: a first load, `incomaker-elt transform` killed mid-build, a backfill of some event
-tables over a few weeks, today moves a day, the clean nightly run."""
+"""Seed 6: a first load at 2026-06-28 (faults), `incomaker-elt transform` killed 8.4 s in,
+today moves to 2026-06-29, a Dagster backfill of four event tables over 2025-04-07..19 (faults
+and drift), the clean nightly run."""
 SEEDS = (
     tuple(int(s) for s in os.environ.get("INCOMAKER_LIFECYCLE_SEEDS", "").split(",") if s.strip())
     or DEFAULT_SEEDS
