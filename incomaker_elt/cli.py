@@ -26,11 +26,13 @@ def endpoints(args: argparse.Namespace) -> int:
             "path": op.path,
             "status": op.status,
             "kind": op.kind,
-            "paging": op.paging,
+            "paging": op.paging.style,
+            "records": op.records_path,
             "params": list(op.params),
             "primary_key": list(op.primary_key),
             "parent": op.parent.resource if op.parent else None,
             "title": op.title,
+            "evidence": op.evidence,
         }
         for op in catalogue
     ]
@@ -45,8 +47,8 @@ def endpoints(args: argparse.Namespace) -> int:
     print("  ".join("-" * w for w in widths))
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-    confirmed = sum(r["status"] == "confirmed" for r in rows)
-    print(f"\n{len(rows)} operations: {confirmed} confirmed, {len(rows) - confirmed} assumed")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("confirmed", "inferred", "assumed")}
+    print(f"\n{len(rows)} operations: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return 0
 
 

@@ -157,3 +157,16 @@ def test_endpoints_command_prints_json_and_table() -> None:
     table = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     assert "/conversions/totals" in table
     assert "68 operations: 1 confirmed, 67 assumed" in table
+
+
+def test_every_entry_says_where_each_aspect_comes_from() -> None:
+    catalogue = load_catalogue()
+    for op in catalogue:
+        assert {"paging", "records", "ids", "fields", "path"} <= set(op.evidence), op.name
+        assert all(
+            v.split(":")[0].split()[0] in ("confirmed", "inferred", "assumed")
+            for v in op.evidence.values()
+        ), op.name
+    totals = catalogue.get("conversions_totals").evidence
+    assert totals["path"].startswith("confirmed") and totals["fields"].startswith("confirmed")
+    assert catalogue.get("orders").evidence["paging"].startswith("inferred: Commons v4")
