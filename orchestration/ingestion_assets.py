@@ -42,7 +42,7 @@ from ingestion.pipeline import (
     load_families,
     make_pipeline,
 )
-from ingestion.records import has_nested_lists, snake
+from ingestion.records import snake
 from ingestion.source import RunDates, incomaker_source, with_ancestors
 from orchestration.partitions import window_dates
 from orchestration.warehouse import DUCKDB_POOL, exclusive
@@ -135,7 +135,7 @@ def exact_window(source: DltSource, catalogue: Catalogue, first: date, last: dat
         op = catalogue.get(name)
         if not op.window:
             continue
-        path = op.window if has_nested_lists(op) else snake(op.window)
+        path = snake(op.window)  # both decoders name top-level columns in dlt's snake_case
         after_last = last + timedelta(days=1)
         if op.fields[op.window] == "date":
             bounds: tuple[Any, Any] = (first, after_last)

@@ -181,3 +181,27 @@ def test_an_answer_without_the_records_fails_its_operation_and_says_what_to_do()
     # present but empty, or null, is an empty page
     assert arrow_decoder(catalogue.get("orders"))(b'{"orders": [], "paging": {}}').rows == 0
     assert arrow_decoder(catalogue.get("orders"))(b'{"orders": null}').rows == 0
+
+
+def test_a_fixed_backfill_window_filters_on_the_column_the_records_have() -> None:
+    """Both decoders name top-level fields in dlt's snake_case, nested-list operations too."""
+    from datetime import date
+
+    from ingestion.catalogue import load_catalogue
+    from ingestion.client import IncomakerClient
+    from ingestion.fetch import Fetcher
+    from ingestion.records import column_hints, snake
+    from ingestion.source import RunDates, incomaker_source
+    from orchestration.ingestion_assets import exact_window
+
+    catalogue = load_catalogue()
+    windowed = [op for op in catalogue if op.window]
+    client = IncomakerClient("http://unused.invalid", "token")
+    fetcher = Fetcher(client, page_size=10, concurrency=1)
+    day = date(2026, 6, 10)
+    source = incomaker_source(catalogue, fetcher, RunDates(day, day), windowed)
+    exact_window(source, catalogue, day, day)
+    for op in windowed:
+        cursor = source.resources[op.name].incremental.incremental
+        assert cursor.cursor_path == snake(op.window) in column_hints(op), op.name
+    client.close()
