@@ -337,9 +337,16 @@ def load_catalogue(overrides: Path | None = None, setting: str = OVERRIDES_SETTI
     )
 
 
-@cache
 def default_catalogue() -> Catalogue:
-    """The catalogue with the overrides named by the environment, loaded once per process."""
+    """The catalogue with the overrides the environment names now; each file version is read
+    once per process (another file, or the same one edited, is read again)."""
     from incomaker_elt.settings import load_settings
 
-    return load_catalogue(load_settings().catalogue_overrides)
+    overrides = load_settings().catalogue_overrides
+    version = overrides.stat().st_mtime_ns if overrides and overrides.is_file() else None
+    return _catalogue(overrides, version)
+
+
+@cache
+def _catalogue(overrides: Path | None, version: int | None) -> Catalogue:
+    return load_catalogue(overrides)

@@ -76,3 +76,43 @@ def test_simulate_names_a_broken_dialect_file_in_one_line(tmp_path: Path) -> Non
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown paging dialect 'cursor'" in lines[0], done.stderr
+
+
+def test_an_api_that_moved_or_reshaped_some_lists_fails_only_those(tmp_path: Path) -> None:
+    """The token check asks `senders` for one record; a moved `senders` or lists paged another
+    way must not stop the operations the catalogue describes right."""
+    import dataclasses
+
+    from incomaker_elt.settings import load_settings
+    from ingestion.client import RetryPolicy
+    from ingestion.pipeline import IngestionIncomplete, run_ingestion
+    from standin import DEFAULT_TODAY
+
+    dialect = tmp_path / "dialect.yaml"
+    dialect.write_text(
+        "operations:\n  senders: {path: /campaign-senders}\n  segments: {paging: page}\n"
+    )
+    served = StandIn(catalogue=load_catalogue(dialect), today=DEFAULT_TODAY)
+    settings = dataclasses.replace(
+        load_settings(),
+        warehouse_path=tmp_path / "w" / "incomaker.duckdb",
+        base_url=None,
+        api_token="standin-token",
+        dlt_destination=None,
+        catalogue_overrides=None,
+        requests_per_second=None,
+    )
+    with pytest.raises(IngestionIncomplete) as failure:
+        run_ingestion(
+            settings,
+            only=["senders", "segments", "products"],
+            end=DEFAULT_TODAY,
+            transport=served.transport(),
+            retry=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_cap=0.02),
+        )
+    summary = failure.value.summary
+    failed = {name for f in summary.failures for name in f.operations}
+    assert failed == {"senders", "segments"}
+    assert "HTTP 404" in str(failure.value) and "no 'segments'" in str(failure.value)
+    products = _get(served, "/products", [("limit", "1")])["paging"]["totalItems"]
+    assert summary.table_rows["products"] == products
