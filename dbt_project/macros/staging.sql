@@ -9,15 +9,23 @@
     a record: a column it has not created comes out as a typed null and a table it has not created
     as an empty set, so the staging views build (and the marts stay empty, not broken) before the
     first load that carries them.
+
+    A whole-number column that the raw table holds as text stays text: the API sends those ids as
+    strings (UUIDs) and a catalogue override typed them `string`, so casting them to a number would
+    fail every read. Joins keep working because the override types the id alike everywhere.
 -#}
 {%- set relation = source('incomaker_raw', table_name) -%}
 {%- set existing = [] -%}
+{%- set text_columns = [] -%}
 {%- set found = none -%}
 {%- if execute -%}
     {%- set found = load_relation(relation) -%}
     {%- if found is not none -%}
         {%- for column in adapter.get_columns_in_relation(found) -%}
             {%- do existing.append(column.name | lower) -%}
+            {%- if column.dtype | upper in ('VARCHAR', 'TEXT', 'STRING') -%}
+                {%- do text_columns.append(column.name | lower) -%}
+            {%- endif -%}
         {%- endfor -%}
     {%- endif -%}
 {%- endif %}
@@ -25,6 +33,8 @@
     {%- for name, type in meta_columns + columns %}
         {% if execute and name not in existing -%}
         cast(null as {{ type }})
+        {%- elif type == 'bigint' and name in text_columns -%}
+        cast({{ name }} as varchar)
         {%- elif type == 'timestamp' -%}
         {{ incomaker_utc_timestamp(name) }}
         {%- else -%}
