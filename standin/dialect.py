@@ -24,10 +24,23 @@ def is_id_field(name: str) -> bool:
     return name.endswith("Id") or name == "id"
 
 
+_CAMEL_WORDS = re.compile(r"[A-Z]?[a-z0-9]+")
+
+
+def id_kind(field: str) -> str:
+    """What a field's id refers to: recoveredOrderId and orderId both name an order (orderId),
+    duplicateOfContactId a contact. Fields naming one kind show one UUID for one id."""
+    words = _CAMEL_WORDS.findall(field)
+    if len(words) < 2:
+        return field
+    kind = words[-2] + words[-1]
+    return kind[0].lower() + kind[1:]
+
+
 @cache
 def uuid_prefix(field: str) -> str:
     """The first 24 characters of every UUID of one kind of id (campaignId, smartflowId...)."""
-    digest = hashlib.blake2b(field.encode(), digest_size=10).hexdigest()
+    digest = hashlib.blake2b(id_kind(field).encode(), digest_size=10).hexdigest()
     return f"{digest[0:8]}-{digest[8:12]}-4{digest[13:16]}-a{digest[17:20]}-"
 
 

@@ -116,3 +116,10 @@ def test_an_api_that_moved_or_reshaped_some_lists_fails_only_those(tmp_path: Pat
     assert "HTTP 404" in str(failure.value) and "no 'segments'" in str(failure.value)
     products = _get(served, "/products", [("limit", "1")])["paging"]["totalItems"]
     assert summary.table_rows["products"] == products
+
+
+def test_a_reference_shows_the_uuid_of_what_it_refers_to() -> None:
+    assert to_uuid("recoveredOrderId", 5) == to_uuid("orderId", 5)
+    assert to_uuid("duplicateOfContactId", 7) == to_uuid("contactId", 7)
+    assert to_uuid("orderId", 5) != to_uuid("contactId", 5)
+    assert integer_id("orderId", to_uuid("recoveredOrderId", 42)) == 42

@@ -12,7 +12,9 @@
 
     A whole-number column that the raw table holds as text stays text: the API sends those ids as
     strings (UUIDs) and a catalogue override typed them `string`, so casting them to a number would
-    fail every read. Joins keep working because the override types the id alike everywhere.
+    fail every read. Likewise where ingestion kept values that did not fit as text beside the
+    column (`<column>__raw`, see ingestion/values.py): the id is shown as text, the number or the
+    kept text, so a reference to a UUID-keyed record still joins it before the override is set.
 -#}
 {%- set relation = source('incomaker_raw', table_name) -%}
 {%- set existing = [] -%}
@@ -35,6 +37,8 @@
         cast(null as {{ type }})
         {%- elif type == 'bigint' and name in text_columns -%}
         cast({{ name }} as varchar)
+        {%- elif type == 'bigint' and (name ~ '__raw') in existing -%}
+        coalesce(cast({{ name }} as varchar), {{ name }}__raw)
         {%- elif type == 'timestamp' -%}
         {{ incomaker_utc_timestamp(name) }}
         {%- else -%}
