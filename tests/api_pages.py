@@ -8,6 +8,7 @@ process), or an IncomakerClient.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import httpx
 import orjson
 import yaml
 
+from incomaker_elt.settings import Settings, load_settings
 from ingestion.catalogue import Catalogue, Operation, load_catalogue
 from ingestion.client import IncomakerClient
 from ingestion.paging import WHOLE_BODY, PageTotals, dig, walk
@@ -33,6 +35,21 @@ DIALECT_OVERRIDES: dict[str, dict[str, Any] | None] = {
     "offset": None,  # the catalogue as it is: the vendor's offset/limit with a paging object
     "page": {"defaults": {"paging": "page"}},  # Spring Data for every paged entry
 }
+
+
+def standin_settings(folder: Path, token: str) -> Settings:
+    """Settings of a pipeline run against a stand-in on this machine: its own warehouse under
+    `folder`, the token the stand-in expects, no request cap and no override from the
+    environment."""
+    return dataclasses.replace(
+        load_settings(),
+        warehouse_path=folder / "warehouse" / "incomaker.duckdb",
+        base_url=None,
+        api_token=token,
+        dlt_destination=None,
+        catalogue_overrides=None,
+        requests_per_second=None,
+    )
 
 
 def instant(text: str) -> datetime:

@@ -32,12 +32,13 @@ from api_pages import (
     all_records,
     first_records,
     records_of,
+    standin_settings,
     total_items,
     write_override,
 )
 
 from incomaker_elt import transform
-from incomaker_elt.settings import RAW_DATASET, Settings, load_settings
+from incomaker_elt.settings import RAW_DATASET, Settings
 from ingestion.catalogue import Catalogue, load_catalogue
 from ingestion.paging import dig, next_href, put
 from ingestion.pipeline import LoadSummary, run_ingestion
@@ -92,14 +93,7 @@ RENAMED = {"orders": {"amountWTax": "grossAmount", "createdAt": "placedAt", "ord
 
 
 def settings_for(folder: Path) -> Settings:
-    return dataclasses.replace(
-        load_settings(),
-        warehouse_path=folder / "warehouse" / "incomaker.duckdb",
-        base_url=None,
-        api_token=TOKEN,
-        dlt_destination=None,
-        requests_per_second=None,  # the stand-in in process: no cap
-    )
+    return standin_settings(folder, TOKEN)
 
 
 @dataclasses.dataclass

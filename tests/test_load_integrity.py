@@ -24,8 +24,9 @@ import dlt
 import duckdb
 import orjson
 import pytest
+from api_pages import standin_settings
 
-from incomaker_elt.settings import RAW_DATASET, Settings, load_settings
+from incomaker_elt.settings import RAW_DATASET, Settings
 from ingestion.catalogue import Operation, default_catalogue
 from ingestion.client import IncomakerClient
 from ingestion.fetch import Fetcher
@@ -53,14 +54,7 @@ KILLER = Path(__file__).with_name("kill_during_load.py")
 
 
 def settings_for(tmp: Path) -> Settings:
-    return dataclasses.replace(
-        load_settings(),
-        warehouse_path=tmp / "warehouse" / "incomaker.duckdb",
-        base_url=None,
-        api_token=TOKEN,
-        dlt_destination=None,
-        requests_per_second=None,  # the stand-in, on this machine
-    )
+    return standin_settings(tmp, TOKEN)
 
 
 def raw_tables(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -17,8 +17,9 @@ import httpx
 import orjson
 import pytest
 import yaml
+from api_pages import standin_settings
 
-from incomaker_elt.settings import Settings, load_settings
+from incomaker_elt.settings import Settings
 from ingestion.catalogue import Catalogue, load_catalogue
 from ingestion.client import RetryPolicy
 from ingestion.paging import WHOLE_BODY, dig
@@ -61,15 +62,7 @@ def catalogue_from(tmp: Path, override: dict[str, Any]) -> Catalogue:
 
 
 def settings_for(tmp: Path) -> Settings:
-    return dataclasses.replace(
-        load_settings(),
-        warehouse_path=tmp / "warehouse" / "incomaker.duckdb",
-        base_url=None,
-        api_token=TOKEN,
-        dlt_destination=None,
-        catalogue_overrides=None,
-        requests_per_second=None,
-    )
+    return standin_settings(tmp, TOKEN)
 
 
 @dataclasses.dataclass

@@ -81,9 +81,8 @@ def test_simulate_names_a_broken_dialect_file_in_one_line(tmp_path: Path) -> Non
 def test_an_api_that_moved_or_reshaped_some_lists_fails_only_those(tmp_path: Path) -> None:
     """The token check asks `senders` for one record; a moved `senders` or lists paged another
     way must not stop the operations the catalogue describes right."""
-    import dataclasses
+    from api_pages import standin_settings
 
-    from incomaker_elt.settings import load_settings
     from ingestion.client import RetryPolicy
     from ingestion.pipeline import IngestionIncomplete, run_ingestion
     from standin import DEFAULT_TODAY
@@ -93,15 +92,7 @@ def test_an_api_that_moved_or_reshaped_some_lists_fails_only_those(tmp_path: Pat
         "operations:\n  senders: {path: /campaign-senders}\n  segments: {paging: page}\n"
     )
     served = StandIn(catalogue=load_catalogue(dialect), today=DEFAULT_TODAY)
-    settings = dataclasses.replace(
-        load_settings(),
-        warehouse_path=tmp_path / "w" / "incomaker.duckdb",
-        base_url=None,
-        api_token="standin-token",
-        dlt_destination=None,
-        catalogue_overrides=None,
-        requests_per_second=None,
-    )
+    settings = standin_settings(tmp_path, "standin-token")
     with pytest.raises(IngestionIncomplete) as failure:
         run_ingestion(
             settings,

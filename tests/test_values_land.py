@@ -23,8 +23,9 @@ import httpx
 import orjson
 import pytest
 import yaml
+from api_pages import standin_settings
 
-from incomaker_elt.settings import RAW_DATASET, Settings, load_settings
+from incomaker_elt.settings import RAW_DATASET, Settings
 from ingestion.catalogue import Catalogue, Operation, default_catalogue, load_catalogue
 from ingestion.paging import put
 from ingestion.pipeline import IngestionIncomplete, LoadSummary, run_ingestion
@@ -205,13 +206,7 @@ class FakeApi:
 
 
 def settings_for(tmp: Path) -> Settings:
-    return dataclasses.replace(
-        load_settings(),
-        warehouse_path=tmp / "warehouse" / "incomaker.duckdb",
-        base_url=None,
-        api_token=TOKEN,
-        dlt_destination=None,
-    )
+    return standin_settings(tmp, TOKEN)
 
 
 def ingest(
