@@ -3,7 +3,6 @@ offending parameter beside it for a 400."""
 
 from __future__ import annotations
 
-from http import HTTPStatus
 
 
 class ApiError(Exception):
@@ -20,10 +19,6 @@ class ApiError(Exception):
         if self.parameter is not None:
             body["parameter"] = self.parameter
         return body
-
-    @property
-    def reason(self) -> str:
-        return HTTPStatus(self.status).phrase
 
 
 def bad_parameter(parameter: str, message: str) -> ApiError:
