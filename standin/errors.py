@@ -4,7 +4,6 @@ offending parameter beside it for a 400."""
 from __future__ import annotations
 
 
-
 class ApiError(Exception):
     """An HTTP error response: status, reason phrase, message and (for 400) the parameter."""
 
