@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,30 @@ from orchestration.warehouse import (
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 DBT_PROJECT.prepare_if_dev()
 
-_TRANSLATOR = DagsterDbtTranslator(
+LAYERS = ("staging", "intermediate", "marts")
+"""The dbt layers, each built into the schema of its name (dbt_project.yml)."""
+
+
+class LayerTranslator(DagsterDbtTranslator):
+    """Puts each dbt model in the Dagster group of its layer: staging, intermediate or marts.
+
+    By layer rather than by domain: the layer is the schema a user queries and the first part of
+    the asset key (`marts/fct_conversions` is in group `marts`), so the groups line up with the
+    other stages' groups (`incomaker_api`, `incomaker_raw`, `serving`) and the graph reads left to
+    right by group. Domains cut across layers unevenly (staging has campaigns, products and
+    segments, the marts a `core`), so a domain group would mix views and tables. A model can
+    still name its own group with `meta: dagster: group:`.
+    """
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        configured = super().get_group_name(dbt_resource_props)
+        if configured:
+            return configured
+        schema = dbt_resource_props.get("config", {}).get("schema")
+        return schema if schema in LAYERS else None
+
+
+_TRANSLATOR = LayerTranslator(
     settings=DagsterDbtTranslatorSettings(
         enable_asset_checks=True,
         # dlt's child tables (orders__items) are dbt sources of their own that carry their parent

@@ -1,7 +1,7 @@
 -- Every conversion the API lists is attributed to the e-mail our own attribution picks (latest
 -- send opened within the attribution window). A warning, not an error: it checks the API's rule
 -- and our reading of it, and the marts use the API's attribution either way.
-{{ config(severity='warn') }}
+{{ config(severity='warn', meta={'dagster': {'ref': {'name': 'int_conversions__attribution_checked'}}}) }}
 
 with checked as (
     select

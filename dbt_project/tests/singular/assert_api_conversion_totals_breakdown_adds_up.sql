@@ -1,5 +1,9 @@
 -- In every ConversionAggregate snapshot the API returned, the breakdown's reference amounts and
 -- counts sum to the totals (the same invariant conversion_totals is tested for).
+-- It reads two models; Dagster shows it as a check on the breakdown (meta.dagster.ref), which
+-- is what must add up. Without the ref dagster-dbt cannot attach it and only logs it.
+{{ config(meta={'dagster': {'ref': {'name': 'stg_incomaker__conversions_totals_breakdown'}}}) }}
+
 with totals as (
     select
         snapshot_date,

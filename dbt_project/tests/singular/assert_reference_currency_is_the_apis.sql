@@ -1,5 +1,8 @@
 -- The marts label `_reference` amounts with var `reference_currency`; the API says which currency
--- they are in (ConversionAggregate.conversions.currency). They must agree.
+-- they are in (ConversionAggregate.conversions.currency). They must agree. A check on the
+-- model it reads, named so that it stays there if the test ever reads a second model.
+{{ config(meta={'dagster': {'ref': {'name': 'stg_incomaker__conversions_totals'}}}) }}
+
 with snapshots as (
     select
         snapshot_date,
