@@ -152,8 +152,11 @@ def test_checks(defs: dg.Definitions) -> None:
     graph = defs.resolve_asset_graph()
     checks = set(graph.asset_check_keys)
     assert checks >= RECONCILIATION_CHECKS
-    for key in RECONCILIATION_CHECKS:
-        assert graph.get_check_spec(key).blocking
+    # Blocking where a mismatch must stop publishing; the RFM check warns while it cannot compare.
+    assert {key.name for key in RECONCILIATION_CHECKS if graph.get_check_spec(key).blocking} == {
+        "conversion_totals_match_api",
+        "smartflow_daily_results_match_api",
+    }
     freshness = {c.asset_key for c in checks if c.name == "freshness_check"}
     assert freshness == {dg.AssetKey(["incomaker_raw", op.name]) for op in CATALOGUE}
     dbt_checks = checks - RECONCILIATION_CHECKS - {c for c in checks if c.name == "freshness_check"}
