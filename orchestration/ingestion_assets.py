@@ -45,6 +45,14 @@ from ingestion.pipeline import (
 from ingestion.records import snake
 from ingestion.source import RunDates, incomaker_source, with_ancestors
 from orchestration.partitions import window_dates
+from orchestration.raw_metadata import (
+    add_partition_metadata,
+    asset_description,
+    column_schema,
+    day_field,
+    days,
+    rows_per_day_query,
+)
 from orchestration.warehouse import DUCKDB_POOL, exclusive
 
 API_PREFIX = "incomaker_api"
@@ -116,9 +124,13 @@ class IncomakerDltTranslator(DagsterDltTranslator):
             key=raw_asset_key(op.name),
             deps=[api_asset_key(op.name)],
             group_name=RAW_GROUP,
-            description=f"Raw `{op.name}` from `{op.method} {op.path}` ({op.kind}, merged by dlt)",
+            description=asset_description(op),
             kinds={"dlt", "duckdb"},
             tags={"incomaker/kind": op.kind},
+            metadata={
+                **spec.metadata,
+                "dagster/column_schema": column_schema(op, self.catalogue),
+            },
         )
 
 
@@ -223,19 +235,59 @@ def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]
     return counts
 
 
-def _column_schema(pipeline: dlt.Pipeline, table: str) -> dg.TableSchema:
-    if not pipeline.default_schema_name or table not in pipeline.default_schema.tables:
-        return dg.TableSchema(columns=[])
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                name=name,
-                type=str(column.get("data_type", "unknown")),
-                constraints=dg.TableColumnConstraints(nullable=column.get("nullable", True)),
+WarehouseColumns = dict[str, list[tuple[str, str, bool]]]
+
+
+def _warehouse_columns(pipeline: dlt.Pipeline) -> WarehouseColumns:
+    """Every raw table's columns as the warehouse holds them (name, type, nullable), one query."""
+    columns: WarehouseColumns = {}
+    with (
+        pipeline.sql_client() as sql,
+        sql.execute_query(
+            "select table_name, column_name, data_type, is_nullable = 'YES' "
+            "from information_schema.columns where table_schema = %s "
+            "order by table_name, ordinal_position",
+            sql.dataset_name,
+        ) as cursor,
+    ):
+        for table, column, kind, nullable in cursor.fetchall():
+            columns.setdefault(table, []).append((column, kind, bool(nullable)))
+    return columns
+
+
+def _rows_per_day(
+    pipeline: dlt.Pipeline,
+    catalogue: Catalogue,
+    tables: Sequence[str],
+    first: date,
+    last: date,
+    warn: Any,
+) -> dict[str, dict[date, int]]:
+    """Rows each table holds per day of [first, last]: one GROUP BY per table on its day column.
+
+    A table without a day column, or whose day column cannot be read as one, gets no per-day count
+    (and a warning) rather than the window's total on every day.
+    """
+    counts: dict[str, dict[date, int]] = {}
+    after_last = last + timedelta(days=1)
+    with pipeline.sql_client() as sql:
+        for table in tables:
+            op = catalogue.get(table)
+            field = day_field(op, catalogue)
+            if field is None:
+                warn(f"{table}: no day column in its catalogue entry; no rows per partition")
+                continue
+            query = rows_per_day_query(
+                sql.make_qualified_table_name(table), snake(field), op.fields[field]
             )
-            for name, column in pipeline.default_schema.get_table_columns(table).items()
-        ]
-    )
+            try:
+                with sql.execute_query(query, first, after_last) as cursor:
+                    found = {day: int(n) for day, n in cursor.fetchall()}
+            except Exception as exc:  # a column typed otherwise by an override: count nothing
+                warn(f"{table}: rows per day not counted on {snake(field)} ({exc})")
+                continue
+            counts[table] = {day: found.get(day, 0) for day in days(first, last)}
+    return counts
 
 
 def load(
@@ -287,6 +339,14 @@ def load(
                 outcome = load_families(pipeline, catalogue, wanted, family_source)
                 loaded = [name for name in outcome.loaded_operations if name in selected]
                 counts = _table_rows(pipeline, loaded)
+                columns = _warehouse_columns(pipeline)
+                per_day = (
+                    _rows_per_day(
+                        pipeline, catalogue, loaded, dates.start, dates.end, context.log.warning
+                    )
+                    if fixed_window
+                    else {}
+                )
         except Exception as exc:
             raise _failure(exc) from exc
         if outcome.leftovers.any:
@@ -295,11 +355,22 @@ def load(
             f"loaded {dates.start}..{dates.end}: {client.requests} requests, "
             f"{client.retries} retries"
         )
+        # Each day's materialisation carries the rows the table holds for that day.
+        add_partition_metadata(
+            context,
+            {
+                (raw_asset_key(table), day.isoformat()): {
+                    "dagster/partition_row_count": dg.MetadataValue.int(rows)
+                }
+                for table, by_day in per_day.items()
+                for day, rows in by_day.items()
+            },
+        )
         for table in loaded:
             rows = outcome.rows_loaded.get(table, 0)
             metadata: dict[str, Any] = {
                 "dagster/row_count": dg.MetadataValue.int(counts.get(table, 0)),
-                "dagster/column_schema": _column_schema(pipeline, table),
+                "dagster/column_schema": column_schema(catalogue.get(table), catalogue, columns),
                 "rows_loaded": dg.MetadataValue.int(rows),
                 "window": f"{dates.start}..{dates.end}",
                 "load_ids": ", ".join(outcome.load_ids),
@@ -311,8 +382,6 @@ def load(
                 metadata["values_not_as_typed"] = dg.MetadataValue.md(
                     "\n".join(f"- {note.describe()}" for note in notes)
                 )
-            if context.has_partition_key_range or context.has_partition_key:
-                metadata["dagster/partition_row_count"] = dg.MetadataValue.int(rows)
             yield dg.MaterializeResult(asset_key=raw_asset_key(table), metadata=metadata)
         if outcome.failures:
             raise _families_failure(outcome, selected)
