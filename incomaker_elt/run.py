@@ -20,7 +20,6 @@ DuckDB at the same time.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import secrets
@@ -28,13 +27,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from incomaker_elt.settings import PROJECT_ROOT, Settings, load_settings
+from incomaker_elt.console import LOGGER_NAME, RunConsole, log_file_path, remove_old_log_files
+from incomaker_elt.settings import PROJECT_ROOT, RAW_DATASET, Settings, load_settings
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 _STANDIN_READY_SECONDS = 300.0
 _URL = re.compile(r"https?://[^\s]+")
@@ -162,6 +166,12 @@ class RunSummary:
     failed_steps: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     days: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage (ingestion, dbt, checks, publishing), from the run's step events."""
+    log_path: Path | None = None
+    """The run's full log (everything Dagster, dlt and dbt logged)."""
+    warnings: int = 0
+    """Different warning texts the run logged (each shown once on the console)."""
 
 
 def summarise(result: object, seconds: float) -> RunSummary:
@@ -231,7 +241,12 @@ def print_summary(summary: RunSummary, settings: Settings, api: str) -> None:
         print(f"  NOT published: {kept}")
     print(f"  warehouse: {settings.warehouse_path}")
     print("  lineage, checks and the nightly schedule: `make ui` (http://127.0.0.1:3000)")
-    print(f"  took {summary.seconds:.0f} s")
+    if summary.warnings:
+        print(f"  warnings: {summary.warnings} (each shown once above; all in the log)")
+    if summary.log_path is not None:
+        print(f"  log: {summary.log_path}")
+    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary.stage_seconds.items())
+    print(f"  took {summary.seconds:.0f} s" + (f" ({stages})" if stages else ""))
 
 
 # --------------------------------------------------------------------------------- the run
@@ -264,8 +279,62 @@ def ensure_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def run_pipeline(settings: Settings, last_day: date) -> RunSummary:
-    """Prepare dbt's manifest, then execute the refresh job over [partitions start, last_day]."""
+def step_stages(defs: dg.Definitions, job: dg.JobDefinition) -> dict[str, str]:
+    """The console's stage of each step of `job`: the raw tables' steps are ingestion, the
+    serving warehouse's is publishing, asset checks' are checks, other assets' (dbt) dbt."""
+    import dagster as dg
+
+    from orchestration.publishing import SERVING_ASSET_KEY
+
+    stages: dict[str, str] = {}
+    for item in defs.assets or []:
+        if isinstance(item, dg.AssetsDefinition) and item.is_executable:
+            if any(key.path[0] == RAW_DATASET for key in item.keys):
+                stages[item.node_def.name] = "ingestion"
+            elif SERVING_ASSET_KEY in item.keys:
+                stages[item.node_def.name] = "publishing"
+            else:
+                stages[item.node_def.name] = "dbt"
+    for checks in defs.asset_checks or []:
+        stages[checks.node_def.name] = "checks"
+    in_job = {node.name for node in job.nodes}
+    return {step: stage for step, stage in stages.items() if step in in_job}
+
+
+def _expect(
+    console: RunConsole,
+    defs: dg.Definitions,
+    job: dg.JobDefinition,
+    selection: Sequence[dg.AssetKey] | None,
+) -> None:
+    """Tell the console the job's steps, and how many operations and checks a full run has."""
+    import dagster as dg
+
+    stages = step_stages(defs, job)
+    operations = checks = 0
+    for item in defs.assets or []:
+        if isinstance(item, dg.AssetsDefinition) and item.node_def.name in stages:
+            operations += sum(key.path[0] == RAW_DATASET for key in item.keys)
+            checks += len(item.check_keys)
+    for item in defs.asset_checks or []:
+        if item.node_def.name in stages:
+            checks += len(item.check_keys)
+    if selection is not None:  # a part of the job: the totals are not known here
+        operations = sum(key.path[0] == RAW_DATASET for key in selection)
+        checks = 0
+    console.expect(stages, operations=operations or None, checks=checks or None)
+
+
+def run_pipeline(
+    settings: Settings,
+    last_day: date,
+    console: RunConsole,
+    selection: Sequence[dg.AssetKey] | None = None,
+) -> RunSummary:
+    """Prepare dbt's manifest, then execute the refresh job over [partitions start, last_day].
+
+    `selection`: only these assets (and their checks), for a short run; None: the whole job.
+    """
     import dagster as dg
 
     from incomaker_elt.transform import TransformError, prepare_manifest
@@ -280,60 +349,73 @@ def run_pipeline(settings: Settings, last_day: date) -> RunSummary:
     first, last = partition_days(settings, last_day)
     defs = build_definitions(settings)
     job = defs.resolve_job_def(REFRESH_JOB_NAME)
+    _expect(console, defs, job, selection)
+    # The console's logger instead of Dagster's: progress, warnings once, everything in the file.
+    job = dg.Definitions.merge(
+        defs, dg.Definitions(loggers={LOGGER_NAME: console.dagster_logger()})
+    ).resolve_job_def(REFRESH_JOB_NAME)
     started = time.monotonic()
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(
-            # Progress and warnings on the console; every event stays in the run's record.
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            # Progress and warnings on the console, all in the log file; every event stays in
+            # the run's record.
+            run_config={"loggers": {LOGGER_NAME: {}}},
             instance=instance,
             tags={**partition_range_tags(first, last), "incomaker/trigger": "incomaker-elt run"},
             raise_on_error=False,
+            asset_selection=selection,
         )
+    console.finish()
     summary = summarise(result, time.monotonic() - started)
     summary.days = f"{first}..{last}"
+    summary.stage_seconds = console.stage_seconds()
+    summary.log_path = console.log_path
+    summary.warnings = len(console.warnings)
     return summary
 
 
-def _quiet_library_logging() -> None:
-    """Keep library chatter (below WARNING) off the console; Dagster's own console logger stays.
-
-    A library calling `logging.info(...)` at module level installs a root handler that would then
-    echo every DEBUG record propagated from Dagster's loggers; installing ours first, with a level,
-    prevents that.
-    """
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(handlers=[handler], level=logging.WARNING)
+def run_logs_folder(settings: Settings) -> Path:
+    """Where each `incomaker-elt run` writes its full log: DAGSTER_HOME/logs."""
+    return settings.dagster_home / "logs"
 
 
 def run_command(args: argparse.Namespace) -> int:
-    _quiet_library_logging()
     settings = load_settings()
     ensure_dagster_home(settings)
+    folder = run_logs_folder(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_old_log_files(folder)
+    log_path = log_file_path(folder, secrets.token_hex(4))
+    console = RunConsole(log_path, verbose=args.verbose)
     try:
-        if settings.api_token:
-            if not settings.base_url:
-                raise RunError("INCOMAKER_API_TOKEN is set but INCOMAKER_BASE_URL is not")
-            last_day = datetime.now(UTC).date() - timedelta(days=1)
-            summary = run_pipeline(settings, last_day)
-            api = f"the Incomaker API at {settings.base_url}"
-        else:
-            print(f"INCOMAKER_API_TOKEN is not set: starting the stand-in API ({args.scale} world)")
-            with standin_process(args.scale, args.seed, args.today) as standin:
-                os.environ["INCOMAKER_BASE_URL"] = standin.base_url
-                os.environ["INCOMAKER_API_TOKEN"] = standin.token
-                settings = load_settings()
-                print(f"stand-in ready at {standin.base_url}, today {standin.today}")
-                summary = run_pipeline(settings, standin.today)
-                api = f"stand-in API (today {standin.today})"
+        with console.capturing():
+            if settings.api_token:
+                if not settings.base_url:
+                    raise RunError("INCOMAKER_API_TOKEN is set but INCOMAKER_BASE_URL is not")
+                last_day = datetime.now(UTC).date() - timedelta(days=1)
+                summary = run_pipeline(settings, last_day, console)
+                api = f"the Incomaker API at {settings.base_url}"
+            else:
+                console.note(
+                    "INCOMAKER_API_TOKEN is not set: starting the stand-in API "
+                    f"({args.scale} world)"
+                )
+                with standin_process(args.scale, args.seed, args.today) as standin:
+                    os.environ["INCOMAKER_BASE_URL"] = standin.base_url
+                    os.environ["INCOMAKER_API_TOKEN"] = standin.token
+                    settings = load_settings()
+                    console.note(f"stand-in ready at {standin.base_url}, today {standin.today}")
+                    summary = run_pipeline(settings, standin.today, console)
+                    api = f"stand-in API (today {standin.today})"
     except RunError as exc:
         print(f"incomaker-elt run: {exc}", file=sys.stderr)
+        print(f"incomaker-elt run: the full log is {log_path}", file=sys.stderr)
         return 1
     print_summary(summary, settings, api)
     if not summary.success:
         print(
-            "incomaker-elt run: the run failed (see above); open it in `make ui` for the logs",
+            f"incomaker-elt run: the run failed; the full log is {log_path}, and `make ui` "
+            "shows the run's steps and their logs",
             file=sys.stderr,
         )
         return 1
@@ -421,6 +503,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "serving warehouse, as the nightly Dagster job does. Without INCOMAKER_API_TOKEN the "
             "stand-in API is started and used."
         ),
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the whole stream of Dagster, dlt and dbt logs instead of progress lines",
     )
     _standin_options(p)
     p.set_defaults(handler=run_command)

@@ -12,6 +12,7 @@ in-flight bound caps the requests of the whole run, whatever the number of resou
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -26,6 +27,10 @@ from ingestion.client import IncomakerClient
 from ingestion.paging import PageTotals, pages_without_totals, walk
 from ingestion.records import Page
 from ingestion.values import KeyDoesNotFit, ValueNote, ValueNotes
+
+progress_log = logging.getLogger("ingestion.progress")
+"""Pages and finished operations as records with `operation`, `pages`, `rows` (and `finished`)
+attributes, for a live progress display (incomaker_elt.console); silent unless someone listens."""
 
 
 @dataclass
@@ -62,6 +67,7 @@ class Progress:
             op = self.operations.setdefault(operation, OperationProgress())
             op.pages += 1
             op.rows += rows
+            pages, total_rows = op.pages, op.rows
             now = time.monotonic()
             due = self._report and now - self._last_report >= self._every_s
             if due:
@@ -71,6 +77,9 @@ class Progress:
                     for name, p in self.operations.items()
                     if p.finished is None
                 ]
+        progress_log.debug(
+            "%s: page %d", operation, pages, extra=_counts(operation, pages, total_rows, False)
+        )
         if due:
             self._emit("  ... " + "; ".join(running))
 
@@ -86,7 +95,13 @@ class Progress:
                 f"  {operation:<36} {op.pages:>7,} pages {op.rows:>11,} rows "
                 f"{op.finished - op.started:7.1f} s"
             )
+            counts = _counts(operation, op.pages, op.rows, True)
         self._emit(line)
+        progress_log.info("%s: %d pages, %d rows", operation, op.pages, op.rows, extra=counts)
+
+
+def _counts(operation: str, pages: int, rows: int, finished: bool) -> dict[str, object]:
+    return {"operation": operation, "pages": pages, "rows": rows, "finished": finished}
 
 
 class Fetcher:

@@ -1,0 +1,589 @@
+"""The console of `incomaker-elt run`: one progress line per stage, each warning once, a log file.
+
+A whole run logs thousands of lines (Dagster's events, dlt, dbt's node results). On the console
+the run shows instead one line per stage: ingestion (operations done, pages and rows so far), the
+dbt build (models and tests), the checks and publishing; each warning text once; then the run's
+summary. Everything, at DEBUG, goes to one log file per run, whose path the summary prints.
+
+Where the progress comes from:
+- Dagster hands every event and log message of the run to its loggers: `dagster_logger()` is one,
+  passed to the job (step starts and ends, check evaluations, warnings logged by steps).
+- Ingestion logs each page and each finished operation on the `ingestion.progress` logger
+  (ingestion/fetch.py).
+- dagster-dbt writes dbt's node results ("12 of 309 OK created sql view model ...") to
+  sys.stdout, which is taken over for the run and read line by line.
+
+On a terminal the stages are a live display (rich); otherwise (CI, a pipe, `make run > log`)
+plain lines: when a stage starts, at most every PLAIN_EVERY_S seconds while it runs, when it ends.
+With `verbose` the console gets the whole stream instead, as Dagster, dlt and dbt print it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import dagster as dg
+    from rich.progress import Progress, TaskID
+
+STAGES = ("ingestion", "dbt", "checks", "publishing")
+"""The stages of a run, in the order they run; a step of the job belongs to one of them."""
+
+LOGGER_NAME = "incomaker_console"
+"""The Dagster logger of a run shown by this console: the key under run_config["loggers"]."""
+
+PLAIN_EVERY_S = 20.0
+"""Without a terminal, a running stage prints a progress line at most this often."""
+
+KEPT_LOG_FILES = 30
+"""Log files of earlier runs kept beside a new one; older ones are removed."""
+
+_WARNING_WIDTH = 160
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_DBT_NODE = re.compile(r"^(\d+) of (\d+) (START|OK|PASS|WARN|FAIL|ERROR|SKIP|NO-OP)\b\s*(.*)$")
+_DBT_FOUND = re.compile(r"^Found (\d+) models?\b")
+_DBT_TESTS = re.compile(r"\b(\d+) (?:data )?tests?\b")
+_DBT_UNIT_TESTS = re.compile(r"\b(\d+) unit tests?\b")
+_OWN_LOGGERS = ("dbt.stdout", "incomaker_elt.printed")
+"""Loggers this console writes to itself (for the file): never echoed back to the console."""
+_NOISY_LIBRARIES = ("httpx", "httpcore", "urllib3", "asyncio", "filelock", "fsspec", "alembic")
+"""Below WARNING these log every request or lock (thousands of lines) and say nothing of the run."""
+
+
+def log_file_path(folder: Path, run_id: str, now: datetime | None = None) -> Path:
+    """`<folder>/run-<UTC time>-<run id prefix>.log`: one file per run, sorted by time."""
+    moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return folder / f"run-{moment}-{run_id[:8]}.log"
+
+
+def remove_old_log_files(folder: Path, keep: int = KEPT_LOG_FILES) -> None:
+    for old in sorted(folder.glob("run-*.log"))[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------- the stages
+
+
+@dataclass
+class Stage:
+    """What the console knows of one stage; `describe()` is its progress line."""
+
+    name: str
+    steps: set[str] = field(default_factory=set)
+    """The job's steps in this stage; the stage ends when each has ended or was skipped."""
+    running: set[str] = field(default_factory=set)
+    ended: set[str] = field(default_factory=set)
+    started_at: float | None = None
+    ended_at: float | None = None
+    failed: bool = False
+    total: int | None = None
+    # ingestion
+    operations: dict[str, tuple[int, int]] = field(default_factory=dict)
+    operations_done: set[str] = field(default_factory=set)
+    # dbt
+    node_kinds: dict[int, str] = field(default_factory=dict)
+    models_done: int = 0
+    tests_total: int | None = None
+    tests_done: int = 0
+    dbt_failures: int = 0
+    # checks
+    passed: int = 0
+    warned: int = 0
+    check_failures: int = 0
+    # publishing
+    published: str = ""
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+    @property
+    def done(self) -> int:
+        if self.name == "ingestion":
+            return len(self.operations_done)
+        if self.name == "dbt":
+            return self.models_done
+        if self.name == "checks":
+            return self.passed + self.warned + self.check_failures
+        return 1 if self.ended_at is not None and not self.failed else 0
+
+    def describe(self) -> str:
+        def of(done: int, total: int | None) -> str:
+            return f"{done:,}/{total:,}" if total else f"{done:,}"
+
+        if self.name == "ingestion":
+            pages = sum(pages for pages, _ in self.operations.values())
+            rows = sum(rows for _, rows in self.operations.values())
+            return (
+                f"{of(self.done, self.total)} operations, {pages:,} pages, {rows:,} rows"
+                if self.operations or self.started_at is not None
+                else ""
+            )
+        if self.name == "dbt":
+            models = of(self.models_done, self.total)
+            text = f"{models} models, {of(self.tests_done, self.tests_total)} tests"
+            return text + (f", {self.dbt_failures} failed" if self.dbt_failures else "")
+        if self.name == "checks":
+            text = f"{of(self.done, self.total)} checks: {self.passed:,} passed"
+            text += f", {self.warned} warned" if self.warned else ""
+            return text + (f", {self.check_failures} failed" if self.check_failures else "")
+        return self.published or ("publishing the serving warehouse" if self.running else "")
+
+    def outcome(self) -> str:
+        if self.failed:
+            return "FAILED"
+        return "done" if self.ended_at is not None else "not run"
+
+
+# -------------------------------------------------------------------------------- the console
+
+
+class RunConsole:
+    """Receives a run's events, log records and printed lines; shows progress and warnings."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        *,
+        verbose: bool = False,
+        out: TextIO | None = None,
+        live: bool | None = None,
+        plain_every_s: float = PLAIN_EVERY_S,
+    ) -> None:
+        self.log_path = log_path
+        self.verbose = verbose
+        self.out = out or sys.stdout
+        self.live = (not verbose) and (self.out.isatty() if live is None else live)
+        self.plain_every_s = plain_every_s
+        self.stages = {name: Stage(name) for name in STAGES}
+        self.step_stage: dict[str, str] = {}
+        self.warnings: dict[str, int] = {}
+        """Each warning text shown, and how often it came."""
+        self._lock = threading.RLock()
+        self._last_plain: dict[str, float] = {}
+        self._last_detail: dict[str, str] = {}
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._file_handler: logging.Handler | None = None
+        self._dbt_log = logging.getLogger("dbt.stdout")
+        self._printed_log = logging.getLogger("incomaker_elt.printed")
+
+    # ------------------------------------------------------------------ what the run will do
+
+    def expect(
+        self,
+        step_stages: Mapping[str, str],
+        *,
+        operations: int | None = None,
+        checks: int | None = None,
+    ) -> None:
+        """The job's steps by stage, the operations to load and the checks to evaluate."""
+        with self._lock:
+            self.step_stage = dict(step_stages)
+            for step, stage in step_stages.items():
+                self.stages[stage].steps.add(step)
+            self.stages["ingestion"].total = operations
+            self.stages["checks"].total = checks
+
+    # ------------------------------------------------------------------------ set-up, tear-down
+
+    @contextmanager
+    def capturing(self) -> Iterator[RunConsole]:
+        """For the run: the log file, logging routed here, sys.stdout/stderr read line by line."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(_FileFormatter())
+        file_handler.addFilter(_not_page_progress)
+        self._file_handler = file_handler
+        root = logging.getLogger()
+        saved_levels = {name: logging.getLogger(name).level for name in ("", *_NOISY_LIBRARIES)}
+        saved_handlers = root.handlers[:]
+        python_handler = _PythonRecords(self)
+        root.handlers = [file_handler, python_handler]
+        root.setLevel(logging.DEBUG)
+        for name in _NOISY_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        # dlt's logger does not propagate: it takes the first handler it finds as its own.
+        dlt_logger = logging.getLogger("dlt")
+        dlt_forward = _ToRoot()
+        dlt_logger.handlers.insert(0, dlt_forward)
+        logging.captureWarnings(True)
+        saved_stdout, saved_stderr = sys.stdout, sys.stderr
+        sys.stdout = _Lines(self._printed_line, "stdout")
+        sys.stderr = _Lines(self._printed_line, "stderr")
+        try:
+            self._start_display()
+            yield self
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = saved_stdout, saved_stderr
+            self._stop_display()
+            logging.captureWarnings(False)
+            if dlt_forward in dlt_logger.handlers:
+                dlt_logger.removeHandler(dlt_forward)
+            root.handlers = saved_handlers
+            for name, level in saved_levels.items():
+                logging.getLogger(name).setLevel(level)
+            file_handler.close()
+            self._file_handler = None
+
+    def _start_display(self) -> None:
+        if not self.live:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            SpinnerColumn(finished_text=" "),
+            TextColumn("{task.description:<11}"),
+            BarColumn(bar_width=20),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=Console(file=self.out, force_terminal=True),
+            refresh_per_second=4,
+        )
+        self._progress.start()
+
+    def _stop_display(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    # ----------------------------------------------------------------------------- the inputs
+
+    def dagster_logger(self) -> dg.LoggerDefinition:
+        """A Dagster logger that hands every event and message of the run to this console."""
+        import dagster as dg
+
+        handler = _DagsterRecords(self)
+
+        @dg.logger(description="incomaker-elt run: progress, warnings once, and the log file")
+        def incomaker_console(_context: dg.InitLoggerContext) -> logging.Logger:
+            run_logger = logging.Logger(LOGGER_NAME, level=logging.DEBUG)  # not under root
+            run_logger.addHandler(handler)
+            return run_logger
+
+        return incomaker_console
+
+    def note(self, text: str) -> None:
+        """A line of the run command itself (the stand-in starting...): console and log file."""
+        self._print(text)
+        self._printed_log.info(text)
+
+    def warning(self, text: str) -> None:
+        """Show a warning the first time its text comes; count the repeats."""
+        key = " ".join(text.split())
+        if not key:
+            return
+        with self._lock:
+            seen = key in self.warnings
+            self.warnings[key] = self.warnings.get(key, 0) + 1
+        if not seen and not self.verbose:
+            first = text.strip().splitlines()[0]
+            if len(first) > _WARNING_WIDTH:
+                first = first[: _WARNING_WIDTH - 1] + "…"
+            self._print(f"warning: {first}")
+
+    def on_dagster_record(self, record: logging.LogRecord) -> None:
+        meta: dict[str, Any] = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        if event is not None:
+            self._on_event(event, record.created)
+        elif record.levelno >= logging.WARNING:
+            self.warning(str(meta.get("orig_message", record.getMessage())))
+        if self._file_handler is not None:
+            self._file_handler.handle(record)
+        if self.verbose and record.levelno >= logging.INFO:
+            self._print(record.getMessage())
+
+    def on_python_record(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "dagster_meta"):
+            return  # a step's record, already handed over by the Dagster logger
+        if record.name == "ingestion.progress":
+            self._on_operation(record)
+        elif record.name in _OWN_LOGGERS:
+            return
+        elif self.verbose:
+            if record.levelno >= logging.INFO and not record.name.startswith("py.warnings"):
+                self._print(f"{record.levelname} {record.name}: {record.getMessage()}")
+        elif record.levelno >= logging.WARNING and record.name != "py.warnings":
+            self.warning(record.getMessage())
+
+    def _printed_line(self, line: str, stream: str) -> None:
+        text = _ANSI.sub("", line)
+        if self.verbose:
+            self._print(line)
+        if text.strip():
+            (self._dbt_log if stream == "stdout" else self._printed_log).info(text)
+        self._on_dbt_line(text.strip())
+
+    # ----------------------------------------------------------------------- stage bookkeeping
+
+    def _on_event(self, event: Any, at: float) -> None:
+        import dagster as dg
+
+        kind = event.event_type
+        step = event.step_key
+        stage = self.stages.get(self.step_stage.get(step or "", ""))
+        if kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            data = event.asset_check_evaluation_data
+            with self._lock:
+                checks = self.stages["checks"]
+                self._begin(checks)
+                if data.passed:
+                    checks.passed += 1
+                elif data.severity == dg.AssetCheckSeverity.WARN:
+                    checks.warned += 1
+                else:
+                    checks.check_failures += 1
+            self._show("checks")
+            return
+        if stage is None or step is None:
+            return
+        earlier: list[Stage] = []
+        with self._lock:
+            if kind == dg.DagsterEventType.STEP_START:
+                earlier = [self.stages[name] for name in STAGES[: STAGES.index(stage.name)]]
+                self._begin(stage)
+                stage.running.add(step)
+                stage.ended.discard(step)
+            elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+                stage.running.discard(step)
+                stage.ended.add(step)
+                stage.failed |= kind == dg.DagsterEventType.STEP_FAILURE
+            elif kind == dg.DagsterEventType.STEP_SKIPPED:
+                stage.ended.add(step)
+            elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION and stage.name == "ingestion":
+                # Per-id operations end with their parents' listing: done when their table is.
+                stage.operations_done.add(event.asset_key.path[-1])
+            elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION and stage.name == "publishing":
+                tables = event.step_materialization_data.materialization.metadata.get("tables")
+                stage.published = f"published {tables.value} tables" if tables else "published"
+            finished = stage.started_at is not None and not stage.running
+            finished = finished and stage.steps <= stage.ended
+        # The stages run in order: once a later one starts, an earlier one that is idle is over.
+        for before in earlier:
+            if before.started_at is not None and not before.running:
+                self._end(before)
+        self._show(stage.name)
+        if finished:
+            self._end(stage)
+
+    def _on_operation(self, record: logging.LogRecord) -> None:
+        operation = getattr(record, "operation", None)
+        if operation is None:
+            return
+        with self._lock:
+            stage = self.stages["ingestion"]
+            self._begin(stage)
+            stage.operations[operation] = (int(record.pages), int(record.rows))  # type: ignore[attr-defined]
+            if getattr(record, "finished", False):
+                stage.operations_done.add(operation)
+        self._show("ingestion")
+
+    def _on_dbt_line(self, text: str) -> None:
+        found = _DBT_FOUND.match(text)
+        with self._lock:
+            stage = self.stages["dbt"]
+            if found:
+                tests = _DBT_TESTS.search(text.split(",", 1)[-1])
+                units = _DBT_UNIT_TESTS.search(text)
+                stage.total = int(found.group(1))
+                stage.tests_total = (int(tests.group(1)) if tests else 0) + (
+                    int(units.group(1)) if units else 0
+                )
+            node = _DBT_NODE.match(text)
+            if node is None:
+                if found:
+                    self._show("dbt")
+                return
+            index, status, rest = int(node.group(1)), node.group(3), node.group(4)
+            if status == "START":
+                stage.node_kinds[index] = "model" if " model " in f" {rest} " else "test"
+                return
+            kind = stage.node_kinds.get(index) or (
+                "model" if " model " in f" {rest} " or rest.startswith("relation ") else "test"
+            )
+            if kind == "model":
+                stage.models_done += 1
+            else:
+                stage.tests_done += 1
+            if status in ("FAIL", "ERROR"):
+                stage.dbt_failures += 1
+        self._show("dbt")
+
+    def _begin(self, stage: Stage) -> None:
+        if stage.started_at is not None:
+            return
+        stage.started_at = time.monotonic()
+        if self._progress is not None:
+            self._tasks[stage.name] = self._progress.add_task(
+                stage.name, total=None, detail=stage.describe()
+            )
+        elif not self.verbose:
+            self._last_plain[stage.name] = time.monotonic()
+            self._print(f"{stage.name}: started")
+
+    def _end(self, stage: Stage) -> None:
+        with self._lock:
+            if stage.ended_at is not None:
+                return
+            stage.ended_at = time.monotonic()
+        self._show(stage.name, final=True)
+
+    def finish(self) -> None:
+        """The run is over: every stage that started has ended (a failed step ends its stage)."""
+        for stage in self.stages.values():
+            if stage.started_at is not None:
+                self._end(stage)
+
+    def _show(self, name: str, *, final: bool = False) -> None:
+        stage = self.stages[name]
+        if self.verbose or stage.started_at is None:
+            return
+        detail = stage.describe()
+        if self._progress is not None:
+            task = self._tasks.get(name)
+            if task is None:
+                return
+            total = stage.total if name != "publishing" else 1
+            self._progress.update(
+                task,
+                detail=detail if not final or not stage.failed else f"{detail} (FAILED)",
+                completed=stage.done,
+                total=total or None,
+            )
+            if final:
+                if not total:
+                    self._progress.update(
+                        task, total=max(stage.done, 1), completed=max(stage.done, 1)
+                    )
+                self._progress.stop_task(task)
+            return
+        now = time.monotonic()
+        with self._lock:
+            if final:
+                self._print(f"{name}: {stage.outcome()} in {stage.seconds or 0:.0f} s: {detail}")
+            elif now - self._last_plain.get(
+                name, 0.0
+            ) >= self.plain_every_s and detail != self._last_detail.get(name):
+                self._last_plain[name] = now
+                self._last_detail[name] = detail
+                self._print(f"{name}: {detail}")
+
+    def _print(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    # -------------------------------------------------------------------------------- results
+
+    def stage_seconds(self) -> dict[str, float]:
+        return {
+            name: stage.seconds for name, stage in self.stages.items() if stage.seconds is not None
+        }
+
+
+# ------------------------------------------------------------------------------- the plumbing
+
+
+class _DagsterRecords(logging.Handler):
+    def __init__(self, console: RunConsole) -> None:
+        super().__init__(logging.DEBUG)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.on_dagster_record(record)
+        except Exception:
+            self.handleError(record)
+
+
+class _PythonRecords(logging.Handler):
+    def __init__(self, console: RunConsole) -> None:
+        super().__init__(logging.DEBUG)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.on_python_record(record)
+        except Exception:
+            self.handleError(record)
+
+
+class _ToRoot(logging.Handler):
+    """Hands a non-propagating logger's records to the root logger's handlers."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for handler in logging.getLogger().handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
+def _not_page_progress(record: logging.LogRecord) -> bool:
+    """Keep each page's progress record out of the file: the finished operation says it all."""
+    return not (record.name == "ingestion.progress" and not getattr(record, "finished", True))
+
+
+class _FileFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if hasattr(record, "dagster_meta"):
+            record = logging.makeLogRecord({**record.__dict__, "name": "dagster"})
+        return super().format(record)
+
+
+class _Lines(io.TextIOBase):
+    """A stream that hands each complete line to `on_line`: what was printed during the run.
+
+    It has no file descriptor, so Dagster's compute-log capture leaves it alone.
+    """
+
+    def __init__(self, on_line: Any, name: str) -> None:
+        super().__init__()
+        self._on_line = on_line
+        self._name = name
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._on_line(line, self._name)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            line, self._pending = self._pending, ""
+        if line:
+            self._on_line(line, self._name)
