@@ -10,12 +10,19 @@ that still has the old file open keeps reading it (on POSIX the old file lives o
 The new file is checkpointed (no `.wal` beside it), closed and flushed to disk before the
 replace. A publish killed half-way leaves only its temporary files (`.<name>.<id>.tmp` and
 `.tmp.wal`); the next publish holds the publishing lock (`.<name>.publish.lock`), so every
-temporary file of that name it finds belongs to a dead publish, and removes it first.
+temporary file of that name it finds belongs to a dead publish, and removes it first (with the
+folder `.<name>.<id>.tmp.tmp` where DuckDB spills what does not fit in memory).
+
+The copy is written in the storage format of an older DuckDB (`storage_version`, from
+INCOMAKER_SERVING_STORAGE_VERSION), not in the installed DuckDB's newest: BI tools bundle their
+own DuckDB, often a 1.x that cannot open a file in DuckDB 2.0's format.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +32,7 @@ from pathlib import Path
 
 import duckdb
 
+from incomaker_elt.settings import DEFAULT_SERVING_STORAGE_VERSION
 from orchestration.warehouse import retry_while_locked
 
 SERVED_SCHEMAS: tuple[str, ...] = ("marts", "staging")
@@ -51,6 +59,8 @@ class PublishedWarehouse:
     published_at: datetime
     tables: dict[str, int] = field(default_factory=dict)
     """Row count per published table, keyed `schema.table`."""
+    storage_version: str = DEFAULT_SERVING_STORAGE_VERSION
+    """The DuckDB storage format written: the oldest DuckDB that opens the copy (or `latest`)."""
 
     @property
     def total_rows(self) -> int:
@@ -99,15 +109,53 @@ def leftover_temporaries(serving_path: Path) -> list[Path]:
     )
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _remove_leftover_temporaries(serving_path: Path) -> None:
     """Under the publishing lock any temporary file is a killed publish's: remove them all."""
     for tmp in leftover_temporaries(serving_path):
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
 
 
-def _copy_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> int:
+def _release(version: str) -> tuple[int, int]:
+    """(major, minor) of a DuckDB version such as `v1.4.0` or `2.0.1.dev12`."""
+    match = re.match(r"v?(\d+)\.(\d+)", version)
+    if match is None:
+        raise PublishError(f"cannot tell the DuckDB release of version {version!r}")
+    return int(match[1]), int(match[2])
+
+
+def writable_storage_version(requested: str) -> str:
+    """`requested`, or `latest` when the installed DuckDB is older than it.
+
+    A DuckDB writes the formats of its own and earlier releases only; its newest format is then
+    still read by every DuckDB from `requested` on, which is what the setting asks for.
+    """
+    if requested == "latest" or _release(duckdb.__version__) < _release(requested):
+        return "latest"
+    return requested
+
+
+def _copy_relation(
+    con: duckdb.DuckDBPyConnection, schema: str, name: str, storage_version: str
+) -> int:
     target = f"{_quote(schema)}.{_quote(name)}"
-    con.execute(f"create table {target} as select * from source.{target}")
+    try:
+        con.execute(f"create table {target} as select * from source.{target}")
+    except duckdb.InvalidInputException as exc:
+        if "storage version" not in str(exc):
+            raise
+        # A column type newer than the format (VARIANT needs v1.5.0): say which and what to do.
+        raise PublishError(
+            f"{schema}.{name} cannot be written in the storage format of DuckDB "
+            f"{storage_version} ({exc}); set INCOMAKER_SERVING_STORAGE_VERSION to a newer "
+            "version (docs/serving.md) or cast the column in the model"
+        ) from None
     (count,) = con.execute(f"select count(*) from {target}").fetchone()
     return int(count)
 
@@ -128,12 +176,15 @@ def publish_serving_warehouse(
     schemas: Sequence[str] = SERVED_SCHEMAS,
     required_schemas: Sequence[str] = ("marts",),
     run_id: str | None = None,
+    storage_version: str = DEFAULT_SERVING_STORAGE_VERSION,
 ) -> PublishedWarehouse:
     """Copy `schemas` of the warehouse into a fresh file and atomically replace `serving_path`.
 
     Every relation is copied as a table, views included: staging views select from raw tables that
     the serving copy does not hold. The working warehouse is attached read-only, so this must run
-    when no other process writes it (the orchestration runs it in the DuckDB pool).
+    when no other process writes it (the orchestration runs it in the DuckDB pool). The file is
+    written in the storage format of DuckDB `storage_version` (`v1.4.0`: DuckDB 1.4 and newer
+    open it), see writable_storage_version().
     """
     if not warehouse_path.is_file():
         raise PublishError(
@@ -141,12 +192,24 @@ def publish_serving_warehouse(
         )
     serving_path.parent.mkdir(parents=True, exist_ok=True)
     published_at = datetime.now(UTC)
+    written_version = writable_storage_version(storage_version)
     with _publishing(serving_path):
         _remove_leftover_temporaries(serving_path)
         tables = _publish(
-            warehouse_path, serving_path, schemas, required_schemas, run_id, published_at
+            warehouse_path,
+            serving_path,
+            schemas,
+            required_schemas,
+            run_id,
+            published_at,
+            written_version,
         )
-    return PublishedWarehouse(path=serving_path, published_at=published_at, tables=tables)
+    return PublishedWarehouse(
+        path=serving_path,
+        published_at=published_at,
+        tables=tables,
+        storage_version=written_version,
+    )
 
 
 def _publish(
@@ -156,12 +219,17 @@ def _publish(
     required_schemas: Sequence[str],
     run_id: str | None,
     published_at: datetime,
+    storage_version: str,
 ) -> dict[str, int]:
     tmp_path = serving_path.with_name(f".{serving_path.name}.{uuid.uuid4().hex}.tmp")
     wal_path = tmp_path.with_name(tmp_path.name + ".wal")
+    spill_path = tmp_path.with_name(tmp_path.name + ".tmp")
     tables: dict[str, int] = {}
     try:
-        con = duckdb.connect(str(tmp_path))
+        # The setting applies to the database this connection creates: the new file itself.
+        con = duckdb.connect(
+            str(tmp_path), config={"storage_compatibility_version": storage_version}
+        )
         try:
             attach = f"attach {_quote(str(warehouse_path))} as source (read_only)"
             retry_while_locked(lambda: con.execute(attach), warehouse_path)
@@ -176,12 +244,13 @@ def _publish(
             for schema in dict.fromkeys(schema for schema, _ in relations):
                 con.execute(f"create schema {_quote(schema)}")
             for schema, name in relations:
-                tables[f"{schema}.{name}"] = _copy_relation(con, schema, name)
+                tables[f"{schema}.{name}"] = _copy_relation(con, schema, name, storage_version)
             con.execute("detach source")
             con.execute(
                 f"create table {PUBLICATION_TABLE} as select ?::timestamptz as published_at, "
-                "?::varchar as run_id, ?::varchar as source_warehouse",
-                [published_at, run_id, warehouse_path.name],
+                "?::varchar as run_id, ?::varchar as source_warehouse, "
+                "?::varchar as storage_version",
+                [published_at, run_id, warehouse_path.name, storage_version],
             )
             con.execute("checkpoint")
         finally:
@@ -200,8 +269,8 @@ def _publish(
         if os.name == "posix":
             _sync(serving_path.parent)
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        wal_path.unlink(missing_ok=True)
+        for leftover in (tmp_path, wal_path, spill_path):
+            _remove(leftover)
         raise
     return tables
 

@@ -7,6 +7,7 @@ dataset, the API address and the reference currency from here.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -49,6 +50,15 @@ DEFAULT_WAREHOUSE_LOCK_TIMEOUT = 300.0
 """Seconds a writer waits for another process (a BI tool, a notebook) to let go of the warehouse
 file before it fails and names that process (INCOMAKER_WAREHOUSE_LOCK_TIMEOUT)."""
 
+DEFAULT_SERVING_STORAGE_VERSION = "v1.4.0"
+"""DuckDB storage format of the serving copy (INCOMAKER_SERVING_STORAGE_VERSION), named by the
+oldest DuckDB that opens it: v1.4.0 is read by DuckDB 1.4 and newer, which current BI drivers
+bundle (docs/serving.md). DuckDB 2.0's own format locks out every DuckDB 1.x client."""
+
+SERVING_STORAGE_LINES = ("v1.0", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v2.0")
+"""DuckDB release lines whose storage format the serving copy can be written in; a format changes
+only between lines, so v1.4.3 means v1.4.0. `latest` is the installed DuckDB's newest format."""
+
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
 """Holds the committed dagster.yaml (run queue, concurrency pool, retries); runtime files beside."""
 
@@ -72,6 +82,12 @@ class Settings:
     dlt_destination: str | None = None
     """A dlt destination name (configured in dlt's own config); None: DuckDB at warehouse_path."""
     warehouse_lock_timeout: float = DEFAULT_WAREHOUSE_LOCK_TIMEOUT
+    serving_storage_version: str = DEFAULT_SERVING_STORAGE_VERSION
+    source_today: date | None = None
+    """The API's today when it is not the calendar's: a stand-in started with `--today` shows
+    everything that happened by the end of that day (INCOMAKER_SOURCE_TODAY, set by whoever starts
+    it). None: the real API, whose today is still running. Partitions, the nightly range and
+    freshness all take their last day from orchestration.partitions.last_complete_day."""
 
     @property
     def warehouse_dir(self) -> Path:
@@ -139,6 +155,23 @@ def warehouse_lock_timeout() -> float:
         "INCOMAKER_WAREHOUSE_LOCK_TIMEOUT",
         os.environ.get("INCOMAKER_WAREHOUSE_LOCK_TIMEOUT") or str(DEFAULT_WAREHOUSE_LOCK_TIMEOUT),
     )
+
+
+def serving_storage_version() -> str:
+    """INCOMAKER_SERVING_STORAGE_VERSION: the oldest DuckDB that must open the serving copy, as
+    `v1.4.0`, `1.4` or `latest`; returned as DuckDB's STORAGE_VERSION names it (`v1.4.0`)."""
+    value = os.environ.get("INCOMAKER_SERVING_STORAGE_VERSION") or DEFAULT_SERVING_STORAGE_VERSION
+    if value.strip().lower() == "latest":
+        return "latest"
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", value.strip())
+    line = f"v{match[1]}.{match[2]}" if match else None
+    if line not in SERVING_STORAGE_LINES:
+        raise ConfigurationError(
+            f"INCOMAKER_SERVING_STORAGE_VERSION={value!r} is not a DuckDB version the serving copy "
+            f"can be written for; set one of {', '.join(SERVING_STORAGE_LINES)} (a patch such as "
+            f"v1.4.3 is fine) or latest, or unset it ({DEFAULT_SERVING_STORAGE_VERSION})"
+        )
+    return f"{line}.0"
 
 
 def requests_per_second() -> float | None:
@@ -209,4 +242,8 @@ def load_settings() -> Settings:
         requests_per_second=requests_per_second(),
         dlt_destination=os.environ.get("INCOMAKER_DLT_DESTINATION") or None,
         warehouse_lock_timeout=warehouse_lock_timeout(),
+        serving_storage_version=serving_storage_version(),
+        source_today=_date("INCOMAKER_SOURCE_TODAY", os.environ["INCOMAKER_SOURCE_TODAY"])
+        if os.environ.get("INCOMAKER_SOURCE_TODAY")
+        else None,
     )

@@ -24,7 +24,8 @@ def build_serving_asset(
         kinds={"duckdb"},
         description=(
             "Read-only copy of the marts and staging for BI tools, replaced atomically after the "
-            "marts are built and the reconciliation checks pass (docs/serving.md)."
+            "marts are built and the reconciliation checks pass, in a storage format DuckDB 1.x "
+            "clients read (INCOMAKER_SERVING_STORAGE_VERSION, docs/serving.md)."
         ),
     )
     def incomaker_serving(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -35,17 +36,21 @@ def build_serving_asset(
             timeout=settings.warehouse_lock_timeout,
         ):
             published = publish_serving_warehouse(
-                settings.warehouse_path, settings.serving_warehouse_path, run_id=context.run_id
+                settings.warehouse_path,
+                settings.serving_warehouse_path,
+                run_id=context.run_id,
+                storage_version=settings.serving_storage_version,
             )
         context.log.info(
             f"published {len(published.tables)} tables, {published.total_rows} rows, "
-            f"to {published.path}"
+            f"to {published.path} (storage format of DuckDB {published.storage_version})"
         )
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(published.path)),
                 "published_at": dg.MetadataValue.timestamp(published.published_at),
                 "tables": dg.MetadataValue.int(len(published.tables)),
+                "storage_version": dg.MetadataValue.text(published.storage_version),
                 "rows_by_table": dg.MetadataValue.json(published.tables),
                 "dagster/row_count": dg.MetadataValue.int(published.total_rows),
             }
