@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# A DuckDB 1.x apart from the project's own: tests/test_serving_clients.py opens the serving copy
+# with it, as the BI tools' bundled DuckDB would (docs/serving.md).
+READER       := $(VENV)/duckdb1
+READER_STAMP := $(READER)/.installed-stamp
 
 .PHONY: install run test lint format bench bench-dbt bench-standin ui simulate endpoints clean
 
@@ -14,7 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Re-installed when its pin changes or the folder is gone; a new pyproject.toml leaves it be.
+$(READER_STAMP): tests/duckdb1_reader.txt | $(STAMP)
+	rm -rf $(READER)
+	$(BIN)/python -m pip install --quiet --target $(READER) -r tests/duckdb1_reader.txt
+	touch $(READER_STAMP)
+
+install: $(STAMP) $(READER_STAMP)
 
 run: install
 	$(BIN)/incomaker-elt run
