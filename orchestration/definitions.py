@@ -45,7 +45,7 @@ def build_definitions(settings: Settings, catalogue: Catalogue | None = None) ->
         asset_checks=[*reconciliation, *freshness],
         jobs=[refresh],
         schedules=[build_nightly_schedule(refresh, settings, refresh_days)],
-        sensors=[build_run_failure_sensor(settings), build_freshness_sensor(freshness)],
+        sensors=[build_run_failure_sensor(settings), build_freshness_sensor(settings, freshness)],
         resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},
     )
 

@@ -44,7 +44,8 @@ from ingestion.pipeline import (
 )
 from ingestion.records import snake
 from ingestion.source import RunDates, incomaker_source, with_ancestors
-from orchestration.partitions import window_dates
+from orchestration.freshness import LOADED_THROUGH
+from orchestration.partitions import last_complete_day, window_dates
 from orchestration.raw_metadata import (
     add_partition_metadata,
     asset_description,
@@ -373,6 +374,7 @@ def load(
                 "dagster/column_schema": column_schema(catalogue.get(table), catalogue, columns),
                 "rows_loaded": dg.MetadataValue.int(rows),
                 "window": f"{dates.start}..{dates.end}",
+                **({} if fixed_window else {LOADED_THROUGH: dates.end.isoformat()}),
                 "load_ids": ", ".join(outcome.load_ids),
             }
             notes = progress.values.for_operation(table)
@@ -390,13 +392,14 @@ def load(
         client.close()
 
 
-def run_last_day(context: dg.AssetExecutionContext) -> date:
-    """The last day this run loads: its partition (range) end, else yesterday (UTC)."""
+def run_last_day(context: dg.AssetExecutionContext, settings: Settings) -> date:
+    """The last day this run loads: its partition (range) end, else the source's last complete
+    day (yesterday for the real API, a frozen stand-in's today)."""
     tags = context.run.tags
     key = tags.get(ASSET_PARTITION_RANGE_END_TAG) or tags.get(PARTITION_NAME_TAG)
     if key:
         return date.fromisoformat(key)
-    return datetime.now(UTC).date() - timedelta(days=1)
+    return last_complete_day(settings)
 
 
 def _definition_source(
@@ -450,7 +453,7 @@ def build_raw_assets(
     def incomaker_raw_snapshots(
         context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult]:
-        dates = RunDates(settings.partitions_start, run_last_day(context))
+        dates = RunDates(settings.partitions_start, run_last_day(context, settings))
         yield from load(context, settings, catalogue, others, dates, fixed_window=False)
 
     return [incomaker_raw_events, incomaker_raw_snapshots]

@@ -12,6 +12,7 @@ from dagster._core.storage.tags import (
 )
 
 from incomaker_elt.settings import Settings
+from orchestration.partitions import last_complete_day
 
 REFRESH_JOB_NAME = "warehouse_refresh"
 NIGHTLY_SCHEDULE_NAME = "nightly_warehouse_refresh"
@@ -60,9 +61,9 @@ def build_nightly_schedule(
     def nightly_warehouse_refresh(
         context: dg.ScheduleEvaluationContext,
     ) -> dg.RunRequest | dg.SkipReason:
-        # The last complete API day (UTC) at the scheduled time: "yesterday" for the API.
+        # The source's last complete day at the scheduled time: "yesterday" for the real API.
         scheduled = context.scheduled_execution_time or datetime.now(UTC)
-        last_day = scheduled.astimezone(UTC).date() - timedelta(days=1)
+        last_day = last_complete_day(settings, scheduled)
         first_day = max(settings.partitions_start, last_day - timedelta(days=refresh_days))
         if last_day < settings.partitions_start:
             return dg.SkipReason(
