@@ -7,12 +7,13 @@ way the Dagster job that the nightly schedule runs is executed here, in this pro
 summary is printed: tables and rows, checks, and where the serving warehouse is. A failed run
 exits non-zero and says why.
 
-The run is recorded in an in-memory Dagster instance, not in DAGSTER_HOME: a first load over the
-whole history materialises ~550 daily partitions of 14 raw tables, and SQLite run storage writes
-each of those ~15,000 events with its own commit (minutes on a slow disk). Runs started from the
-UI or the schedule are recorded in DAGSTER_HOME as usual. Every step that opens the warehouse
-takes its lock file (orchestration.warehouse.exclusive), so this run and a UI run never write
-DuckDB at the same time.
+The run is recorded in the Dagster instance of DAGSTER_HOME, like runs started from the UI or the
+schedule, so `make ui` shows it afterwards: its logs, materialisations, filled partitions and
+checks. A first load over the whole history materialises ~550 daily partitions of 14 raw tables;
+orchestration.run_history stores those events in batches (one SQLite transaction each instead of
+one commit per event, which would add minutes). Every step that opens the warehouse takes its lock
+file (orchestration.warehouse.exclusive), so this run and a UI run never write DuckDB at the same
+time.
 
 `incomaker-elt ui` (make ui) starts the Dagster UI with the same environment.
 """
@@ -344,6 +345,7 @@ def run_pipeline(
     except TransformError as exc:
         raise RunError(str(exc)) from exc
     from orchestration.definitions import build_definitions
+    from orchestration.run_history import fail_abandoned_runs, process_tags, recording_instance
     from orchestration.schedules import REFRESH_JOB_NAME, partition_range_tags
 
     first, last = partition_days(settings, last_day)
@@ -355,13 +357,16 @@ def run_pipeline(
         defs, dg.Definitions(loggers={LOGGER_NAME: console.dagster_logger()})
     ).resolve_job_def(REFRESH_JOB_NAME)
     started = time.monotonic()
-    with dg.DagsterInstance.ephemeral() as instance:
+    # Recorded in DAGSTER_HOME, so `make ui` shows this run, its logs, partitions and checks.
+    with recording_instance(settings.dagster_home) as instance:
+        for run_id in fail_abandoned_runs(instance):
+            console.warning(f"run {run_id[:8]} was left unfinished by a killed process: failed")
         result = job.execute_in_process(
             # Progress and warnings on the console, all in the log file; every event stays in
             # the run's record.
             run_config={"loggers": {LOGGER_NAME: {}}},
             instance=instance,
-            tags={**partition_range_tags(first, last), "incomaker/trigger": "incomaker-elt run"},
+            tags={**partition_range_tags(first, last), **process_tags("incomaker-elt run")},
             raise_on_error=False,
             asset_selection=selection,
         )
