@@ -18,7 +18,10 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster._core.event_api import EventLogEntry
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
 from dagster._core.storage.event_log.base import AssetRecordsFilter
 from dagster._utils.schedules import get_latest_completed_cron_tick
 
@@ -163,7 +166,9 @@ def build_freshness_checks(
 # --------------------------------------------------------------------------------- the sensor
 
 
-def _in_flight(instance: dg.DagsterInstance, record, sensor_name: str) -> bool:
+def _in_flight(
+    instance: dg.DagsterInstance, record: AssetCheckExecutionRecord | None, sensor_name: str
+) -> bool:
     """A run this sensor launched for the check has not finished yet."""
     if record is None or record.status != AssetCheckExecutionRecordStatus.PLANNED:
         return False
