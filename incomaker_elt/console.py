@@ -419,6 +419,10 @@ class RunConsole:
                     self._show("dbt")
                 return
             index, status, rest = int(node.group(1)), node.group(3), node.group(4)
+            whole = (stage.total or 0) + (stage.tests_total or 0)
+            if whole and whole != int(node.group(2)):
+                # A part of the project: "Found" counted all of it, so no totals.
+                stage.total = stage.tests_total = None
             if status == "START":
                 stage.node_kinds[index] = "model" if " model " in f" {rest} " else "test"
                 return
@@ -483,11 +487,11 @@ class RunConsole:
             return
         now = time.monotonic()
         with self._lock:
+            due = now - self._last_plain.get(name, 0.0) >= self.plain_every_s
             if final:
-                self._print(f"{name}: {stage.outcome()} in {stage.seconds or 0:.0f} s: {detail}")
-            elif now - self._last_plain.get(
-                name, 0.0
-            ) >= self.plain_every_s and detail != self._last_detail.get(name):
+                ended = f"{name}: {stage.outcome()} in {stage.seconds or 0:.0f} s"
+                self._print(f"{ended}: {detail}" if detail else ended)
+            elif due and detail and detail != self._last_detail.get(name):
                 self._last_plain[name] = now
                 self._last_detail[name] = detail
                 self._print(f"{name}: {detail}")

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 _STANDIN_READY_SECONDS = 300.0
 _URL = re.compile(r"https?://[^\s]+")
+_CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+"""Colours and control characters (dbt's messages carry them): kept out of the summary."""
 
 
 class RunError(RuntimeError):
@@ -230,7 +232,7 @@ def print_summary(summary: RunSummary, settings: Settings, api: str) -> None:
     for name in summary.checks_failed:
         print(f"    FAILED: {name}")
     for step, message in summary.failed_steps.items():
-        print(f"    step {step} failed: {message}")
+        print(f"    step {step} failed: {_CONTROL.sub('', message)}")
     if summary.success:
         print(f"  serving warehouse (read-only, for BI tools): {settings.serving_warehouse_path}")
     else:
