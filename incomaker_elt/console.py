@@ -217,10 +217,11 @@ class RunConsole:
         root.setLevel(logging.DEBUG)
         for name in _NOISY_LIBRARIES:
             logging.getLogger(name).setLevel(logging.WARNING)
-        # dlt's logger does not propagate: it takes the first handler it finds as its own.
+        # dlt's logger does not propagate and prints to stderr: for the run its one handler
+        # hands records to ours (dlt takes the first handler it finds as its own).
         dlt_logger = logging.getLogger("dlt")
-        dlt_forward = _ToRoot()
-        dlt_logger.handlers.insert(0, dlt_forward)
+        saved_dlt_handlers = dlt_logger.handlers[:]
+        dlt_logger.handlers = [_ToRoot()]
         logging.captureWarnings(True)
         saved_stdout, saved_stderr = sys.stdout, sys.stderr
         sys.stdout = _Lines(self._printed_line, "stdout")
@@ -231,11 +232,10 @@ class RunConsole:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
-            sys.stdout, sys.stderr = saved_stdout, saved_stderr
             self._stop_display()
+            sys.stdout, sys.stderr = saved_stdout, saved_stderr
             logging.captureWarnings(False)
-            if dlt_forward in dlt_logger.handlers:
-                dlt_logger.removeHandler(dlt_forward)
+            dlt_logger.handlers = saved_dlt_handlers
             root.handlers = saved_handlers
             for name, level in saved_levels.items():
                 logging.getLogger(name).setLevel(level)
@@ -262,6 +262,9 @@ class RunConsole:
             TextColumn("{task.fields[detail]}"),
             console=Console(file=self.out, force_terminal=True),
             refresh_per_second=4,
+            # sys.stdout and sys.stderr are ours for the run: rich must not swap them again.
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         self._progress.start()
 

@@ -11,6 +11,7 @@ import dataclasses
 import io
 import logging
 import re
+import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -173,10 +174,14 @@ def test_verbose_streams_everything_to_the_console(tmp_path: Path) -> None:
 def test_on_a_terminal_the_stages_are_a_live_display(tmp_path: Path) -> None:
     out = io.StringIO()
     console = RunConsole(tmp_path / "run.log", out=out, live=True)
+    stdout = sys.stdout
     _run_toy(console, partitions=1)
+    assert sys.stdout is stdout  # given back as it was
     text = out.getvalue()
     assert "\x1b[" in text  # drawn and redrawn in place
     assert "ingestion" in text and "warning: found 1 load package" in text
+    assert "OK created sql view model" not in text  # what the run prints goes to the log
+    assert "OK created sql view model" in console.log_path.read_text()
 
 
 def test_one_log_file_per_run_and_only_the_newest_are_kept(tmp_path: Path) -> None:
