@@ -410,6 +410,7 @@ def run_command(args: argparse.Namespace) -> int:
                 with standin_process(args.scale, args.seed, args.today) as standin:
                     os.environ["INCOMAKER_BASE_URL"] = standin.base_url
                     os.environ["INCOMAKER_API_TOKEN"] = standin.token
+                    os.environ["INCOMAKER_SOURCE_TODAY"] = standin.today.isoformat()
                     settings = load_settings()
                     console.note(f"stand-in ready at {standin.base_url}, today {standin.today}")
                     summary = run_pipeline(settings, standin.today, console)
@@ -475,6 +476,7 @@ def ui_command(args: argparse.Namespace) -> int:
         with standin_process(args.scale, args.seed, args.today) as standin:
             env["INCOMAKER_BASE_URL"] = standin.base_url
             env["INCOMAKER_API_TOKEN"] = standin.token
+            env["INCOMAKER_SOURCE_TODAY"] = standin.today.isoformat()
             print(f"stand-in API at {standin.base_url} (today {standin.today}); Dagster UI next")
             return _dagster_dev(command, env)
     except RunError as exc:
