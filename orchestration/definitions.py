@@ -19,7 +19,7 @@ from orchestration.partitions import daily_partitions
 from orchestration.publishing import build_serving_asset
 from orchestration.reconciliation import ReconciliationContext, build_reconciliation_checks
 from orchestration.schedules import build_nightly_schedule, build_refresh_job
-from orchestration.transform_assets import build_dbt_assets, dbt_resource
+from orchestration.transform_assets import build_dbt_assets, dbt_resource, unplanned_dbt_checks
 
 PUBLISHED_SCHEMAS = ("marts", "staging")
 
@@ -37,8 +37,10 @@ def build_definitions(settings: Settings, catalogue: Catalogue | None = None) ->
     freshness = build_freshness_checks(settings, [raw_events], [raw_snapshots])
 
     # Runs build, check and publish; freshness is the sensor's business (it watches the clock).
+    # The dbt tests run inside the dbt build but stay out of the run's plan (unplanned_dbt_checks).
     freshness_keys = [key for checks in freshness for key in checks.check_keys]
-    refresh = build_refresh_job(dg.AssetSelection.all() - dg.AssetSelection.checks(*freshness_keys))
+    unplanned = [*freshness_keys, *unplanned_dbt_checks(dbt)]
+    refresh = build_refresh_job(dg.AssetSelection.all() - dg.AssetSelection.checks(*unplanned))
     refresh_days = max(op.lookback_days for op in catalogue if op.kind == "event")
     return dg.Definitions(
         assets=[*api_specs(catalogue), raw_events, raw_snapshots, dbt, serving],

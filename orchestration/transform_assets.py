@@ -251,6 +251,56 @@ def with_view_row_counts(
     return events
 
 
+def builds_tests_unplanned(context: dg.AssetExecutionContext) -> bool:
+    """Whether this step builds every model with none of the dbt checks in the run's plan.
+
+    That is the refresh job (`unplanned_dbt_checks`). Dagster marks every check a run planned
+    and never evaluated as "Execution failed" once the run has failed, although it never ran:
+    after a failed load all ~200 dbt checks turned red. Left out of the plan, a dbt test that
+    runs is recorded as an evaluation all the same, and one that does not run (its step skipped,
+    or its model skipped by dbt) keeps showing its last result.
+    """
+    assets_def = context.assets_def
+    return not context.selected_asset_check_keys and set(context.selected_asset_keys) == set(
+        assets_def.keys
+    )
+
+
+def unplanned_dbt_checks(dbt: dg.AssetsDefinition) -> set[dg.AssetCheckKey]:
+    """The dbt tests, which the refresh job leaves out of its plan (`builds_tests_unplanned`)."""
+    return set(dbt.check_keys)
+
+
+def as_step_events(events: list[Any], assets_def: dg.AssetsDefinition) -> list[Any]:
+    """dbt's events of a build invoked without the step's context, as the step yields them.
+
+    Models come as materialisations: they become the step's outputs, so that the steps below
+    them (publishing) run. Tests come as check evaluations: they get the blocking flag of
+    their check, so that a failed `error` test still fails the step as a planned check would.
+    """
+    specs = {spec.key: spec for spec in assets_def.check_specs}
+    converted: list[Any] = []
+    for event in events:
+        if isinstance(event, dg.AssetMaterialization) and event.asset_key in assets_def.keys:
+            output = assets_def.get_output_name_for_asset_key(event.asset_key)
+            converted.append(dg.Output(None, output_name=output, metadata=event.metadata))
+        elif isinstance(event, dg.AssetCheckEvaluation) and event.asset_check_key in specs:
+            converted.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=event.asset_key,
+                    check_name=event.check_name,
+                    passed=event.passed,
+                    metadata=event.metadata,
+                    severity=event.severity,
+                    description=event.description or specs[event.asset_check_key].description,
+                    blocking=specs[event.asset_check_key].blocking,
+                )
+            )
+        else:
+            converted.append(event)
+    return converted
+
+
 def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
     if not DBT_PROJECT.manifest_path.is_file():
         raise ManifestMissing(
@@ -272,11 +322,21 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
         os.environ["INCOMAKER_WAREHOUSE"] = str(settings.warehouse_path)
         args = ["build", "--vars", json.dumps(dbt_vars(settings))]
 
+        unplanned = builds_tests_unplanned(context)
+
         def build() -> list[Any]:
             """One dbt build; its events, or the build's exception with the events so far."""
             events: list[Any] = []
             with run_target(context.run.run_id) as target:
-                invocation = dbt.cli(args, context=context, target_path=target)
+                if unplanned:  # the whole project, tests included, reported as evaluations
+                    invocation = dbt.cli(
+                        args,
+                        manifest=DBT_PROJECT.manifest_path,
+                        dagster_dbt_translator=_TRANSLATOR,
+                        target_path=target,
+                    )
+                else:
+                    invocation = dbt.cli(args, context=context, target_path=target)
                 try:
                     # With DuckDB, dagster-dbt yields the events once dbt has exited anyway (the
                     # row counts need the file), so collecting them first costs nothing.
@@ -309,6 +369,8 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
                 log=context.log.info,
             )
             failure = events.pop() if events and isinstance(events[-1], Exception) else None
+            if unplanned:
+                events = as_step_events(events, context.assets_def)
             if failure is None:  # a failed build's views may not be readable: dbt says why
                 events = with_view_row_counts(events, views, settings.warehouse_path)
         yield from events

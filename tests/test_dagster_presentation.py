@@ -1,0 +1,183 @@
+"""What the Dagster UI shows of the dbt assets and the checks: groups, singular tests attached to
+their models, blocking only where a failure blocks, and a failed run that leaves the checks it
+never ran alone instead of marking them "Execution failed"."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from incomaker_elt.settings import Settings
+from incomaker_elt.transform import prepare_manifest
+
+CONVERSIONS = dg.AssetKey(["marts", "fct_conversions"])
+RECONCILIATION = {
+    dg.AssetCheckKey(CONVERSIONS, "conversion_totals_match_api"),
+    dg.AssetCheckKey(dg.AssetKey(["marts", "delivery_daily"]), "smartflow_daily_results_match_api"),
+    dg.AssetCheckKey(dg.AssetKey(["marts", "rfm_contacts"]), "rfm_cells_match_api"),
+}
+SINGULAR_TESTS = {
+    "assert_api_conversion_totals_breakdown_adds_up": (
+        dg.AssetKey(["staging", "stg_incomaker__conversions_totals_breakdown"]),
+        True,
+    ),
+    "assert_reference_currency_is_the_apis": (
+        dg.AssetKey(["staging", "stg_incomaker__conversions_totals"]),
+        True,
+    ),
+    "assert_api_attribution_is_reproduced": (  # severity warn: reported, never blocking
+        dg.AssetKey(["intermediate", "int_conversions__attribution_checked"]),
+        False,
+    ),
+}
+
+
+def _settings(root: Path) -> Settings:
+    return Settings(
+        warehouse_path=root / "warehouse" / "incomaker.duckdb",
+        base_url="http://api.invalid",
+        api_token="placeholder",
+        catalogue_overrides=None,
+        dagster_home=root / "dagster_home",
+    )
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return _settings(tmp_path_factory.mktemp("presentation"))
+
+
+@pytest.fixture(scope="module")
+def defs(settings: Settings) -> dg.Definitions:
+    prepare_manifest()  # the singular tests' meta must be in the manifest Dagster reads
+    from orchestration.definitions import build_definitions
+
+    return build_definitions(settings)
+
+
+def _dbt_checks(defs: dg.Definitions) -> set[dg.AssetCheckKey]:
+    return set(defs.get_assets_def(CONVERSIONS).check_keys)
+
+
+def test_dbt_models_are_grouped_by_layer(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    groups = {
+        key.to_user_string(): graph.get(key).group_name
+        for key in (
+            dg.AssetKey(["staging", "stg_incomaker__conversions"]),
+            dg.AssetKey(["intermediate", "int_conversions__attributed"]),
+            CONVERSIONS,
+            dg.AssetKey(["marts", "rfm_contacts"]),
+        )
+    }
+    assert groups == {
+        "staging/stg_incomaker__conversions": "staging",
+        "intermediate/int_conversions__attributed": "intermediate",
+        "marts/fct_conversions": "marts",
+        "marts/rfm_contacts": "marts",
+    }
+    dbt_keys = defs.get_assets_def(CONVERSIONS).keys
+    assert {graph.get(key).group_name for key in dbt_keys} == {"staging", "intermediate", "marts"}
+    assert all(graph.get(key).group_name == key.path[0] for key in dbt_keys)
+
+
+def test_singular_tests_are_checks_on_the_model_they_test(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    found = {
+        key.name: (key.asset_key, graph.get_check_spec(key).blocking)
+        for key in graph.asset_check_keys
+        if key.name in SINGULAR_TESTS
+    }
+    assert found == SINGULAR_TESTS
+
+
+def test_only_checks_whose_failure_blocks_are_blocking(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    blocking = {key.name for key in RECONCILIATION if graph.get_check_spec(key).blocking}
+    assert blocking == {"conversion_totals_match_api", "smartflow_daily_results_match_api"}
+
+
+def test_the_refresh_job_plans_the_reconciliation_but_not_the_dbt_tests(
+    defs: dg.Definitions,
+) -> None:
+    job = defs.resolve_job_def("warehouse_refresh")
+    planned = set(job.asset_layer.asset_graph.asset_check_keys)
+    assert planned >= RECONCILIATION
+    assert not planned & _dbt_checks(defs)
+    assert len(_dbt_checks(defs)) > 200  # every dbt test is still a check of its model
+
+
+def test_a_failed_dbt_step_reports_no_check_it_never_ran(
+    defs: dg.Definitions, settings: Settings
+) -> None:
+    """The refresh job's dbt step and reconciliation where the warehouse's lock file cannot be
+    opened (a folder stands in its place): the dbt step fails before dbt starts and no test runs.
+    No dbt test was in the run's plan, so none shows "Execution failed"; the reconciliation
+    checks, planned steps of their own, do."""
+    from orchestration.warehouse import lock_path
+
+    lock_path(settings.warehouse_path).mkdir(parents=True, exist_ok=True)
+    dbt_keys = defs.get_assets_def(CONVERSIONS).keys
+    dbt_checks = _dbt_checks(defs)
+    job = defs.resolve_job_def("warehouse_refresh").get_subset(
+        asset_selection=set(dbt_keys), asset_check_selection=RECONCILIATION
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        failed_steps = {
+            e.step_key
+            for e in result.all_events
+            if e.event_type == dg.DagsterEventType.STEP_FAILURE
+        }
+        planned = {
+            record.get_dagster_event().asset_check_planned_data.asset_check_key
+            for record in instance.all_logs(
+                result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+            )
+        }
+        evaluated = instance.all_logs(
+            result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        )
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            list(dbt_checks | RECONCILIATION)
+        )
+    assert not result.success
+    assert failed_steps == {"incomaker_dbt"}
+    assert planned == RECONCILIATION
+    assert not evaluated
+    # "Not evaluated" in the UI, where the planned dbt tests showed "Execution failed".
+    assert set(latest) == RECONCILIATION
+
+
+def test_a_build_outside_the_plan_yields_outputs_and_blocking_evaluations(
+    defs: dg.Definitions,
+) -> None:
+    from orchestration.transform_assets import as_step_events
+
+    dbt = defs.get_assets_def(CONVERSIONS)
+    unique = dg.AssetCheckKey(CONVERSIONS, "unique_fct_conversions_conversion_id")
+    warned = dg.AssetCheckKey(
+        dg.AssetKey(["intermediate", "int_conversions__attribution_checked"]),
+        "assert_api_attribution_is_reproduced",
+    )
+    events = as_step_events(
+        [
+            dg.AssetMaterialization(CONVERSIONS, metadata={"dagster/row_count": 7}),
+            dg.AssetCheckEvaluation(
+                asset_key=unique.asset_key, check_name=unique.name, passed=False
+            ),
+            dg.AssetCheckEvaluation(
+                asset_key=warned.asset_key,
+                check_name=warned.name,
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+            ),
+        ],
+        dbt,
+    )
+    output, failed, warning = events
+    assert isinstance(output, dg.Output)
+    assert output.output_name == dbt.get_output_name_for_asset_key(CONVERSIONS)
+    assert output.metadata["dagster/row_count"] == dg.MetadataValue.int(7)
+    assert (failed.asset_check_key, failed.blocking, failed.passed) == (unique, True, False)
+    assert (warning.asset_check_key, warning.blocking) == (warned, False)
