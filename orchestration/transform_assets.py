@@ -21,6 +21,9 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -28,6 +31,7 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
+from dagster_shared import record
 
 from incomaker_elt.settings import Settings
 
@@ -285,20 +289,39 @@ def as_step_events(events: list[Any], assets_def: dg.AssetsDefinition) -> list[A
             output = assets_def.get_output_name_for_asset_key(event.asset_key)
             converted.append(dg.Output(None, output_name=output, metadata=event.metadata))
         elif isinstance(event, dg.AssetCheckEvaluation) and event.asset_check_key in specs:
-            converted.append(
-                dg.AssetCheckEvaluation(
-                    asset_key=event.asset_key,
-                    check_name=event.check_name,
-                    passed=event.passed,
-                    metadata=event.metadata,
-                    severity=event.severity,
-                    description=event.description or specs[event.asset_check_key].description,
-                    blocking=specs[event.asset_check_key].blocking,
-                )
-            )
+            converted.append(record.copy(event, blocking=specs[event.asset_check_key].blocking))
         else:
             converted.append(event)
     return converted
+
+
+def on_latest_materialization(
+    evaluation: dg.AssetCheckEvaluation,
+    instance: dg.DagsterInstance,
+    targets: dict[dg.AssetKey, AssetCheckEvaluationTargetMaterializationData | None],
+) -> dg.AssetCheckEvaluation:
+    """The evaluation, pointing at the materialisation of its model it checked.
+
+    Dagster adds that pointer to a planned check's result itself. Without it the UI compares
+    timestamps, and the check's row is stamped to the whole second: a test evaluated within the
+    second its model was built would look older than the model ("not evaluated" on the latest
+    materialisation). Called as the step yields the evaluation, after its model's output, so the
+    latest materialisation is this build's; one lookup per model.
+    """
+    if evaluation.target_materialization_data is not None:
+        return evaluation
+    key = evaluation.asset_key
+    if key not in targets:
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1)
+        latest = records.records[0] if records.records else None
+        targets[key] = (
+            AssetCheckEvaluationTargetMaterializationData(
+                storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
+            )
+            if latest is not None
+            else None
+        )
+    return record.copy(evaluation, target_materialization_data=targets[key])
 
 
 def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
@@ -373,7 +396,11 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
                 events = as_step_events(events, context.assets_def)
             if failure is None:  # a failed build's views may not be readable: dbt says why
                 events = with_view_row_counts(events, views, settings.warehouse_path)
-        yield from events
+        targets: dict[dg.AssetKey, AssetCheckEvaluationTargetMaterializationData | None] = {}
+        for event in events:
+            if isinstance(event, dg.AssetCheckEvaluation):
+                event = on_latest_materialization(event, context.instance, targets)
+            yield event
         if failure is not None:
             raise failure
 

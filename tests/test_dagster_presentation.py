@@ -181,3 +181,39 @@ def test_a_build_outside_the_plan_yields_outputs_and_blocking_evaluations(
     assert output.metadata["dagster/row_count"] == dg.MetadataValue.int(7)
     assert (failed.asset_check_key, failed.blocking, failed.passed) == (unique, True, False)
     assert (warning.asset_check_key, warning.blocking) == (warned, False)
+
+
+def test_an_evaluation_outside_the_plan_points_at_the_materialisation_it_checked() -> None:
+    """What the dbt step does with a test outside the run's plan, in a step of its own: the
+    evaluation names the model's materialisation, so the UI counts it for the latest one."""
+    from orchestration.transform_assets import on_latest_materialization
+
+    check = dg.AssetCheckKey(dg.AssetKey("model"), "unique_id")
+
+    @dg.multi_asset(
+        specs=[dg.AssetSpec("model", skippable=True)],
+        check_specs=[dg.AssetCheckSpec(check.name, asset="model", blocking=True)],
+        can_subset=True,
+    )
+    def build(context: dg.AssetExecutionContext):
+        yield dg.Output(None, output_name="model")
+        evaluation = dg.AssetCheckEvaluation(
+            asset_key=check.asset_key, check_name=check.name, passed=True, blocking=True
+        )
+        yield on_latest_materialization(evaluation, context.instance, {})
+
+    job = dg.define_asset_job("refresh", dg.AssetSelection.all() - dg.AssetSelection.checks(check))
+    defs = dg.Definitions(assets=[build], jobs=[job])
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("refresh").execute_in_process(instance=instance)
+        planned = instance.all_logs(
+            result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+        )
+        (materialization,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=check.asset_key), limit=1
+        ).records
+        execution = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])
+    assert not planned
+    evaluation = execution[check].evaluation
+    assert evaluation is not None and evaluation.passed
+    assert evaluation.target_materialization_data.storage_id == materialization.storage_id
