@@ -133,6 +133,8 @@ class Stage:
                 else ""
             )
         if self.name == "dbt":
+            if self.total is None and not self.models_done + self.tests_done:
+                return ""  # dbt is starting
             models = of(self.models_done, self.total)
             text = f"{models} models, {of(self.tests_done, self.tests_total)} tests"
             return text + (f", {self.dbt_failures} failed" if self.dbt_failures else "")
@@ -246,19 +248,23 @@ class RunConsole:
         if not self.live:
             return
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
+        from rich.text import Text
+
+        stages = self.stages
+
+        class StageTime(ProgressColumn):
+            """The stage's own clock: from its first step to its last (as in the summary)."""
+
+            def render(self, task: Any) -> Text:
+                seconds = stages[task.description].seconds or 0.0
+                return Text(f"{seconds:5.0f} s", style="progress.elapsed")
 
         self._progress = Progress(
             SpinnerColumn(finished_text=" "),
             TextColumn("{task.description:<11}"),
             BarColumn(bar_width=20),
-            TimeElapsedColumn(),
+            StageTime(),
             TextColumn("{task.fields[detail]}"),
             console=Console(file=self.out, force_terminal=True),
             refresh_per_second=4,
@@ -353,7 +359,9 @@ class RunConsole:
             data = event.asset_check_evaluation_data
             with self._lock:
                 checks = self.stages["checks"]
-                self._begin(checks)
+                # dbt's tests come as checks at the end of its build: the checks begin after it.
+                if stage is None or stage.name != "dbt" or stage.ended_at is not None:
+                    self._begin(checks)
                 if data.passed:
                     checks.passed += 1
                 elif data.severity == dg.AssetCheckSeverity.WARN:
@@ -458,6 +466,11 @@ class RunConsole:
                 return
             stage.ended_at = time.monotonic()
         self._show(stage.name, final=True)
+        checks = self.stages["checks"]
+        if stage.name == "dbt" and checks.done and checks.started_at is None:
+            with self._lock:
+                self._begin(checks)
+            self._show("checks")
 
     def finish(self) -> None:
         """The run is over: every stage that started has ended (a failed step ends its stage)."""
