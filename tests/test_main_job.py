@@ -189,6 +189,29 @@ def test_everything_materialises_and_every_check_passes(full_run: FullRun) -> No
     assert len(evaluations) > 100  # the dbt tests ran as checks too
 
 
+def test_every_check_shows_passed_on_its_assets_latest_materialisation(full_run: FullRun) -> None:
+    """What the UI shows after the run: each check's latest execution passed and is about the
+    materialisation its asset has now (dbt's tests are evaluated outside the run's plan)."""
+    instance = full_run.instance
+    graph = full_run.defs.resolve_asset_graph()
+    checks = [key for key in graph.asset_check_keys if key.name != "freshness_check"]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(checks)
+    assert set(latest) == set(checks)
+    stale, failed = [], []
+    for key, execution in latest.items():
+        evaluation = execution.evaluation
+        if evaluation is None or not evaluation.passed:
+            failed.append(key.to_user_string())
+            continue
+        (materialization,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key.asset_key), limit=1
+        ).records
+        target = evaluation.target_materialization_data
+        if target is None or target.storage_id != materialization.storage_id:
+            stale.append(key.to_user_string())
+    assert (failed, stale) == ([], [])
+
+
 def test_materialisations_record_row_counts_and_column_schemas(full_run: FullRun) -> None:
     latest: dict[dg.AssetKey, dict] = {}
     for event in full_run.result.all_events:
