@@ -2,6 +2,10 @@
 their models, blocking only where a failure blocks, and a failed run that leaves the checks it
 never ran alone instead of marking them "Execution failed"."""
 
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +13,7 @@ import pytest
 
 from incomaker_elt.settings import Settings
 from incomaker_elt.transform import prepare_manifest
+from orchestration.schedules import partition_range_tags
 
 CONVERSIONS = dg.AssetKey(["marts", "fct_conversions"])
 RECONCILIATION = {
@@ -147,6 +152,65 @@ def test_a_failed_dbt_step_reports_no_check_it_never_ran(
     assert not evaluated
     # "Not evaluated" in the UI, where the planned dbt tests showed "Execution failed".
     assert set(latest) == RECONCILIATION
+
+
+class _RejectEveryToken(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"message": "invalid token"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def api_rejecting_the_token() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RejectEveryToken)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_refresh_whose_load_fails_reports_no_dbt_test_it_never_ran(
+    tmp_path: Path, api_rejecting_the_token: str
+) -> None:
+    """The whole refresh job against an API that rejects the token (not retried): the loads
+    fail, dbt never starts. No dbt test shows "Execution failed"; only the reconciliation checks,
+    which the run planned, do."""
+    from orchestration.definitions import build_definitions
+
+    settings = replace(_settings(tmp_path), base_url=api_rejecting_the_token)
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("warehouse_refresh").execute_in_process(
+            instance=instance,
+            tags=partition_range_tags("2025-01-01", "2025-01-01"),
+            raise_on_error=False,
+        )
+        failed_steps = {
+            e.step_key
+            for e in result.all_events
+            if e.event_type == dg.DagsterEventType.STEP_FAILURE
+        }
+        planned = {
+            record.get_dagster_event().asset_check_planned_data.asset_check_key
+            for record in instance.all_logs(
+                result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+            )
+        }
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            list(_dbt_checks(defs))
+        )
+    assert not result.success
+    assert failed_steps == {"incomaker_raw_events", "incomaker_raw_snapshots"}
+    assert planned == RECONCILIATION
+    assert not latest
 
 
 def test_a_build_outside_the_plan_yields_outputs_and_blocking_evaluations(
