@@ -300,15 +300,17 @@ class RunConsole:
         self._print(text)
         self._printed_log.info(text)
 
-    def warning(self, text: str) -> None:
-        """Show a warning the first time its text comes; count the repeats."""
+    def warning(self, text: str, *, streamed: bool = False) -> None:
+        """Show a warning the first time its text comes; count the repeats.
+
+        `streamed`: it came from the run's logs, which `verbose` prints already."""
         key = " ".join(text.split())
         if not key:
             return
         with self._lock:
             seen = key in self.warnings
             self.warnings[key] = self.warnings.get(key, 0) + 1
-        if not seen and not self.verbose:
+        if not seen and not (streamed and self.verbose):
             first = text.strip().splitlines()[0]
             if len(first) > _WARNING_WIDTH:
                 first = first[: _WARNING_WIDTH - 1] + "…"
@@ -318,9 +320,9 @@ class RunConsole:
         meta: dict[str, Any] = getattr(record, "dagster_meta", None) or {}
         event = meta.get("dagster_event")
         if event is not None:
-            self._on_event(event, record.created)
+            self._on_event(event)
         elif record.levelno >= logging.WARNING:
-            self.warning(str(meta.get("orig_message", record.getMessage())))
+            self.warning(str(meta.get("orig_message", record.getMessage())), streamed=True)
         if self._file_handler is not None:
             self._file_handler.handle(record)
         if self.verbose and record.levelno >= logging.INFO:
@@ -331,13 +333,12 @@ class RunConsole:
             return  # a step's record, already handed over by the Dagster logger
         if record.name == "ingestion.progress":
             self._on_operation(record)
-        elif record.name in _OWN_LOGGERS:
-            return
-        elif self.verbose:
-            if record.levelno >= logging.INFO and not record.name.startswith("py.warnings"):
+        elif record.name not in _OWN_LOGGERS and record.name != "py.warnings":
+            # Python's own warnings (deprecations in libraries) stay in the file.
+            if record.levelno >= logging.WARNING:
+                self.warning(record.getMessage(), streamed=True)
+            if self.verbose and record.levelno >= logging.INFO:
                 self._print(f"{record.levelname} {record.name}: {record.getMessage()}")
-        elif record.levelno >= logging.WARNING and record.name != "py.warnings":
-            self.warning(record.getMessage())
 
     def _printed_line(self, line: str, stream: str) -> None:
         text = _ANSI.sub("", line)
@@ -349,7 +350,7 @@ class RunConsole:
 
     # ----------------------------------------------------------------------- stage bookkeeping
 
-    def _on_event(self, event: Any, at: float) -> None:
+    def _on_event(self, event: Any) -> None:
         import dagster as dg
 
         kind = event.event_type
