@@ -300,8 +300,8 @@ class RunConsole:
         self._print(text)
         self._printed_log.info(text)
 
-    def warning(self, text: str, *, streamed: bool = False) -> None:
-        """Show a warning the first time its text comes; count the repeats.
+    def warning(self, text: str, *, streamed: bool = False, label: str = "warning") -> None:
+        """Show a warning (or an error) the first time its text comes; count the repeats.
 
         `streamed`: it came from the run's logs, which `verbose` prints already."""
         key = " ".join(text.split())
@@ -314,7 +314,7 @@ class RunConsole:
             first = text.strip().splitlines()[0]
             if len(first) > _WARNING_WIDTH:
                 first = first[: _WARNING_WIDTH - 1] + "…"
-            self._print(f"warning: {first}")
+            self._print(f"{label}: {first}")
 
     def on_dagster_record(self, record: logging.LogRecord) -> None:
         meta: dict[str, Any] = getattr(record, "dagster_meta", None) or {}
@@ -322,7 +322,8 @@ class RunConsole:
         if event is not None:
             self._on_event(event)
         elif record.levelno >= logging.WARNING:
-            self.warning(str(meta.get("orig_message", record.getMessage())), streamed=True)
+            text = str(meta.get("orig_message", record.getMessage()))
+            self.warning(text, streamed=True, label=_label(record))
         if self._file_handler is not None:
             self._file_handler.handle(record)
         if self.verbose and record.levelno >= logging.INFO:
@@ -336,7 +337,7 @@ class RunConsole:
         elif record.name not in _OWN_LOGGERS and record.name != "py.warnings":
             # Python's own warnings (deprecations in libraries) stay in the file.
             if record.levelno >= logging.WARNING:
-                self.warning(record.getMessage(), streamed=True)
+                self.warning(record.getMessage(), streamed=True, label=_label(record))
             if self.verbose and record.levelno >= logging.INFO:
                 self._print(f"{record.levelname} {record.name}: {record.getMessage()}")
 
@@ -562,6 +563,10 @@ class _ToRoot(logging.Handler):
         for handler in logging.getLogger().handlers:
             if record.levelno >= handler.level:
                 handler.handle(record)
+
+
+def _label(record: logging.LogRecord) -> str:
+    return "error" if record.levelno >= logging.ERROR else "warning"
 
 
 def _not_page_progress(record: logging.LogRecord) -> bool:

@@ -120,6 +120,7 @@ _PARTITIONS = dg.StaticPartitionsDefinition(["2026-06-28", "2026-06-29", "2026-0
 def _raw_orders(context: dg.AssetExecutionContext) -> None:
     context.log.warning("orders: a value did not come as its field's type")
     logging.getLogger("ingestion.recovery").warning("found 1 load package left by an earlier run")
+    logging.getLogger("ingestion.pipeline").error("contacts: extract failed: HTTP 500")
     context.log.info(f"loaded {context.partition_key}")
     print("1 of 2 START sql view model staging.stg_incomaker__orders ...... [RUN]")
     print("1 of 2 OK created sql view model staging.stg_incomaker__orders . [OK in 0.1s]")
@@ -147,10 +148,11 @@ def test_a_warning_repeated_per_partition_is_shown_once_and_logged_each_time(
     out = io.StringIO()
     console = RunConsole(tmp_path / "run.log", out=out, live=False)
     _run_toy(console)
-    shown = [line for line in out.getvalue().splitlines() if line.startswith("warning: ")]
+    shown = [line for line in out.getvalue().splitlines() if line.startswith(("warning", "error"))]
     assert shown == [
         "warning: orders: a value did not come as its field's type",
         "warning: found 1 load package left by an earlier run",
+        "error: contacts: extract failed: HTTP 500",
     ]
     assert set(console.warnings.values()) == {3}
     log = console.log_path.read_text()
