@@ -4,8 +4,10 @@ Without INCOMAKER_API_TOKEN it starts the stand-in API in a child process on a f
 and points the pipeline at it, loading every day up to the stand-in's today. With
 INCOMAKER_BASE_URL and INCOMAKER_API_TOKEN it runs against the real API up to yesterday. Either
 way the Dagster job that the nightly schedule runs is executed here, in this process, and a
-summary is printed: tables and rows, checks, and where the serving warehouse is. A failed run
-exits non-zero and says why.
+summary is printed: tables and rows, checks, the time per stage, and where the serving warehouse
+is. A failed run exits non-zero and says why. While it runs the console shows one progress line
+per stage and each warning once (incomaker_elt.console); everything Dagster, dlt and dbt log goes
+to a file in DAGSTER_HOME/logs, named in the summary; `--verbose` prints it all instead.
 
 The run is recorded in the Dagster instance of DAGSTER_HOME, like runs started from the UI or the
 schedule, so `make ui` shows it afterwards: its logs, materialisations, filled partitions and
