@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import sys
 import threading
@@ -168,7 +169,9 @@ class RunConsole:
         self.log_path = log_path
         self.verbose = verbose
         self.out = out or sys.stdout
-        self.live = (not verbose) and (self.out.isatty() if live is None else live)
+        if live is None:
+            live = self.out.isatty() and os.environ.get("TERM") != "dumb"
+        self.live = live and not verbose
         self.plain_every_s = plain_every_s
         self.stages = {name: Stage(name) for name in STAGES}
         self.step_stage: dict[str, str] = {}
