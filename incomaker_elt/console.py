@@ -330,7 +330,7 @@ class RunConsole:
         if self._file_handler is not None:
             self._file_handler.handle(record)
         if self.verbose and record.levelno >= logging.INFO:
-            self._print(record.getMessage())
+            self._print(f"{_clock(record)} {record.levelname} dagster - {record.getMessage()}")
 
     def on_python_record(self, record: logging.LogRecord) -> None:
         if hasattr(record, "dagster_meta"):
@@ -342,7 +342,9 @@ class RunConsole:
             if record.levelno >= logging.WARNING:
                 self.warning(record.getMessage(), streamed=True, label=_label(record))
             if self.verbose and record.levelno >= logging.INFO:
-                self._print(f"{record.levelname} {record.name}: {record.getMessage()}")
+                self._print(
+                    f"{_clock(record)} {record.levelname} {record.name}: {record.getMessage()}"
+                )
 
     def _printed_line(self, line: str, stream: str) -> None:
         text = _ANSI.sub("", line)
@@ -566,6 +568,10 @@ class _ToRoot(logging.Handler):
         for handler in logging.getLogger().handlers:
             if record.levelno >= handler.level:
                 handler.handle(record)
+
+
+def _clock(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
 
 
 def _label(record: logging.LogRecord) -> str:
