@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 READER       := $(VENV)/duckdb1
 READER_STAMP := $(READER)/.installed-stamp
 
-.PHONY: install run test lint format bench bench-dbt bench-standin ui simulate endpoints clean
+.PHONY: install run test lint format bench bench-dbt bench-standin bench-nightly ui simulate endpoints clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench-dbt: install
 
 bench-standin: install
 	$(BIN)/python bench/standin.py
+
+# A first full load through the nightly job, then nightly runs 1 and 7 days later: requests, rows,
+# time per stage, memory, each night as a share of the first load, and the marts checked against
+# a fresh full load. `make bench-nightly SCALE=large` for the issue's target.
+bench-nightly: install
+	$(BIN)/python bench/nightly.py --scale $(or $(SCALE),medium)
 
 test-lifecycle: install  # the lifecycle property, longer than in `make test` (bench/lifecycle.py)
 	$(BIN)/python bench/lifecycle.py

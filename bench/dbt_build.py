@@ -37,10 +37,10 @@ TARGET_SECONDS = 60.0
 
 
 def ingest(scale: str, warehouse: Path) -> None:
-    from incomaker_elt.settings import RAW_DATASET, load_settings
-    from ingestion.catalogue import default_catalogue
-    from ingestion.pipeline import run_ingestion
-    from standin.service import StandIn
+    from incomaker_elt.contract.catalogue import default_catalogue
+    from incomaker_elt.contract.settings import RAW_DATASET, load_settings
+    from incomaker_elt.ingestion.pipeline import run_ingestion
+    from incomaker_elt.standin.service import StandIn
 
     started = time.perf_counter()
     standin = StandIn(scale=scale, today=TODAY, token=TOKEN)
@@ -111,7 +111,7 @@ def _bulk_details(world, warehouse: Path, raw: str) -> None:
 
 
 def slowest(limit: int = 12) -> list[tuple[float, str]]:
-    from incomaker_elt.transform import DBT_TARGET_DIR
+    from incomaker_elt.orchestration.transform import DBT_TARGET_DIR
 
     results = json.loads((DBT_TARGET_DIR / "run_results.json").read_text())["results"]
     timed = sorted(((r["execution_time"], r["unique_id"]) for r in results), reverse=True)
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"reusing {warehouse} (--reingest to start over)")
 
-    from incomaker_elt import transform
-    from incomaker_elt.settings import load_settings
+    from incomaker_elt.contract.settings import load_settings
+    from incomaker_elt.orchestration import transform
 
     settings = load_settings()
     transform.prepare_manifest(settings)

@@ -6,7 +6,8 @@ the careful path a page takes when a value does not fit its type, and of the dic
 
 Bodies are fetched once from the stand-in in-process (cycled when the listing has fewer pages),
 then decoded in a loop in this process, so only decoding is timed. `--compare` times the same
-bodies with another version of ingestion/records.py (e.g. `git show HEAD~1:ingestion/records.py
+bodies with another version of incomaker_elt/ingestion/records.py (e.g. `git show
+HEAD~1:incomaker_elt/ingestion/records.py
 > /tmp/records_before.py`), for a before/after ratio.
 """
 
@@ -26,9 +27,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import httpx  # noqa: E402
 
-from ingestion.catalogue import Operation, default_catalogue  # noqa: E402
-from ingestion.records import arrow_decoder, careful_page, dict_decoder  # noqa: E402
-from standin import DEFAULT_TODAY, StandIn, build_world  # noqa: E402
+from incomaker_elt.contract.catalogue import Operation, default_catalogue  # noqa: E402
+from incomaker_elt.ingestion.records import arrow_decoder, careful_page, dict_decoder  # noqa: E402
+from incomaker_elt.standin import DEFAULT_TODAY, StandIn, build_world  # noqa: E402
 
 TOKEN = "bench-token"
 

@@ -13,7 +13,8 @@ By default the per-record details of large parents (a detail per order, contact,
 (a million for the orders of `large`), bound by the API, not by the pipeline; nightly runs ask
 only for the records that changed. `--all` includes them.
 
-Pages are asked for and read in the catalogue's paging dialect (ingestion/paging.py): the vendor's
+Pages are asked for and read in the catalogue's paging dialect (incomaker_elt/contract/paging.py):
+the vendor's
 offset/limit by default; `--catalogue FILE` (an override file such as `defaults: {paging: page}`)
 makes the stand-in speak another one and the pipeline read it.
 """
@@ -39,10 +40,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from incomaker_elt.settings import load_settings  # noqa: E402
-from ingestion.catalogue import Catalogue, Operation, default_catalogue, load_catalogue  # noqa: E402
-from ingestion.pipeline import make_pipeline, run_ingestion  # noqa: E402
-from ingestion.records import has_nested_lists  # noqa: E402
+from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue, load_catalogue  # noqa: E402
+from incomaker_elt.contract.settings import load_settings  # noqa: E402
+from incomaker_elt.ingestion.pipeline import make_pipeline, run_ingestion  # noqa: E402
+from incomaker_elt.ingestion.records import has_nested_lists  # noqa: E402
 
 TOKEN = "bench-token"
 TODAY = date(2026, 6, 30)

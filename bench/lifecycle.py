@@ -48,10 +48,10 @@ def main() -> int:
     args = _arguments()
     import lifecycle as lc
 
-    from incomaker_elt.transform import prepare_manifest
-    from ingestion.catalogue import default_catalogue
-    from orchestration.ingestion_assets import partitioned_operations
-    from standin import build_world
+    from incomaker_elt.contract.catalogue import default_catalogue
+    from incomaker_elt.orchestration.ingestion_assets import partitioned_operations
+    from incomaker_elt.orchestration.transform import prepare_manifest
+    from incomaker_elt.standin import build_world
 
     shape = lc.Shape(
         nights=args.nights,

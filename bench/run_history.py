@@ -4,7 +4,8 @@
     python bench/run_history.py --rounds 1 --scale medium
 
 Each round runs `incomaker-elt run` twice from an empty warehouse on the stand-in: once as it is
-(the run recorded in a fresh DAGSTER_HOME, orchestration.run_history) and once with an in-memory
+(the run recorded in a fresh DAGSTER_HOME, incomaker_elt.orchestration.run_history) and once with
+an in-memory
 Dagster instance instead (what `make run` did before), alternating which goes first. It prints the
 wall time of each, the ratio recorded / in memory per round, and how many events the recorded run
 stored. Target (issue 10): the recorded run at most ~20% slower. Compare ratios within one run of
@@ -26,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 IN_MEMORY = (
-    "import dagster as dg, orchestration.run_history as history\n"
+    "import dagster as dg, incomaker_elt.orchestration.run_history as history\n"
     "history.recording_instance = lambda home: dg.DagsterInstance.ephemeral()\n"
     "from incomaker_elt.cli import main\n"
     "sys.exit(main())\n"

@@ -4,7 +4,8 @@ JSON served over loopback for the biggest paged lists, and per-id requests/s.
     .venv/bin/python bench/standin.py [--scale large] [--seed 1] [--size 1000] [--per-id N]
                                       [--per-id-only] [--catalogue FILE]
 
-Lists are paged in the stand-in's paging dialect (ingestion/paging.py): the catalogue's own, or
+Lists are paged in the stand-in's paging dialect (incomaker_elt/contract/paging.py): the
+catalogue's own, or
 the one an override file gives (`--catalogue FILE`, else INCOMAKER_STANDIN_CATALOGUE, as for
 `incomaker-elt simulate`), for the server and the client alike.
 
@@ -41,7 +42,7 @@ def peak_rss_mb() -> float:
 
 def records_of(op, body) -> list:
     """The records of one body, wherever the operation's paging dialect keeps them."""
-    from ingestion.paging import WHOLE_BODY, dig
+    from incomaker_elt.contract.paging import WHOLE_BODY, dig
 
     return [body] if op.records_path == WHOLE_BODY else dig(body, op.records_path) or []
 
@@ -51,7 +52,7 @@ def pages(op, get, size: int, path: str | None = None):
     answers the body's bytes."""
     import orjson
 
-    from ingestion.paging import walk
+    from incomaker_elt.contract.paging import walk
 
     def fetch(at: str, params: dict[str, str]):
         # every page is parsed, as a loader would; orjson so the server is what is measured
@@ -63,7 +64,7 @@ def pages(op, get, size: int, path: str | None = None):
 
 def load_dialect(catalogue_file: str | None):
     """The catalogue the stand-in speaks: as it is, or with the override file given."""
-    from ingestion.catalogue import load_catalogue
+    from incomaker_elt.contract.catalogue import load_catalogue
 
     return load_catalogue(Path(catalogue_file) if catalogue_file else None)
 
@@ -178,7 +179,7 @@ def main() -> int:
 
     import httpx
 
-    from standin import StandIn, build_world
+    from incomaker_elt.standin import StandIn, build_world
 
     started = time.perf_counter()
     world = build_world(args.seed, args.scale)

@@ -8,14 +8,18 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from incomaker_elt.settings import ConfigurationError, check_warehouse_writable, load_settings
-from ingestion.catalogue import CatalogueError
+from incomaker_elt.contract.catalogue import CatalogueError
+from incomaker_elt.contract.settings import (
+    ConfigurationError,
+    check_warehouse_writable,
+    load_settings,
+)
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def endpoints(args: argparse.Namespace) -> int:
-    from ingestion.catalogue import default_catalogue
+    from incomaker_elt.contract.catalogue import default_catalogue
 
     catalogue = default_catalogue()
     rows = [
@@ -71,10 +75,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 SUBCOMMAND_MODULES = (
-    "standin.cli",
-    "ingestion.cli",
-    "ingestion.probe_cli",
-    "incomaker_elt.transform",
+    "incomaker_elt.standin.cli",
+    "incomaker_elt.ingestion.cli",
+    "incomaker_elt.ingestion.probe_cli",
+    "incomaker_elt.orchestration.transform",
     "incomaker_elt.run",
 )
 
@@ -106,7 +110,7 @@ def _note(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; a wrong setting ends in one line saying what to fix, and exit 2."""
-    from orchestration.warehouse import WarehouseBusy, exclusive
+    from incomaker_elt.orchestration.warehouse import WarehouseBusy, exclusive
 
     args = _parser().parse_args(argv)
     handler: Command = args.handler

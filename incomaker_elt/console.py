@@ -9,7 +9,7 @@ Where the progress comes from:
 - Dagster hands every event and log message of the run to its loggers: `dagster_logger()` is one,
   passed to the job (step starts and ends, check evaluations, warnings logged by steps).
 - Ingestion logs each page and each finished operation on the `ingestion.progress` logger
-  (ingestion/fetch.py).
+  (incomaker_elt/ingestion/fetch.py).
 - dagster-dbt writes dbt's node results ("12 of 309 OK created sql view model ...") to
   sys.stdout, which is taken over for the run and read line by line.
 

@@ -12,9 +12,11 @@ to a file in DAGSTER_HOME/logs, named in the summary; `--verbose` prints it all 
 The run is recorded in the Dagster instance of DAGSTER_HOME, like runs started from the UI or the
 schedule, so `make ui` shows it afterwards: its logs, materialisations, filled partitions and
 checks. A first load over the whole history materialises ~550 daily partitions of 14 raw tables;
-orchestration.run_history stores those events in batches (one SQLite transaction each instead of
+incomaker_elt.orchestration.run_history stores those events in batches (one SQLite transaction each
+instead of
 one commit per event, which would add minutes). Every step that opens the warehouse takes its lock
-file (orchestration.warehouse.exclusive), so this run and a UI run never write DuckDB at the same
+file (incomaker_elt.orchestration.warehouse.exclusive), so this run and a UI run never write DuckDB
+at the same
 time.
 
 `incomaker-elt ui` (make ui) starts the Dagster UI with the same environment.
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from incomaker_elt.console import LOGGER_NAME, RunConsole, log_file_path, remove_old_log_files
-from incomaker_elt.settings import PROJECT_ROOT, RAW_DATASET, Settings, load_settings
+from incomaker_elt.contract.settings import PROJECT_ROOT, RAW_DATASET, Settings, load_settings
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -79,7 +81,7 @@ class StandInProcess:
 def _standin_today(today: date | None) -> date:
     if today is not None:
         return today
-    from standin import DEFAULT_TODAY
+    from incomaker_elt.standin import DEFAULT_TODAY
 
     return DEFAULT_TODAY
 
@@ -183,7 +185,7 @@ def summarise(result: object, seconds: float) -> RunSummary:
     """Tables, rows, checks and failures from the events of an executed run."""
     import dagster as dg
 
-    from orchestration.alerts import step_failure_cause
+    from incomaker_elt.orchestration.alerts import step_failure_cause
 
     assert isinstance(result, dg.ExecuteInProcessResult)
     summary = RunSummary(run_id=result.run_id, success=result.success, seconds=seconds)
@@ -259,7 +261,7 @@ def print_summary(summary: RunSummary, settings: Settings, api: str) -> None:
 
 def partition_days(settings: Settings, last_day: date) -> tuple[str, str]:
     """First and last daily partition of a full run, clipped to the days Dagster knows."""
-    from orchestration.partitions import daily_partitions
+    from incomaker_elt.orchestration.partitions import daily_partitions
 
     partitions = daily_partitions(settings)
     newest = partitions.get_last_partition_key()
@@ -289,7 +291,7 @@ def step_stages(defs: dg.Definitions, job: dg.JobDefinition) -> dict[str, str]:
     serving warehouse's is publishing, asset checks' are checks, other assets' (dbt) dbt."""
     import dagster as dg
 
-    from orchestration.publishing import SERVING_ASSET_KEY
+    from incomaker_elt.orchestration.publishing import SERVING_ASSET_KEY
 
     stages: dict[str, str] = {}
     for item in defs.assets or []:
@@ -342,15 +344,19 @@ def run_pipeline(
     """
     import dagster as dg
 
-    from incomaker_elt.transform import TransformError, prepare_manifest
+    from incomaker_elt.orchestration.transform import TransformError, prepare_manifest
 
     try:
         prepare_manifest(settings)
     except TransformError as exc:
         raise RunError(str(exc)) from exc
-    from orchestration.definitions import build_definitions
-    from orchestration.run_history import fail_abandoned_runs, process_tags, recording_instance
-    from orchestration.schedules import REFRESH_JOB_NAME, partition_range_tags
+    from incomaker_elt.orchestration.definitions import build_definitions
+    from incomaker_elt.orchestration.run_history import (
+        fail_abandoned_runs,
+        process_tags,
+        recording_instance,
+    )
+    from incomaker_elt.orchestration.schedules import REFRESH_JOB_NAME, partition_range_tags
 
     first, last = partition_days(settings, last_day)
     defs = build_definitions(settings)
@@ -454,7 +460,7 @@ def _dagster_dev(command: list[str], env: dict[str, str]) -> int:
 
 def ui_command(args: argparse.Namespace) -> int:
     """`dagster dev` on 127.0.0.1 with DAGSTER_HOME set, and the stand-in when there is no token."""
-    from ingestion.catalogue import load_catalogue
+    from incomaker_elt.contract.catalogue import load_catalogue
 
     settings = load_settings()
     # A broken override file would otherwise surface only as a code location error in the UI.

@@ -1,7 +1,8 @@
 """Reading the stand-in (or any API client) in whatever paging dialect its catalogue describes.
 
 Tests never spell a body shape: the query parameters of a page, where the records are, the totals
-and the `next` links all come from the operation's `Paging` (ingestion/paging.py), exactly as the
+and the `next` links all come from the operation's `Paging` (incomaker_elt/contract/paging.py),
+exactly as the
 pipeline reads them. `api` is an httpx.Client (base URL and token set), a StandIn (asked in
 process), or an IncomakerClient.
 """
@@ -19,11 +20,11 @@ import httpx
 import orjson
 import yaml
 
-from incomaker_elt.settings import Settings, load_settings
-from ingestion.catalogue import Catalogue, Operation, load_catalogue
-from ingestion.client import IncomakerClient
-from ingestion.paging import WHOLE_BODY, PageTotals, dig, walk
-from standin import StandIn
+from incomaker_elt.contract.catalogue import Catalogue, Operation, load_catalogue
+from incomaker_elt.contract.paging import WHOLE_BODY, PageTotals, dig, walk
+from incomaker_elt.contract.settings import Settings, load_settings
+from incomaker_elt.ingestion.client import IncomakerClient
+from incomaker_elt.standin import StandIn
 
 HEADERS = {"Authorization": "Bearer standin-token"}
 Api = httpx.Client | StandIn | IncomakerClient

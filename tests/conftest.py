@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from api_pages import DIALECT_OVERRIDES, dialect_catalogue
 
-from ingestion.catalogue import Catalogue
+from incomaker_elt.contract.catalogue import Catalogue
 
 
 @pytest.fixture(scope="session")
 def small_world():
     """The stand-in's small world for seed 1, built once per test session."""
-    from standin import build_world
+    from incomaker_elt.standin import build_world
 
     return build_world(1, "small")
 

@@ -6,7 +6,8 @@ the Dagster UI's partitioned multi-asset, flaky API answers, processes killed wi
 middle of ingesting, of dbt and of publishing), then one clean nightly run. Afterwards:
 
 - every mart equals, row for row, a fresh full load at the same today (tests/warehouse_compare.py);
-- no raw table holds a primary key (ingestion.records.primary_key) twice, nor a child table a
+- no raw table holds a primary key (incomaker_elt.ingestion.records.primary_key) twice, nor a child
+table a
   (parent, list index) twice;
 - the serving copy, read like a dashboard reads it during and after every step, always opens,
   holds every mart, and its marts are those of a completed publication: an earlier one or the
@@ -47,7 +48,7 @@ from pathlib import Path
 
 import duckdb
 
-from incomaker_elt.settings import PROJECT_ROOT, Settings
+from incomaker_elt.contract.settings import PROJECT_ROOT, Settings
 
 TOKEN = "lifecycle-token"
 MARTS_SCHEMA = "marts"
@@ -94,7 +95,7 @@ class FaultSpec:
     seed: int = 0
 
     def faults(self):  # -> standin.Faults
-        from standin import Faults
+        from incomaker_elt.standin import Faults
 
         return Faults(
             rate=self.rate, kinds=self.kinds, drift=self.drift, seed=self.seed, retry_after=1
@@ -345,9 +346,9 @@ def duplicate_keys(warehouse: Path, examples: int = 3) -> dict[str, str]:
     Roots are keyed by the catalogue's primary key (aggregates by snapshot day and parameters
     first); child tables (`<table>__<list>`) by their parent row and list position.
     """
-    from incomaker_elt.settings import RAW_DATASET
-    from ingestion.catalogue import default_catalogue
-    from ingestion.records import primary_key
+    from incomaker_elt.contract.catalogue import default_catalogue
+    from incomaker_elt.contract.settings import RAW_DATASET
+    from incomaker_elt.ingestion.records import primary_key
 
     found: dict[str, str] = {}
     con = open_when_free(warehouse)
@@ -403,7 +404,7 @@ running by its run, say) before it reports that instead of reading."""
 
 def open_when_free(warehouse: Path) -> duckdb.DuckDBPyConnection:
     """The working warehouse read-only, once no other process writes it (within the wait)."""
-    from orchestration.warehouse import connect
+    from incomaker_elt.orchestration.warehouse import connect
 
     return connect(warehouse, read_only=True, timeout=WAREHOUSE_WAIT_SECONDS)
 
@@ -662,7 +663,7 @@ class Lifecycle:
     ) -> LifecycleOutcome:
         import dagster as dg
 
-        from standin import StandIn
+        from incomaker_elt.standin import StandIn
 
         started = time.monotonic()
         standin = StandIn(self.world, today=steps[0].today, token=TOKEN)
@@ -879,9 +880,9 @@ class StepExecutor:
 def load_by_commands(settings: Settings, step: Step, run_id: str) -> tuple[str, str | None]:
     """What `incomaker-elt ingest` and `incomaker-elt transform` do, then a publish as the job's
     last step does it; in this process. (what happened, the publication's run id or None)"""
-    from incomaker_elt import transform
-    from incomaker_elt.serving import publish_serving_warehouse
-    from ingestion.pipeline import run_ingestion
+    from incomaker_elt.ingestion.pipeline import run_ingestion
+    from incomaker_elt.orchestration import transform
+    from incomaker_elt.orchestration.serving import publish_serving_warehouse
 
     assert step.first is not None and step.last is not None
     try:
@@ -899,7 +900,7 @@ def load_by_commands(settings: Settings, step: Step, run_id: str) -> tuple[str, 
 
 def execute_job(defs, instance, first: date, last: date, selection=None):
     """The refresh job over partitions [first, last] in this process, as the UI runs it."""
-    from orchestration.schedules import REFRESH_JOB_NAME, partition_range_tags
+    from incomaker_elt.orchestration.schedules import REFRESH_JOB_NAME, partition_range_tags
 
     job = defs.resolve_job_def(REFRESH_JOB_NAME)
     return job.execute_in_process(
@@ -916,7 +917,7 @@ def execute_job(defs, instance, first: date, last: date, selection=None):
 def definitions(settings: Settings, attempts: int = 5):
     """build_definitions, read again while another process rewrites dbt's manifest (the
     working tree is shared: a `dbt parse` elsewhere leaves it half-written for a moment)."""
-    from orchestration.definitions import build_definitions
+    from incomaker_elt.orchestration.definitions import build_definitions
 
     for attempt in range(attempts):
         try:
@@ -957,7 +958,7 @@ class References:
         import dagster as dg
 
         from incomaker_elt.run import summarise
-        from standin import StandIn
+        from incomaker_elt.standin import StandIn
 
         started = time.monotonic()
         folder = self.root / f"reference-{partitions_start}-{today}-{via}"
@@ -1012,8 +1013,8 @@ def _run_job_command(argv: Sequence[str]) -> int:
 
     import dagster as dg
 
-    from incomaker_elt.settings import load_settings
-    from orchestration.schedules import REFRESH_JOB_NAME, partition_range_tags
+    from incomaker_elt.contract.settings import load_settings
+    from incomaker_elt.orchestration.schedules import REFRESH_JOB_NAME, partition_range_tags
 
     settings = load_settings()
     defs = definitions(settings)

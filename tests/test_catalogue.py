@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.catalogue import CatalogueError, load_catalogue
-from ingestion.paging import DIALECTS
+from incomaker_elt.contract.catalogue import CatalogueError, load_catalogue
+from incomaker_elt.contract.paging import DIALECTS
 
 SEED = Path(__file__).resolve().parents[1] / "docs" / "reference" / "incomaker-reporting-v1.txt"
 """The public Reporting v1 documentation as published (its operation list and the one operation

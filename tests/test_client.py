@@ -11,16 +11,16 @@ import httpx
 import orjson
 import pytest
 
-from ingestion.catalogue import Operation, default_catalogue
-from ingestion.client import (
+from incomaker_elt.contract.catalogue import Operation, default_catalogue
+from incomaker_elt.contract.paging import put
+from incomaker_elt.ingestion.client import (
     ApiUnavailable,
     IncomakerClient,
     RequestRejected,
     RetryPolicy,
     TokenRejected,
 )
-from ingestion.paging import put
-from ingestion.records import arrow_decoder, dict_decoder
+from incomaker_elt.ingestion.records import arrow_decoder, dict_decoder
 
 TOKEN = "secret-token-123"
 SEGMENTS = default_catalogue().get("segments")

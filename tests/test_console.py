@@ -22,7 +22,7 @@ from api_pages import standin_settings
 
 from incomaker_elt.console import LOGGER_NAME, RunConsole, log_file_path, remove_old_log_files
 from incomaker_elt.run import print_summary, run_pipeline
-from standin import StandIn
+from incomaker_elt.standin import StandIn
 
 TOKEN = "console-token"
 FIRST_DAY = date(2026, 6, 28)
@@ -119,8 +119,12 @@ _PARTITIONS = dg.StaticPartitionsDefinition(["2026-06-28", "2026-06-29", "2026-0
 @dg.asset(partitions_def=_PARTITIONS, key=dg.AssetKey(["incomaker_raw", "orders"]))
 def _raw_orders(context: dg.AssetExecutionContext) -> None:
     context.log.warning("orders: a value did not come as its field's type")
-    logging.getLogger("ingestion.recovery").warning("found 1 load package left by an earlier run")
-    logging.getLogger("ingestion.pipeline").error("contacts: extract failed: HTTP 500")
+    logging.getLogger("incomaker_elt.ingestion.recovery").warning(
+        "found 1 load package left by an earlier run"
+    )
+    logging.getLogger("incomaker_elt.ingestion.pipeline").error(
+        "contacts: extract failed: HTTP 500"
+    )
     context.log.info(f"loaded {context.partition_key}")
     print("1 of 2 START sql view model staging.stg_incomaker__orders ...... [RUN]")
     print("1 of 2 OK created sql view model staging.stg_incomaker__orders . [OK in 0.1s]")

@@ -11,9 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from incomaker_elt.settings import Settings
-from incomaker_elt.transform import prepare_manifest
-from orchestration.schedules import partition_range_tags
+from incomaker_elt.contract.settings import Settings
+from incomaker_elt.orchestration.schedules import partition_range_tags
+from incomaker_elt.orchestration.transform import prepare_manifest
 
 CONVERSIONS = dg.AssetKey(["marts", "fct_conversions"])
 RECONCILIATION = {
@@ -55,7 +55,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="module")
 def defs(settings: Settings) -> dg.Definitions:
     prepare_manifest()  # the singular tests' meta must be in the manifest Dagster reads
-    from orchestration.definitions import build_definitions
+    from incomaker_elt.orchestration.definitions import build_definitions
 
     return build_definitions(settings)
 
@@ -119,7 +119,7 @@ def test_a_failed_dbt_step_reports_no_check_it_never_ran(
     opened (a folder stands in its place): the dbt step fails before dbt starts and no test runs.
     No dbt test was in the run's plan, so none shows "Execution failed"; the reconciliation
     checks, planned steps of their own, do."""
-    from orchestration.warehouse import lock_path
+    from incomaker_elt.orchestration.warehouse import lock_path
 
     lock_path(settings.warehouse_path).mkdir(parents=True, exist_ok=True)
     dbt_keys = defs.get_assets_def(CONVERSIONS).keys
@@ -183,7 +183,7 @@ def test_a_refresh_whose_load_fails_reports_no_dbt_test_it_never_ran(
     """The whole refresh job against an API that rejects the token (not retried): the loads
     fail, dbt never starts. No dbt test shows "Execution failed"; only the reconciliation checks,
     which the run planned, do."""
-    from orchestration.definitions import build_definitions
+    from incomaker_elt.orchestration.definitions import build_definitions
 
     settings = replace(_settings(tmp_path), base_url=api_rejecting_the_token)
     defs = build_definitions(settings)
@@ -216,7 +216,7 @@ def test_a_refresh_whose_load_fails_reports_no_dbt_test_it_never_ran(
 def test_a_build_outside_the_plan_yields_outputs_and_blocking_evaluations(
     defs: dg.Definitions,
 ) -> None:
-    from orchestration.transform_assets import as_step_events
+    from incomaker_elt.orchestration.transform_assets import as_step_events
 
     dbt = defs.get_assets_def(CONVERSIONS)
     unique = dg.AssetCheckKey(CONVERSIONS, "unique_fct_conversions_conversion_id")
@@ -250,7 +250,7 @@ def test_a_build_outside_the_plan_yields_outputs_and_blocking_evaluations(
 def test_an_evaluation_outside_the_plan_points_at_the_materialisation_it_checked() -> None:
     """What the dbt step does with a test outside the run's plan, in a step of its own: the
     evaluation names the model's materialisation, so the UI counts it for the latest one."""
-    from orchestration.transform_assets import on_latest_materialization
+    from incomaker_elt.orchestration.transform_assets import on_latest_materialization
 
     check = dg.AssetCheckKey(dg.AssetKey("model"), "unique_id")
 

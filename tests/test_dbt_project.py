@@ -11,11 +11,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from incomaker_elt import transform
-from incomaker_elt.settings import RAW_DATASET, load_settings
-from ingestion.catalogue import load_catalogue
+from incomaker_elt.contract.catalogue import load_catalogue
+from incomaker_elt.contract.settings import RAW_DATASET, load_settings
+from incomaker_elt.orchestration import transform
 
-GENERATOR = transform.DBT_PROJECT_DIR / "scripts" / "generate_staging.py"
+GENERATOR = "incomaker_elt.contract.staging_models"
 MARTS = {
     "fct_conversions",
     "conversions_daily",
@@ -60,11 +60,10 @@ def monkeypatch_module():
 
 def test_generated_staging_is_in_sync_with_the_catalogue() -> None:
     result = subprocess.run(
-        [sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True
+        [sys.executable, "-m", GENERATOR, "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, (
-        f"staging files are stale; run `python {GENERATOR.relative_to(Path.cwd())}`:\n"
-        f"{result.stdout}"
+        f"staging files are stale; run `python -m {GENERATOR}`:\n{result.stdout}"
     )
 
 

@@ -37,13 +37,13 @@ from api_pages import (
     write_override,
 )
 
-from incomaker_elt import transform
-from incomaker_elt.settings import RAW_DATASET, Settings
-from ingestion.catalogue import Catalogue, load_catalogue
-from ingestion.paging import dig, next_href, put
-from ingestion.pipeline import LoadSummary, run_ingestion
-from orchestration import reconciliation as rec
-from standin import DEFAULT_TODAY, StandIn
+from incomaker_elt.contract.catalogue import Catalogue, load_catalogue
+from incomaker_elt.contract.paging import dig, next_href, put
+from incomaker_elt.contract.settings import RAW_DATASET, Settings
+from incomaker_elt.ingestion.pipeline import LoadSummary, run_ingestion
+from incomaker_elt.orchestration import reconciliation as rec
+from incomaker_elt.orchestration import transform
+from incomaker_elt.standin import DEFAULT_TODAY, StandIn
 
 TOKEN = HEADERS["Authorization"].removeprefix("Bearer ")
 START = date(2025, 1, 1)

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from warehouse_compare import compare_warehouses, describe
 
-from incomaker_elt import transform
-from incomaker_elt.settings import Settings, load_settings
-from ingestion.pipeline import run_ingestion
-from standin import StandIn
+from incomaker_elt.contract.settings import Settings, load_settings
+from incomaker_elt.ingestion.pipeline import run_ingestion
+from incomaker_elt.orchestration import transform
+from incomaker_elt.standin import StandIn
 
 TOKEN = "standin-token"
 HISTORY_START = date(2025, 1, 1)

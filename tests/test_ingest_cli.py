@@ -15,8 +15,8 @@ import httpx
 import pytest
 from api_pages import HEADERS, operation_at, total_items
 
-from incomaker_elt.settings import RAW_DATASET
-from standin import StandIn
+from incomaker_elt.contract.settings import RAW_DATASET
+from incomaker_elt.standin import StandIn
 
 TOKEN = "standin-token"
 ARGS = ["--only", "orders", "--start-date", "2026-06-01", "--end-date", "2026-06-30"]

@@ -57,8 +57,8 @@ SEEDS = (
 
 
 def _partitioned() -> list[str]:
-    from ingestion.catalogue import default_catalogue
-    from orchestration.ingestion_assets import partitioned_operations
+    from incomaker_elt.contract.catalogue import default_catalogue
+    from incomaker_elt.orchestration.ingestion_assets import partitioned_operations
 
     return [op.name for op in partitioned_operations(default_catalogue())]
 
@@ -75,7 +75,7 @@ def lifecycle(
     references: References,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> LifecycleOutcome:
-    from incomaker_elt.transform import prepare_manifest
+    from incomaker_elt.orchestration.transform import prepare_manifest
 
     prepare_manifest()
     seed = request.param

@@ -26,11 +26,11 @@ import orjson
 import pytest
 from api_pages import standin_settings
 
-from incomaker_elt.settings import RAW_DATASET, Settings
-from ingestion.catalogue import Operation, default_catalogue
-from ingestion.client import IncomakerClient
-from ingestion.fetch import Fetcher
-from ingestion.pipeline import (
+from incomaker_elt.contract.catalogue import Operation, default_catalogue
+from incomaker_elt.contract.settings import RAW_DATASET, Settings
+from incomaker_elt.ingestion.client import IncomakerClient
+from incomaker_elt.ingestion.fetch import Fetcher
+from incomaker_elt.ingestion.pipeline import (
     PIPELINE_NAME,
     IngestionIncomplete,
     configure_dlt,
@@ -38,11 +38,11 @@ from ingestion.pipeline import (
     make_pipeline,
     run_ingestion,
 )
-from ingestion.records import has_nested_lists, primary_key
-from ingestion.source import RunDates, incomaker_source, with_ancestors
-from orchestration.ingestion_assets import exact_window, partitioned_operations
-from standin import DEFAULT_TODAY, StandIn
-from standin.service import Reply
+from incomaker_elt.ingestion.records import has_nested_lists, primary_key
+from incomaker_elt.ingestion.source import RunDates, incomaker_source, with_ancestors
+from incomaker_elt.orchestration.ingestion_assets import exact_window, partitioned_operations
+from incomaker_elt.standin import DEFAULT_TODAY, StandIn
+from incomaker_elt.standin.service import Reply
 
 CATALOGUE = default_catalogue()
 TOKEN = "standin-token"
@@ -416,8 +416,8 @@ def test_dagster_and_the_cli_load_the_rest_then_fail_naming_the_refused_operatio
 ):
     import dagster as dg
 
-    from orchestration.ingestion_assets import build_raw_assets, raw_asset_key
-    from orchestration.partitions import daily_partitions
+    from incomaker_elt.orchestration.ingestion_assets import build_raw_assets, raw_asset_key
+    from incomaker_elt.orchestration.partitions import daily_partitions
 
     refusing = Refusing(small_world, token=TOKEN, refused=["campaign_ab_tests"])
     with refusing.serve(host="127.0.0.1", port=0) as base_url:

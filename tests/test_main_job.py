@@ -16,12 +16,12 @@ import duckdb
 import orjson
 import pytest
 
+from incomaker_elt.contract.settings import PROJECT_ROOT, Settings
+from incomaker_elt.orchestration.serving import publish_serving_warehouse
+from incomaker_elt.orchestration.transform import prepare_manifest
 from incomaker_elt.run import standin_process
-from incomaker_elt.serving import publish_serving_warehouse
-from incomaker_elt.settings import PROJECT_ROOT, Settings
-from incomaker_elt.transform import prepare_manifest
-from standin import StandIn
-from standin.service import Reply
+from incomaker_elt.standin import StandIn
+from incomaker_elt.standin.service import Reply
 
 TODAY_ISO = "2026-06-30"
 FIRST_DAY = "2025-01-01"
@@ -43,13 +43,13 @@ def _settings(root: Path, base_url: str) -> Settings:
 
 
 def _definitions(settings: Settings) -> dg.Definitions:
-    from orchestration.definitions import build_definitions
+    from incomaker_elt.orchestration.definitions import build_definitions
 
     return build_definitions(settings)
 
 
 def _range_tags(first: str, last: str) -> dict[str, str]:
-    from orchestration.schedules import partition_range_tags
+    from incomaker_elt.orchestration.schedules import partition_range_tags
 
     return partition_range_tags(first, last)
 

@@ -22,10 +22,10 @@ import duckdb
 import pytest
 from api_pages import HEADERS, instant, operation_at, records_of
 
-from incomaker_elt import transform
-from incomaker_elt.settings import Settings, load_settings
-from ingestion.paging import PageTotals, walk
-from standin.dialect import integer_id
+from incomaker_elt.contract.paging import PageTotals, walk
+from incomaker_elt.contract.settings import Settings, load_settings
+from incomaker_elt.orchestration import transform
+from incomaker_elt.standin.dialect import integer_id
 
 TODAY = date(2026, 6, 30)
 HISTORY_START = date(2025, 1, 1)
@@ -114,7 +114,7 @@ def as_utc(value: datetime) -> datetime:
 
 @pytest.fixture(scope="module")
 def standin(small_world):
-    from standin.service import StandIn
+    from incomaker_elt.standin.service import StandIn
 
     return StandIn(small_world, today=TODAY, token=TOKEN)
 
@@ -154,7 +154,7 @@ def _compile_totals(settings: Settings) -> str:
 
 @pytest.fixture(scope="module")
 def built(standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    from ingestion.pipeline import run_ingestion
+    from incomaker_elt.ingestion.pipeline import run_ingestion
 
     path = tmp_path_factory.mktemp("marts") / "incomaker.duckdb"
     with pytest.MonkeyPatch.context() as mp:

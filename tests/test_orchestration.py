@@ -19,9 +19,9 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from incomaker_elt.settings import PROJECT_ROOT, Settings
-from incomaker_elt.transform import prepare_manifest
-from ingestion.catalogue import load_catalogue
+from incomaker_elt.contract.catalogue import load_catalogue
+from incomaker_elt.contract.settings import PROJECT_ROOT, Settings
+from incomaker_elt.orchestration.transform import prepare_manifest
 
 CATALOGUE = load_catalogue()
 MODELS_DIR = PROJECT_ROOT / "dbt_project" / "models"
@@ -74,7 +74,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="module")
 def defs(settings: Settings) -> dg.Definitions:
     prepare_manifest()  # the manifest must describe the models on disk, not an older state
-    from orchestration.definitions import build_definitions
+    from incomaker_elt.orchestration.definitions import build_definitions
 
     return build_definitions(settings, CATALOGUE)
 
@@ -231,7 +231,7 @@ def test_the_first_nights_clip_to_the_partitions_start(defs: dg.Definitions) -> 
 
 
 def test_a_failed_run_is_logged_and_posted_to_the_webhook(settings: Settings) -> None:
-    from orchestration.alerts import build_run_failure_sensor
+    from incomaker_elt.orchestration.alerts import build_run_failure_sensor
 
     posted: list[httpx.Request] = []
 
@@ -267,7 +267,7 @@ def test_a_failed_run_is_logged_and_posted_to_the_webhook(settings: Settings) ->
 
 
 def test_no_webhook_no_post(settings: Settings) -> None:
-    from orchestration.alerts import post_to_webhook
+    from incomaker_elt.orchestration.alerts import post_to_webhook
 
     def unreachable(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
@@ -278,7 +278,7 @@ def test_no_webhook_no_post(settings: Settings) -> None:
 
 
 def test_the_workspace_loads_the_code_location(tmp_path: Path) -> None:
-    """What `make ui` loads: workspace.yaml -> orchestration.definitions:defs."""
+    """What `make ui` loads: workspace.yaml -> incomaker_elt.orchestration.definitions:defs."""
     env = {
         **os.environ,
         "DAGSTER_HOME": str(tmp_path),

@@ -3,8 +3,8 @@
 from datetime import date
 from decimal import Decimal
 
-from orchestration.partitions import day_ranges
-from orchestration.reconciliation import compare, covers, split_settled
+from incomaker_elt.orchestration.partitions import day_ranges
+from incomaker_elt.orchestration.reconciliation import compare, covers, split_settled
 
 
 def test_equal_figures_have_no_difference() -> None:

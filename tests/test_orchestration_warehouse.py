@@ -4,7 +4,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from orchestration.warehouse import exclusive
+from incomaker_elt.orchestration.warehouse import exclusive
 
 
 def _hold(path: str, seconds: float, ready, killed_before_release: bool) -> None:

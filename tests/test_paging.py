@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingestion.paging import (
+from incomaker_elt.contract.paging import (
     DIALECTS,
     PageTotals,
     PagingError,
@@ -165,8 +165,8 @@ def test_an_unpaged_operation_is_one_request() -> None:
 
 
 def test_an_answer_without_the_records_fails_its_operation_and_says_what_to_do() -> None:
-    from ingestion.catalogue import load_catalogue
-    from ingestion.records import UnexpectedBody, arrow_decoder, dict_decoder
+    from incomaker_elt.contract.catalogue import load_catalogue
+    from incomaker_elt.ingestion.records import UnexpectedBody, arrow_decoder, dict_decoder
 
     catalogue = load_catalogue()
     spring_body = b'{"content": [{"orderId": 1}], "totalElements": 1, "totalPages": 1}'
@@ -187,12 +187,12 @@ def test_a_fixed_backfill_window_filters_on_the_column_the_records_have() -> Non
     """Both decoders name top-level fields in dlt's snake_case, nested-list operations too."""
     from datetime import date
 
-    from ingestion.catalogue import load_catalogue
-    from ingestion.client import IncomakerClient
-    from ingestion.fetch import Fetcher
-    from ingestion.records import column_hints, snake
-    from ingestion.source import RunDates, incomaker_source
-    from orchestration.ingestion_assets import exact_window
+    from incomaker_elt.contract.catalogue import load_catalogue
+    from incomaker_elt.ingestion.client import IncomakerClient
+    from incomaker_elt.ingestion.fetch import Fetcher
+    from incomaker_elt.ingestion.records import column_hints, snake
+    from incomaker_elt.ingestion.source import RunDates, incomaker_source
+    from incomaker_elt.orchestration.ingestion_assets import exact_window
 
     catalogue = load_catalogue()
     windowed = [op for op in catalogue if op.window]

@@ -19,15 +19,15 @@ import pytest
 import yaml
 from api_pages import standin_settings
 
-from incomaker_elt.settings import Settings
-from ingestion.catalogue import Catalogue, load_catalogue
-from ingestion.client import RetryPolicy
-from ingestion.paging import WHOLE_BODY, dig
-from ingestion.pipeline import run_ingestion
-from ingestion.probe import pair_renames, path_variants, segment_spellings
-from ingestion.probe_cli import probe_and_report
-from ingestion.source import RunDates, fixed_params
-from standin import DEFAULT_TODAY, StandIn
+from incomaker_elt.contract.catalogue import Catalogue, load_catalogue
+from incomaker_elt.contract.paging import WHOLE_BODY, dig
+from incomaker_elt.contract.settings import Settings
+from incomaker_elt.ingestion.client import RetryPolicy
+from incomaker_elt.ingestion.pipeline import run_ingestion
+from incomaker_elt.ingestion.probe import pair_renames, path_variants, segment_spellings
+from incomaker_elt.ingestion.probe_cli import probe_and_report
+from incomaker_elt.ingestion.source import RunDates, fixed_params
+from incomaker_elt.standin import DEFAULT_TODAY, StandIn
 
 TOKEN = "probe-secret-token-7f3a"
 CATALOGUE = load_catalogue()

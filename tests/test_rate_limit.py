@@ -11,14 +11,14 @@ from datetime import date
 import httpx
 import pytest
 
-from incomaker_elt.settings import (
+from incomaker_elt.contract.settings import (
     DEFAULT_REQUESTS_PER_SECOND,
     ConfigurationError,
     load_settings,
 )
-from ingestion.cli import _table
-from ingestion.client import IncomakerClient, RateLimit, RetryPolicy
-from ingestion.pipeline import LoadSummary
+from incomaker_elt.ingestion.cli import _table
+from incomaker_elt.ingestion.client import IncomakerClient, RateLimit, RetryPolicy
+from incomaker_elt.ingestion.pipeline import LoadSummary
 
 
 class FakeClock:

@@ -9,10 +9,10 @@ import duckdb
 import pytest
 from api_pages import standin_settings
 
-from ingestion.catalogue import load_catalogue
-from ingestion.records import column_hints, nested_hints
-from orchestration.raw_metadata import catalogue_columns
-from standin import StandIn
+from incomaker_elt.contract.catalogue import load_catalogue
+from incomaker_elt.ingestion.records import column_hints, nested_hints
+from incomaker_elt.orchestration.raw_metadata import catalogue_columns
+from incomaker_elt.standin import StandIn
 
 CATALOGUE = load_catalogue()
 TOKEN = "standin-token"
@@ -25,8 +25,8 @@ def _raw(name: str) -> dg.AssetKey:
 
 @pytest.fixture(scope="module")
 def raw_assets(tmp_path_factory: pytest.TempPathFactory):
-    from orchestration.ingestion_assets import build_raw_assets
-    from orchestration.partitions import daily_partitions
+    from incomaker_elt.orchestration.ingestion_assets import build_raw_assets
+    from incomaker_elt.orchestration.partitions import daily_partitions
 
     settings = standin_settings(tmp_path_factory.mktemp("raw_metadata"), TOKEN)
     return settings, build_raw_assets(settings, CATALOGUE, daily_partitions(settings))
@@ -73,9 +73,9 @@ WANTED = ("orders", "conversions", "order_detail")
 @pytest.fixture(scope="module")
 def range_run(raw_assets, small_world):
     """One run over three daily partitions of three tables, as a UI backfill of a range runs."""
-    from orchestration.ingestion_assets import build_raw_assets
-    from orchestration.partitions import daily_partitions
-    from orchestration.schedules import partition_range_tags
+    from incomaker_elt.orchestration.ingestion_assets import build_raw_assets
+    from incomaker_elt.orchestration.partitions import daily_partitions
+    from incomaker_elt.orchestration.schedules import partition_range_tags
 
     settings, _ = raw_assets
     service = StandIn(small_world, token=TOKEN)
@@ -148,7 +148,7 @@ def _per_day(con: duckdb.DuckDBPyConnection, table: str, day: str) -> dict[str, 
 
 
 def test_materialisation_column_schema_keeps_the_catalogues_descriptions() -> None:
-    from orchestration.raw_metadata import column_schema
+    from incomaker_elt.orchestration.raw_metadata import column_schema
 
     op = CATALOGUE.get("orders")
     warehouse = {

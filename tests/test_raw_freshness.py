@@ -13,19 +13,19 @@ import dagster as dg
 import pytest
 from api_pages import standin_settings
 
-from incomaker_elt.settings import ConfigurationError, Settings
-from ingestion.catalogue import load_catalogue
-from orchestration.freshness import (
+from incomaker_elt.contract.catalogue import load_catalogue
+from incomaker_elt.contract.settings import ConfigurationError, Settings
+from incomaker_elt.orchestration.freshness import (
     FRESHNESS_CHECK_NAME,
     build_freshness_checks,
     build_freshness_sensor,
     checks_due,
     expected_day,
 )
-from orchestration.ingestion_assets import build_raw_assets
-from orchestration.partitions import daily_partitions, last_complete_day
-from orchestration.schedules import partition_range_tags
-from standin import StandIn
+from incomaker_elt.orchestration.ingestion_assets import build_raw_assets
+from incomaker_elt.orchestration.partitions import daily_partitions, last_complete_day
+from incomaker_elt.orchestration.schedules import partition_range_tags
+from incomaker_elt.standin import StandIn
 
 CATALOGUE = load_catalogue()
 TOKEN = "standin-token"
@@ -74,7 +74,7 @@ def test_freshness_expects_yesterday_after_the_deadline_and_a_frozen_today_alway
 
 
 def test_the_nightly_run_against_a_frozen_source_loads_up_to_its_today(tmp_path: Path) -> None:
-    from orchestration.schedules import build_nightly_schedule, build_refresh_job
+    from incomaker_elt.orchestration.schedules import build_nightly_schedule, build_refresh_job
 
     settings = _settings(tmp_path, source_today=STANDIN_TODAY)
     schedule = build_nightly_schedule(build_refresh_job(dg.AssetSelection.all()), settings, 30)

@@ -23,14 +23,19 @@ import pytest
 
 from incomaker_elt import run
 from incomaker_elt.cli import main
-from incomaker_elt.run import summarise
-from incomaker_elt.serving import (
+from incomaker_elt.contract.settings import PROJECT_ROOT, ConfigurationError, load_settings
+from incomaker_elt.orchestration.serving import (
     leftover_temporaries,
     publish_serving_warehouse,
     read_published_tables,
 )
-from incomaker_elt.settings import PROJECT_ROOT, ConfigurationError, load_settings
-from orchestration.warehouse import WarehouseBusy, connect, exclusive, retry_while_locked
+from incomaker_elt.orchestration.warehouse import (
+    WarehouseBusy,
+    connect,
+    exclusive,
+    retry_while_locked,
+)
+from incomaker_elt.run import summarise
 
 PYTHON = sys.executable
 
@@ -147,7 +152,7 @@ def test_a_publish_killed_half_way_leaves_the_copy_whole_and_the_next_one_cleans
         f"""
         import os, signal
         from pathlib import Path
-        from incomaker_elt import serving
+        from incomaker_elt.orchestration import serving
         copy = serving._copy_relation
         {hook}
         serving.publish_serving_warehouse(Path({str(warehouse)!r}), Path({str(serving)!r}))
@@ -270,8 +275,12 @@ def test_a_dbt_build_leaves_no_artefacts_and_clears_an_earlier_failed_ones(
 ) -> None:
     """The earlier build is stood in by its leftovers: one run's worth of artefacts that a
     failed (or killed) build left, and a folder another build is still writing."""
-    from incomaker_elt.transform import DBT_TARGET_DIR, prepare_manifest
-    from orchestration.transform_assets import build_dbt_assets, dbt_resource, run_target
+    from incomaker_elt.orchestration.transform import DBT_TARGET_DIR, prepare_manifest
+    from incomaker_elt.orchestration.transform_assets import (
+        build_dbt_assets,
+        dbt_resource,
+        run_target,
+    )
 
     monkeypatch.setenv("INCOMAKER_WAREHOUSE", str(tmp_path / "incomaker.duckdb"))
     settings = load_settings()
@@ -395,7 +404,7 @@ def test_the_summary_names_the_cause_of_a_step_that_failed_after_its_retries() -
 def test_the_failure_alert_names_each_failed_steps_cause(tmp_path: Path) -> None:
     import httpx
 
-    from orchestration.alerts import build_run_failure_sensor
+    from incomaker_elt.orchestration.alerts import build_run_failure_sensor
 
     posted: list[str] = []
 
@@ -429,7 +438,7 @@ def test_the_failure_alert_names_each_failed_steps_cause(tmp_path: Path) -> None
 
 
 def test_a_view_that_cannot_be_counted_does_not_hide_dbts_failure(tmp_path: Path) -> None:
-    from orchestration.transform_assets import with_view_row_counts
+    from incomaker_elt.orchestration.transform_assets import with_view_row_counts
 
     warehouse = tmp_path / "incomaker.duckdb"
     with duckdb.connect(str(warehouse)) as con:
@@ -511,7 +520,7 @@ def test_the_warehouse_lock_can_be_taken_again_inside_itself(tmp_path: Path) -> 
 def test_a_dbt_whose_events_are_abandoned_is_stopped_and_lets_go_of_the_warehouse(
     tmp_path: Path,
 ) -> None:
-    from orchestration.transform_assets import stop_dbt
+    from incomaker_elt.orchestration.transform_assets import stop_dbt
 
     warehouse = tmp_path / "incomaker.duckdb"
     duckdb.connect(str(warehouse)).close()

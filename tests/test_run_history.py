@@ -1,4 +1,5 @@
-"""`incomaker-elt run` is recorded in DAGSTER_HOME (orchestration.run_history), and what it writes
+"""`incomaker-elt run` is recorded in DAGSTER_HOME (incomaker_elt.orchestration.run_history), and
+what it writes
 is what Dagster's own SQLite storage reads: the UI sees the run, every partition, the checks."""
 
 import os
@@ -9,7 +10,7 @@ import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
-from orchestration.run_history import (
+from incomaker_elt.orchestration.run_history import (
     BatchingSqliteEventLogStorage,
     fail_abandoned_runs,
     process_tags,

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from incomaker_elt.serving import (
+from incomaker_elt.orchestration.serving import (
     PublishError,
     publish_serving_warehouse,
     read_published_tables,

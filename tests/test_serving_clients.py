@@ -18,13 +18,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from incomaker_elt.serving import PublishError, publish_serving_warehouse
-from incomaker_elt.settings import (
+from incomaker_elt.contract.settings import (
     DEFAULT_SERVING_STORAGE_VERSION,
     PROJECT_ROOT,
     ConfigurationError,
     load_settings,
 )
+from incomaker_elt.orchestration.serving import PublishError, publish_serving_warehouse
 
 READER_DIR = PROJECT_ROOT / ".venv" / "duckdb1"
 READER_PIN = PROJECT_ROOT / "tests" / "duckdb1_reader.txt"

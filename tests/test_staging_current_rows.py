@@ -15,7 +15,7 @@ import duckdb
 import jinja2
 import pytest
 
-from incomaker_elt.transform import DBT_PROJECT_DIR
+from incomaker_elt.orchestration.transform import DBT_PROJECT_DIR
 
 MACROS = jinja2.Environment(extensions=["jinja2.ext.do"]).from_string(
     (DBT_PROJECT_DIR / "macros" / "staging.sql").read_text()

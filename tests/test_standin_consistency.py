@@ -11,9 +11,9 @@ import httpx
 import pytest
 from api_pages import first_at, instant, operation_at, records_at, total_items
 
-from ingestion.catalogue import default_catalogue
-from standin import StandIn
-from standin.money import COUNTRY_VAT_PER_MILLE, RATE_E4
+from incomaker_elt.contract.catalogue import default_catalogue
+from incomaker_elt.standin import StandIn
+from incomaker_elt.standin.money import COUNTRY_VAT_PER_MILLE, RATE_E4
 
 CATALOGUE = default_catalogue()
 

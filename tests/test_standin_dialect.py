@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingestion.catalogue import load_catalogue
-from standin.dialect import integer_id, to_uuid
-from standin.service import StandIn
+from incomaker_elt.contract.catalogue import load_catalogue
+from incomaker_elt.standin.dialect import integer_id, to_uuid
+from incomaker_elt.standin.service import StandIn
 
 AUTH = {"Authorization": "Bearer standin-token"}
 
@@ -83,9 +83,9 @@ def test_an_api_that_moved_or_reshaped_some_lists_fails_only_those(tmp_path: Pat
     way must not stop the operations the catalogue describes right."""
     from api_pages import standin_settings
 
-    from ingestion.client import RetryPolicy
-    from ingestion.pipeline import IngestionIncomplete, run_ingestion
-    from standin import DEFAULT_TODAY
+    from incomaker_elt.ingestion.client import RetryPolicy
+    from incomaker_elt.ingestion.pipeline import IngestionIncomplete, run_ingestion
+    from incomaker_elt.standin import DEFAULT_TODAY
 
     dialect = tmp_path / "dialect.yaml"
     dialect.write_text(

@@ -20,10 +20,10 @@ from api_pages import (
     total_items,
 )
 
-from ingestion.catalogue import Catalogue, Operation, default_catalogue
-from ingestion.paging import dig, follow
-from standin import StandIn
-from standin.dialect import integer_id, shows_as_uuid
+from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue
+from incomaker_elt.contract.paging import dig, follow
+from incomaker_elt.standin import StandIn
+from incomaker_elt.standin.dialect import integer_id, shows_as_uuid
 
 CATALOGUE = default_catalogue()
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

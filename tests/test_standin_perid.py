@@ -10,10 +10,10 @@ import orjson
 import pytest
 from api_pages import all_records, page_params, records_of
 
-from ingestion.catalogue import Operation, default_catalogue
-from standin import StandIn
-from standin.dialect import integer_id, to_uuid
-from standin.service import Reply
+from incomaker_elt.contract.catalogue import Operation, default_catalogue
+from incomaker_elt.standin import StandIn
+from incomaker_elt.standin.dialect import integer_id, to_uuid
+from incomaker_elt.standin.service import Reply
 
 CATALOGUE = default_catalogue()
 PER_ID = [op for op in CATALOGUE if op.parent]

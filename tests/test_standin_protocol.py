@@ -11,10 +11,10 @@ import orjson
 import pytest
 from api_pages import first_records, page_params
 
-import standin as standin_package
-from ingestion.catalogue import Catalogue, default_catalogue
-from standin import Faults, RequestRecord, StandIn
-from standin.world import _generate
+import incomaker_elt.standin as standin_package
+from incomaker_elt.contract.catalogue import Catalogue, default_catalogue
+from incomaker_elt.standin import Faults, RequestRecord, StandIn
+from incomaker_elt.standin.world import _generate
 
 CATALOGUE = default_catalogue()
 ORDERS = CATALOGUE.get("orders")

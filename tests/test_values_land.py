@@ -25,12 +25,12 @@ import pytest
 import yaml
 from api_pages import standin_settings
 
-from incomaker_elt.settings import RAW_DATASET, Settings
-from ingestion.catalogue import Catalogue, Operation, default_catalogue, load_catalogue
-from ingestion.paging import put
-from ingestion.pipeline import IngestionIncomplete, LoadSummary, run_ingestion
-from ingestion.records import arrow_decoder, careful_page, has_nested_lists
-from standin import DEFAULT_TODAY, Faults, StandIn
+from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue, load_catalogue
+from incomaker_elt.contract.paging import put
+from incomaker_elt.contract.settings import RAW_DATASET, Settings
+from incomaker_elt.ingestion.pipeline import IngestionIncomplete, LoadSummary, run_ingestion
+from incomaker_elt.ingestion.records import arrow_decoder, careful_page, has_nested_lists
+from incomaker_elt.standin import DEFAULT_TODAY, Faults, StandIn
 
 CATALOGUE = dataclasses.replace(default_catalogue(), page_size=100)
 TOKEN = "values-token"
@@ -502,7 +502,7 @@ def test_the_override_named_types_the_field(odd_run, tmp_path):
 
 
 def test_the_ingest_command_prints_the_notes_after_its_table(odd_run):
-    from ingestion.cli import _values
+    from incomaker_elt.ingestion.cli import _values
 
     _, _, _, summary = odd_run
     lines = _values(summary)
@@ -536,7 +536,7 @@ def test_the_materialisation_names_the_field_the_value_and_the_override(tmp_path
     import dagster as dg
     from dagster_dlt import DagsterDltResource
 
-    from orchestration.ingestion_assets import build_raw_assets
+    from incomaker_elt.orchestration.ingestion_assets import build_raw_assets
 
     names = {"senders", "orders", "order_detail", "conversions_totals"}
     catalogue = dataclasses.replace(

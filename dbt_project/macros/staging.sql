@@ -13,7 +13,7 @@
     A whole-number column that the raw table holds as text stays text: the API sends those ids as
     strings (UUIDs) and a catalogue override typed them `string`, so casting them to a number would
     fail every read. Likewise where ingestion kept values that did not fit as text beside the
-    column (`<column>__raw`, see ingestion/values.py): the id is shown as text, the number or the
+    column (`<column>__raw`, see incomaker_elt/ingestion/values.py): the id is shown as text, the number or the
     kept text, so a reference to a UUID-keyed record still joins it before the override is set.
 -#}
 {%- set relation = source('incomaker_raw', table_name) -%}

@@ -1,0 +1,471 @@
+"""Running the ingestion: the `incomaker` dlt pipeline into the raw dataset of the warehouse.
+
+`run_ingestion` is what the CLI, the main job and the orchestration call. It checks the token with
+one tiny request before anything is created on disk, then loads the operations family by family
+(`load_families`) and returns a `LoadSummary`: rows loaded per raw table, requests, retries, time,
+the operations that failed and why, and what it did with packages an earlier run left.
+
+One bad operation never stops the others: a family (a top-level operation and the per-id
+operations it feeds) is extracted, normalised and loaded on its own. A family whose fetch fails
+leaves no package and its dlt state (cursors, fingerprints) does not move; a family whose load
+fails has its package aborted, which rewinds its state, so its data is fetched again next time.
+
+dlt keeps its working folder beside the warehouse (settings.dlt_working_dir): deleting the
+warehouse folder starts clean, and a machine without the folder restores the pipeline state from
+the warehouse itself. A run that died half-way leaves packages that the next run completes (or,
+when they cannot load, drops and fetches again) before it fetches anything: see recovery.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import dlt
+import httpx
+from dlt.extract.source import DltSource
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue
+from incomaker_elt.contract.settings import RAW_DATASET, Settings
+from incomaker_elt.ingestion.client import (
+    IncomakerClient,
+    IngestionError,
+    RequestRejected,
+    RetryPolicy,
+)
+from incomaker_elt.ingestion.fetch import Fetcher, OperationProgress, Progress
+from incomaker_elt.ingestion.recovery import Leftovers, LoadFailed, load_pending, settle_leftovers
+from incomaker_elt.ingestion.source import (
+    DEFAULT_CHUNK_ROWS,
+    RunDates,
+    incomaker_source,
+    with_ancestors,
+)
+from incomaker_elt.ingestion.values import ValueNote
+
+PIPELINE_NAME = "incomaker"
+IN_PROCESS_BASE_URL = "http://incomaker.invalid"
+"""Base URL used with an injected transport (tests, the stand-in in-process): never resolved."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FamilyFailure:
+    """Operations that failed together (a top-level operation and what it feeds), and why."""
+
+    operations: tuple[str, ...]
+    reason: str
+    step: str
+    """`fetch` (nothing of it was written) or `load` (its package was aborted)."""
+    committed: dict[str, int] = field(default_factory=dict)
+    """Rows the aborted package had written before the failure (real records, merged by key)."""
+    error: BaseException | None = field(default=None, repr=False, compare=False)
+    load_ids: list[str] = field(default_factory=list)
+    """The aborted load packages (a load failure); their rows carry these `_dlt_load_id`s."""
+
+    def describe(self) -> str:
+        names = ", ".join(self.operations)
+        if self.step == "fetch":
+            return f"{names}: {self.reason} (nothing written, its cursor did not move)"
+        packages = ", ".join(self.load_ids) or "its package"
+        text = f"{names}: {self.reason}; load package {packages} dropped, its cursor rewound"
+        if self.committed:
+            rows = ", ".join(f"{t} {n:,}" for t, n in sorted(self.committed.items()))
+            text += f" (rows already written, kept and replaced by key next run: {rows})"
+        else:
+            text += " (none of its rows were written)"
+        return text
+
+
+@dataclass
+class FamiliesLoaded:
+    """What `load_families` did: row counts, load ids, repairs and failures."""
+
+    rows_loaded: dict[str, int] = field(default_factory=dict)
+    load_ids: list[str] = field(default_factory=list)
+    loaded_operations: list[str] = field(default_factory=list)
+    duplicates_removed: dict[str, int] = field(default_factory=dict)
+    failures: list[FamilyFailure] = field(default_factory=list)
+    leftovers: Leftovers = field(default_factory=Leftovers)
+
+    @property
+    def failed_operations(self) -> list[str]:
+        return [name for failure in self.failures for name in failure.operations]
+
+
+@dataclass
+class LoadSummary:
+    start: date
+    end: date
+    operations: dict[str, OperationProgress]
+    rows_loaded: dict[str, int]
+    """Rows written to each raw table (children included) by this run."""
+    table_rows: dict[str, int]
+    """Rows each raw table of the selection holds after the run."""
+    load_ids: list[str] = field(default_factory=list)
+    duplicates_removed: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    retries: int = 0
+    requests_by_operation: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    failures: list[FamilyFailure] = field(default_factory=list)
+    leftovers: Leftovers = field(default_factory=Leftovers)
+    values: list[ValueNote] = field(default_factory=list)
+    """Values of loaded operations that did not come as their field's type
+    (incomaker_elt/ingestion/values.py)."""
+
+    @property
+    def total_rows_loaded(self) -> int:
+        return sum(self.rows_loaded.values())
+
+    @property
+    def failed_operations(self) -> list[str]:
+        return [name for failure in self.failures for name in failure.operations]
+
+    def problems(self) -> list[str]:
+        """Lines for the user: leftovers dealt with, then each failed family."""
+        lines = []
+        if self.leftovers.any:
+            lines.append(f"earlier runs: {self.leftovers.describe()}")
+        if self.duplicates_removed:
+            removed = ", ".join(f"{t} {n:,}" for t, n in sorted(self.duplicates_removed.items()))
+            lines.append(
+                "repaired: kept one copy of rows a replayed load or a listing that shifted while "
+                f"paged had written twice, and removed child rows without a parent ({removed})"
+            )
+        lines += [f"failed: {failure.describe()}" for failure in self.failures]
+        return lines
+
+
+class IngestionIncomplete(IngestionError):
+    """Some operations failed; the others were loaded. `summary` says which and why."""
+
+    def __init__(self, summary: LoadSummary) -> None:
+        failed = [name for f in summary.failures for name in f.operations]
+        loaded = sorted(t for t, n in summary.rows_loaded.items() if n)
+        reasons = "; ".join(f.describe() for f in summary.failures)
+        super().__init__(
+            f"{len(failed)} operation(s) failed: {reasons}. "
+            f"The other operations were loaded ({len(loaded)} tables got rows"
+            f"{': ' + ', '.join(loaded) if loaded else ''}). Fix the cause and run again: "
+            "the failed operations continue from their last loaded window."
+        )
+        self.summary = summary
+
+
+def configure_dlt() -> None:
+    """dlt settings the source relies on.
+
+    - Arrow tables skip dlt's row normaliser: ask dlt to add `_dlt_load_id` to them anyway.
+      `_dlt_id` comes with the tables already (records.row_ids), so dlt can load their parquet
+      files as written instead of rewriting each one to add it.
+    - One operation at a time (`fifo`), each with its requests in parallel: a listing's pages
+      follow each other while the server still holds the query, instead of sixty listings
+      interleaved page by page (dlt's round robin) that make it recompute every one.
+    """
+    dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
+    dlt.config["normalize.parquet_normalizer.add_dlt_id"] = False
+    dlt.config["extract.next_item_mode"] = "fifo"
+
+
+def make_pipeline(settings: Settings) -> dlt.Pipeline:
+    """The `incomaker` pipeline: DuckDB at settings.warehouse_path unless another is configured."""
+    if settings.dlt_destination:
+        destination: object = settings.dlt_destination  # configured through dlt's own config
+    else:
+        settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        destination = dlt.destinations.duckdb(str(settings.warehouse_path))
+    return dlt.pipeline(
+        pipeline_name=PIPELINE_NAME,
+        destination=destination,
+        dataset_name=RAW_DATASET,
+        pipelines_dir=str(settings.dlt_working_dir),
+    )
+
+
+def credentials(
+    settings: Settings, transport: httpx.BaseTransport | None = None
+) -> tuple[str, str]:
+    """The API address and token from settings, else from dlt's config and secrets."""
+    base_url = settings.base_url or dlt.config.get("sources.incomaker.base_url", str)
+    token = settings.api_token or dlt.secrets.get("sources.incomaker.api_token", str)
+    if not base_url:
+        if transport is None:
+            raise IngestionError(
+                "no API address: set INCOMAKER_BASE_URL (for the stand-in, run "
+                "`incomaker-elt simulate` and use the address it prints)"
+            )
+        base_url = IN_PROCESS_BASE_URL
+    if not token:
+        raise IngestionError(
+            "no API token: set INCOMAKER_API_TOKEN (or api_token under [sources.incomaker] in "
+            ".dlt/secrets.toml)"
+        )
+    return base_url, token
+
+
+def _check_token(client: IncomakerClient, catalogue: Catalogue) -> None:
+    """One one-record request, so a bad token or address fails in seconds with nothing written.
+
+    Only the token and the address are checked here: what the answer holds, or a refusal of
+    this one operation (a path that moved), is that operation's business when it runs, and
+    fails it alone."""
+    probe = next(op for op in catalogue if op.parent is None and op.is_paged and not op.params)
+    with contextlib.suppress(RequestRejected):
+        client.get(probe.name, probe.url_path(), probe.paging.params(0, 1), lambda body: None)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, IngestionError):
+            return current
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
+    if not pipeline.default_schema_name:
+        return {}  # nothing was ever loaded
+    existing = set(pipeline.default_schema.data_table_names(seen_data_only=True))
+    wanted = [t for t in tables if t in existing]
+    result: dict[str, int] = {}
+    if not wanted:
+        return result
+    with pipeline.sql_client() as sql:
+        for table in wanted:
+            name = sql.make_qualified_table_name(table)
+            with sql.execute_query(f"select count(*) from {name}") as cursor:
+                result[table] = int(cursor.fetchone()[0])
+    return result
+
+
+def families(catalogue: Catalogue, operations: Sequence[Operation]) -> list[tuple[Operation, ...]]:
+    """The operations grouped by the top-level operation that feeds them, in catalogue order."""
+
+    def root(op: Operation) -> str:
+        while op.parent is not None:
+            op = catalogue.get(op.parent.resource)
+        return op.name
+
+    grouped: dict[str, list[Operation]] = {}
+    for op in operations:
+        grouped.setdefault(root(op), []).append(op)
+    return [tuple(ops) for ops in grouped.values()]
+
+
+def _failure_reason(exc: BaseException) -> str:
+    cause = _root_cause(exc)
+    if isinstance(cause, IngestionError):
+        return str(cause)
+    while isinstance(cause, PipelineStepFailed):
+        cause = cause.exception
+    first = next((line for line in str(cause).splitlines() if line.strip()), "")
+    return f"{type(cause).__name__}: {first[:400]}"
+
+
+def _failed_resource(exc: BaseException) -> str | None:
+    """The resource whose generator raised, as dlt's extract exceptions name it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = getattr(current, "pipe_name", None) or getattr(current, "resource_name", None)
+        if isinstance(name, str):
+            return name
+        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
+    return None
+
+
+Family = tuple[Operation, ...]
+
+
+def _family_of(group: Sequence[Family], table: str | None) -> int | None:
+    """Index of the family in `group` whose operation fills `table` (root or child table)."""
+    if table is None:
+        return None
+    for index, family in enumerate(group):
+        for op in family:
+            if table == op.name or table.startswith(f"{op.name}__"):
+                return index
+    return None
+
+
+def load_families(
+    pipeline: dlt.Pipeline,
+    catalogue: Catalogue,
+    operations: Sequence[Operation],
+    make_source: Callable[[Sequence[Operation]], DltSource],
+) -> FamiliesLoaded:
+    """Settle what earlier runs left, then load the families; a failing family fails alone.
+
+    All families are first extracted, normalised and loaded together (one package: the fast
+    path). When one of them fails, nothing of that attempt is kept (a failed extract commits
+    nothing; a failed load is aborted, which rewinds the state), the failing family is recorded
+    with its reason, and the others are loaded again without it. After a failed fetch the
+    families before the failing one (they fetched fine) go again in one package and each family
+    after it on its own, so a second bad operation costs no third fetch of everything; after a
+    failed load the rest of the package goes again as one. A failure that names no family fails
+    its whole group. Ctrl-C stops the run.
+    `make_source` builds the dlt source of the operations given.
+    """
+    result = FamiliesLoaded(leftovers=settle_leftovers(pipeline, catalogue.operations))
+    result.load_ids += result.leftovers.completed
+    groups: list[list[Family]] = [families(catalogue, operations)]
+    while groups:
+        group = groups.pop(0)
+        if not group:
+            continue
+        ops = [op for family in group for op in family]
+        try:
+            pipeline.extract(make_source(ops))
+        except PipelineStepFailed as exc:
+            if isinstance(exc.exception, KeyboardInterrupt):
+                raise
+            _drop_unfinished_extract(pipeline)
+            culprit = _family_of(group, _failed_resource(exc))
+            failure = FamilyFailure((), _failure_reason(exc), "fetch", error=exc)
+            groups[:0] = _set_aside(group, culprit, failure, result)
+            continue
+        try:
+            loaded = load_pending(pipeline, ops)
+        except LoadFailed as failed:
+            culprits = {_family_of(group, table) for table in failed.failed_tables}
+            culprit = culprits.pop() if len(culprits) == 1 else None
+            failure = FamilyFailure(
+                (), failed.reason, "load", failed.committed, failed, failed.load_ids
+            )
+            groups[:0] = _set_aside(group, culprit, failure, result)
+            continue
+        result.load_ids += loaded.load_ids
+        result.loaded_operations += [op.name for op in ops]
+        for table, rows in loaded.row_counts.items():
+            result.rows_loaded[table] = result.rows_loaded.get(table, 0) + rows
+        for table, rows in loaded.removed.items():
+            result.duplicates_removed[table] = result.duplicates_removed.get(table, 0) + rows
+    return result
+
+
+def _set_aside(
+    group: list[Family], culprit: int | None, failure: FamilyFailure, result: FamiliesLoaded
+) -> list[list[Family]]:
+    """Record the failing family (the whole group when none is named); the groups to retry."""
+    if culprit is None or len(group) == 1:
+        failed, retry = group, []
+    elif failure.step == "fetch":
+        failed = [group[culprit]]
+        retry = [group[:culprit], *([family] for family in group[culprit + 1 :])]
+    else:
+        failed, retry = [group[culprit]], [group[:culprit] + group[culprit + 1 :]]
+    for family in failed:
+        names = tuple(op.name for op in family)
+        committed = {
+            t: n
+            for t, n in failure.committed.items()
+            if any(t == name or t.startswith(f"{name}__") for name in names)
+        }
+        result.failures.append(
+            FamilyFailure(
+                names, failure.reason, failure.step, committed, failure.error, failure.load_ids
+            )
+        )
+        log.error("%s: %s failed: %s", ", ".join(names), failure.step, failure.reason)
+    return retry
+
+
+def _drop_unfinished_extract(pipeline: dlt.Pipeline) -> None:
+    """A failed extract commits no package; abort any that is left, so nothing half-done stays."""
+    if pipeline.list_extracted_load_packages():
+        pipeline.abort_packages()
+
+
+def run_ingestion(
+    settings: Settings,
+    only: Sequence[str] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    transport: httpx.BaseTransport | None = None,
+    *,
+    report: Callable[[str], None] | None = None,
+    catalogue: Catalogue | None = None,
+    retry: RetryPolicy | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    exclude: Sequence[str] = (),
+) -> LoadSummary:
+    """Load the selected operations (all by default) into the raw dataset.
+
+    Raises IngestionIncomplete (with the summary) when some operations failed and the others
+    were loaded, IngestionError when nothing could run (token, address, dates).
+
+    `only` takes operation names or group names; the parents feeding a selected per-id operation
+    are loaded too. `start` is where history starts on a first run (default: the partitions start),
+    `end` the last day asked for and the snapshot date of aggregates (default: today, UTC).
+    `exclude` names operations to leave out of the selection (unless another one needs them).
+    """
+    started = time.monotonic()
+    catalogue = catalogue or default_catalogue()
+    dates = RunDates(start=start or settings.partitions_start, end=end or datetime.now(UTC).date())
+    if dates.start > dates.end:
+        raise IngestionError(f"start date {dates.start} is after end date {dates.end}")
+    selected = [op for op in catalogue.select(only) if op.name not in set(exclude)]
+    operations = with_ancestors(catalogue, selected)
+    base_url, token = credentials(settings, transport)
+    progress = Progress(report)
+    client = IncomakerClient(
+        base_url,
+        token,
+        transport=transport,
+        retry=retry,
+        max_in_flight=settings.ingest_concurrency,
+        requests_per_second=settings.requests_per_second,
+    )
+    fetcher = Fetcher(
+        client,
+        page_size=catalogue.page_size,
+        concurrency=settings.ingest_concurrency,
+        progress=progress,
+    )
+    try:
+        _check_token(client, catalogue)
+        configure_dlt()
+        pipeline = make_pipeline(settings)
+        pipeline.sync_destination()
+        outcome = load_families(
+            pipeline,
+            catalogue,
+            operations,
+            lambda family: incomaker_source(catalogue, fetcher, dates, family, chunk_rows),
+        )
+        tables = [op.name for op in operations]
+        known = pipeline.default_schema.data_table_names() if pipeline.default_schema_name else []
+        children = [t for t in known if any(t.startswith(f"{name}__") for name in tables)]
+        summary = LoadSummary(
+            start=dates.start,
+            end=dates.end,
+            operations=dict(progress.operations),
+            rows_loaded=outcome.rows_loaded,
+            duplicates_removed=outcome.duplicates_removed,
+            table_rows=_table_rows(pipeline, tables + children),
+            load_ids=outcome.load_ids,
+            requests=client.requests,
+            retries=client.retries,
+            requests_by_operation=dict(client.requests_by_operation),
+            seconds=time.monotonic() - started,
+            failures=outcome.failures,
+            leftovers=outcome.leftovers,
+            values=[n for n in progress.values.all() if n.operation in outcome.loaded_operations],
+        )
+    finally:
+        fetcher.close()
+        client.close()
+    if summary.failures:
+        raise IngestionIncomplete(summary)
+    return summary

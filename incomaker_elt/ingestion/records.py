@@ -1,0 +1,661 @@
+"""From a catalogue entry to typed records: column hints, Arrow schemas and page decoders.
+
+Two ways a page becomes records, chosen per operation:
+- flat operations (no `list` field, which is nearly all the volume) take the Arrow path: the page
+  body goes straight into pyarrow's C++ JSON reader with the catalogue's types, and dlt loads the
+  Arrow tables as parquet. No Python object per row is ever made.
+- operations with nested lists (an order's items, a contact's segments) take the dict path: dicts
+  with exact values (numbers parsed from their text, never through a binary float) that dlt's
+  normaliser splits into child tables `<table>__<field>`.
+Both give the same column names (dlt's snake_case) and the same types, taken from the catalogue.
+
+A value the catalogue's type cannot hold as sent (incomaker_elt/ingestion/values.py) does not stop
+the run: a
+flat page whose body the Arrow reader refuses is decoded again by the careful path, in Python,
+value by value; there, and on the dict path, a value that fits exactly is converted and one that
+does not leaves its typed column NULL with its exact text in `<column>__raw`. Each page says what
+it did (`Page.notes`), and the run's summary lists it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.json as pa_json
+from dlt.common.normalizers.naming.snake_case import NamingConvention
+
+from incomaker_elt.contract.catalogue import Operation
+from incomaker_elt.contract.paging import WHOLE_BODY, PageTotals, dig
+from incomaker_elt.ingestion.client import BrokenBody, IngestionError
+from incomaker_elt.ingestion.values import (
+    CONVERTED,
+    FITTERS,
+    KEPT,
+    RAW_SUFFIX,
+    PageNotes,
+    ValueNote,
+    exact,
+    json_text,
+    loads_exact,
+    plain,
+    raw_text,
+)
+
+SNAPSHOT_DATE = "_snapshot_date"
+PARAMS = "_params"
+"""Columns every aggregate record gets: the day of the snapshot and the query that produced it."""
+
+DLT_ID = "_dlt_id"
+DECIMAL = pa.decimal128(38, 9)
+"""dlt's default DuckDB decimal: money stays exact, scores and shares keep nine places."""
+
+_naming = NamingConvention()
+
+
+@cache
+def snake(name: str) -> str:
+    """The column name dlt gives a field: amountWTax -> amount_w_tax (amountWTax__raw ->
+    amount_w_tax__raw: `__` separates a path, as in dlt's own normaliser)."""
+    return _naming.normalize_path(name)
+
+
+def has_nested_lists(op: Operation) -> bool:
+    return "list" in op.fields.values() or any("list" in s.values() for s in op.nested.values())
+
+
+# ----------------------------------------------------------------------------- column hints
+
+_HINT_TYPES: dict[str, dict[str, Any]] = {
+    "string": {"data_type": "text"},
+    "integer": {"data_type": "bigint"},
+    "decimal": {"data_type": "decimal", "precision": 38, "scale": 9},
+    "boolean": {"data_type": "bool"},
+    "date": {"data_type": "date"},
+    "timestamp": {"data_type": "timestamp", "timezone": True},
+}
+
+
+_TEXT_LOOKS_TYPED = ("date", "timestamp")
+"""Fields whose exact text dlt's normaliser would read as a timestamp again (its ISO detection):
+on the dict path their `<column>__raw` is declared text up front."""
+
+
+def _hints_for(
+    fields: dict[str, str], prefix: str = "", raw_text: bool = False
+) -> dict[str, dict[str, Any]]:
+    columns: dict[str, dict[str, Any]] = {}
+    for name, kind in fields.items():
+        if kind in _HINT_TYPES:
+            column = prefix + snake(name)
+            columns[column] = {"name": column, "nullable": True, **_HINT_TYPES[kind]}
+            if raw_text and kind in _TEXT_LOOKS_TYPED:
+                raw = column + RAW_SUFFIX
+                columns[raw] = {"name": raw, "nullable": True, "data_type": "text"}
+    return columns
+
+
+def column_hints(op: Operation) -> dict[str, dict[str, Any]]:
+    """Typed columns of the operation's table; object fields flatten to <field>__<sub>."""
+    dict_path = has_nested_lists(op)
+    columns = _hints_for(op.fields, raw_text=dict_path)
+    for name, kind in op.fields.items():
+        if kind == "object":
+            sub = op.nested.get(name, {})
+            columns.update(_hints_for(sub, prefix=f"{snake(name)}__", raw_text=dict_path))
+    for key in primary_key(op):
+        columns.setdefault(key, {"name": key})["nullable"] = False
+    if not has_nested_lists(op):
+        # The Arrow path brings its own row ids (see row_ids); dlt's normaliser adds the rest.
+        columns[DLT_ID] = {"name": DLT_ID, "data_type": "text", "nullable": False, "unique": True}
+    if op.kind == "aggregate":
+        columns[SNAPSHOT_DATE] = {"name": SNAPSHOT_DATE, "data_type": "date", "nullable": False}
+        columns[PARAMS] = {"name": PARAMS, "data_type": "text", "nullable": False}
+    return columns
+
+
+def nested_hints(op: Operation) -> dict[tuple[str, ...], dict[str, Any]]:
+    """Typed columns of the child tables made from list fields, keyed by their path."""
+    result: dict[tuple[str, ...], dict[str, Any]] = {}
+    for dotted, sub in op.nested.items():
+        path = tuple(dotted.split("."))
+        owner = op.fields if len(path) == 1 else op.nested.get(path[0], {})
+        if owner.get(path[-1]) != "list":
+            continue
+        # A list inside an object lives at <object>__<list>: dlt's path is the flattened name.
+        key = (snake(path[0]),) if len(path) == 1 else ("__".join(snake(p) for p in path),)
+        result[key] = {"columns": _hints_for(sub, raw_text=True)}
+    return result
+
+
+def primary_key(op: Operation) -> tuple[str, ...]:
+    """The merge key: aggregates are keyed by snapshot day and parameters first."""
+    keys = tuple(snake(k) for k in op.primary_key)
+    if op.kind == "aggregate":
+        return (SNAPSHOT_DATE, PARAMS, *keys)
+    return keys
+
+
+# ----------------------------------------------------------------------------- Arrow path
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "decimal": DECIMAL,
+    "boolean": pa.bool_(),
+    # pyarrow's JSON reader cannot parse dates, so they are read as text and cast afterwards.
+    "date": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+
+def _struct_fields(
+    fields: dict[str, str],
+    nested: dict[str, dict[str, str]],
+    api_names: dict[str, str] | None = None,
+) -> list[pa.Field]:
+    """The Arrow fields of a record, named as the API names them."""
+    out = []
+    for name, kind in fields.items():
+        api_name = (api_names or {}).get(name, name)
+        if kind == "object":
+            out.append(pa.field(api_name, pa.struct(_struct_fields(nested.get(name, {}), {}))))
+        elif kind in _ARROW_TYPES:
+            out.append(pa.field(api_name, _ARROW_TYPES[kind]))
+    return out
+
+
+def empty_table(op: Operation) -> pa.Table:
+    """No rows, all the catalogue's columns: loaded so that the table exists even when empty."""
+    fields = []
+    for name, kind in op.fields.items():
+        if kind == "object":
+            for sub, sub_kind in op.nested.get(name, {}).items():
+                if sub_kind in _ARROW_TYPES:
+                    fields.append((f"{snake(name)}__{snake(sub)}", _final_type(sub_kind)))
+        elif kind in _ARROW_TYPES:
+            fields.append((snake(name), _final_type(kind)))
+    if op.kind == "aggregate":
+        fields += [(SNAPSHOT_DATE, pa.date32()), (PARAMS, pa.string())]
+    return pa.schema(fields).empty_table()
+
+
+def _final_type(kind: str) -> pa.DataType:
+    return pa.date32() if kind == "date" else _ARROW_TYPES[kind]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One decoded response: its records and what it says about the rest of the listing."""
+
+    records: Any  # pa.Table on the Arrow path, list[dict] on the dict path
+    rows: int
+    totals: PageTotals = PageTotals()
+    notes: tuple[ValueNote, ...] = ()
+    """Values that came in a form other than their field's type, and what was done with them."""
+
+
+def _flatten(table: pa.Table, op: Operation) -> pa.Table:
+    """Struct columns to <field>__<sub>, names to snake_case, text dates to date32."""
+    columns: list[pa.Array] = []
+    names: list[str] = []
+
+    def add(name: str, column: Any, kind: str | None, subfields: dict[str, str]) -> None:
+        if pa.types.is_struct(column.type):
+            for i in range(column.type.num_fields):
+                sub = column.type.field(i).name
+                child = pa.chunked_array(
+                    [c.field(i) for c in column.chunks], type=column.type.field(i).type
+                )
+                add(f"{name}__{snake(sub)}", child, subfields.get(sub), {})
+            return
+        if kind == "date" and pa.types.is_string(column.type):
+            column = column.cast(pa.date32())
+        columns.append(column)
+        names.append(name)
+
+    contract = contract_names(op)
+    for i, field in enumerate(table.schema):
+        name = contract.get(field.name, field.name)
+        add(snake(name), table.column(i), op.fields.get(name), op.nested.get(name, {}))
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def contract_names(op: Operation) -> dict[str, str]:
+    """The API's name of a field -> the catalogue's (contract) name, where they differ."""
+    return {api: field for field, api in op.api_names.items()}
+
+
+def _envelope(table: pa.Table, records_path: list[str]) -> dict[str, Any]:
+    """The one-row body without its records, as Python values (paging, totals, links)."""
+    top = records_path[0]
+    envelope = table.select([c for c in table.column_names if c != top]).to_pylist()[0]
+    if len(records_path) > 1 and top in table.column_names:
+        column = table.column(top)
+        if pa.types.is_struct(column.type):
+            kept = [f.name for f in column.type if f.name != records_path[1]]
+            struct = column.combine_chunks()
+            envelope[top] = {name: struct.field(name)[0].as_py() for name in kept}
+    return envelope
+
+
+def _records_schema(path: list[str], record_list: pa.DataType) -> pa.Schema:
+    """An explicit schema for the body: the records list at its (dotted) path."""
+    node: pa.DataType = record_list
+    for part in reversed(path[1:]):
+        node = pa.struct([pa.field(part, node)])
+    return pa.schema([pa.field(path[0], node)])
+
+
+def arrow_decoder(op: Operation) -> Callable[[bytes], Page]:
+    """Decoder of one response body into an Arrow table with the contract's columns."""
+    record_type = pa.struct(_struct_fields(op.fields, op.nested, op.api_names))
+    records_path = op.records_path
+    whole_body = records_path == WHOLE_BODY
+    path = records_path.split(".")
+    if whole_body:
+        schema = pa.schema(list(record_type))
+    else:
+        schema = _records_schema(path, pa.list_(record_type))
+    # Fields the catalogue does not know (schema drift) are kept with inferred types.
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+    multiline = pa_json.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="infer", newlines_in_values=True
+    )
+
+    def read(body: bytes) -> pa.Table | None:
+        """The body as a one-row table; None when the reader refuses its values."""
+        read_options = pa_json.ReadOptions(use_threads=False, block_size=max(len(body) + 1, 1024))
+        # The reader takes one JSON document per line; a pretty-printed body needs the slower mode.
+        parse = multiline if b"\n" in body else options
+        try:
+            table = pa_json.read_json(io.BytesIO(body), read_options, parse)
+        except pa.ArrowInvalid:
+            return None
+        if table.num_rows != 1:
+            raise BrokenBody(f"expected one JSON object, got {table.num_rows}")
+        return table
+
+    def _records(doc: pa.Table) -> pa.Array | None:
+        if path[0] not in doc.column_names:
+            return None
+        records = doc.column(path[0]).combine_chunks()
+        for part in path[1:]:
+            if not pa.types.is_struct(records.type) or records.type.get_field_index(part) < 0:
+                return None
+            records = records.field(part)
+        return records
+
+    def decode(body: bytes) -> Page:
+        stripped = body.strip()
+        if not stripped.startswith(b"{"):
+            raise BrokenBody(f"expected a JSON object, got {stripped[:40]!r}")
+        doc = read(stripped)
+        if doc is None:
+            # Valid JSON whose values do not all fit the catalogue's types (or not JSON at all,
+            # which the careful path reports as a broken body).
+            return careful_page(op, stripped)
+        if whole_body:
+            table = doc
+            totals = PageTotals()
+        else:
+            records = _records(doc)
+            if records is None:
+                raise missing_records(op, stripped)
+            if pa.types.is_null(records.type) or records.null_count:
+                # The reader makes a null column of a key the body does not have at all.
+                if not _has_path(orjson.loads(stripped), records_path):
+                    raise missing_records(op, stripped)
+                table = pa.table({})
+            else:
+                table = pa.Table.from_struct_array(records.flatten())
+            totals = op.paging.totals(_envelope(doc, path)) if op.is_paged else PageTotals()
+        if table.num_columns:
+            try:
+                table = _flatten(table, op)
+            except pa.ArrowInvalid:  # a date the Arrow cast refuses
+                return careful_page(op, stripped)
+        return Page(table, table.num_rows, totals)
+
+    return decode
+
+
+_HEX = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype=np.uint8).reshape(256, 2)
+_ROW_ID_BYTES = 10  # as many random bits as dlt's own _dlt_id
+
+
+def row_ids(n: int) -> pa.Array:
+    """Random unique `_dlt_id`s for n rows, vectorised.
+
+    dlt can add them to Arrow tables itself (parquet_normalizer.add_dlt_id), but it makes one
+    Python string per row and rewrites every parquet file to do it: a third of the run's time.
+    """
+    raw = np.frombuffer(os.urandom(n * _ROW_ID_BYTES), dtype=np.uint8)
+    chars = _HEX[raw]
+    width = 2 * _ROW_ID_BYTES
+    offsets = np.arange(0, width * n + 1, width, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(chars)])
+
+
+# ----------------------------------------------------------------------------- careful path
+
+
+def _records_of(op: Operation, doc: Any) -> list[Any]:
+    """The records of a decoded body, at the operation's records path."""
+    records_path = op.records_path
+    if records_path == WHOLE_BODY:
+        records = doc if isinstance(doc, list) else [doc]
+    else:
+        records = dig(doc, records_path)
+        if records is None and not _has_path(doc, records_path):
+            raise missing_records(op, doc)
+        records = records or []
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise BrokenBody("records are not JSON objects")
+    return records
+
+
+class _Fitter:
+    """Fits the values of one page to the catalogue's types, noting what did not fit as sent."""
+
+    def __init__(self, op: Operation) -> None:
+        self.op = op
+        self.notes = PageNotes(op.name)
+        self.keys = set(op.primary_key)
+
+    def value(
+        self, value: Any, kind: str, field: str, table: str, column: str, top: bool
+    ) -> tuple[Any, str | None]:
+        """(the typed value or None, the exact text to keep beside it or None)."""
+        typed, outcome, why = FITTERS[kind](value)
+        if outcome is None:
+            return typed, None
+        key = top and outcome == KEPT and field in self.keys
+        self.notes.add(field, table, column, kind, outcome, why, value, key=key)
+        if outcome == CONVERTED:
+            return typed, None
+        return typed, raw_text(value)
+
+    def column(
+        self, values: list[Any], kind: str, field: str, column: str, top: bool
+    ) -> tuple[pa.Array, list[str | None] | None]:
+        """A column typed, and the exact texts of the values that do not fit (or None).
+
+        In one go when every value is already of the field's type (the usual case even on a
+        page that came this way: one odd field does not slow down the others); value by value
+        otherwise."""
+        whole = _typed_at_once(values, kind)
+        if whole is not None:
+            return whole, None
+        typed, raw = self._one_by_one(values, kind, field, column, top)
+        return pa.array(typed, _ARROW_TYPES_EXACT[kind]), raw
+
+    def _one_by_one(
+        self, values: list[Any], kind: str, field: str, column: str, top: bool
+    ) -> tuple[list[Any], list[str | None] | None]:
+        typed: list[Any] = [None] * len(values)
+        raw: list[str | None] | None = None
+        table = self.op.name
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            typed[i], text = self.value(value, kind, field, table, column, top)
+            if text is not None:
+                if raw is None:
+                    raw = [None] * len(values)
+                raw[i] = text
+        return typed, raw
+
+
+_SENT_AS: dict[str, set[type]] = {
+    kind: {type(None), *types}
+    for kind, types in {
+        "integer": (int,),
+        "decimal": (Decimal, int),
+        "string": (str,),
+        "boolean": (bool,),
+        "date": (str,),
+        "timestamp": (str,),
+    }.items()
+}
+"""The Python types a column's values come as when the API sends them as the field's type (the
+type itself, not a subclass: True is not an integer)."""
+
+
+def _typed_at_once(values: list[Any], kind: str) -> pa.Array | None:
+    """The column in one Arrow conversion, or None when a value is not of the field's type or
+    does not fit it (Arrow refuses to round a decimal, overflow an integer or drop nanoseconds)."""
+    if not set(map(type, values)) <= _SENT_AS[kind]:
+        return None
+    try:
+        if kind in ("date", "timestamp"):
+            return pa.array(values, pa.string()).cast(_ARROW_TYPES_EXACT[kind])
+        return pa.array(values, _ARROW_TYPES_EXACT[kind])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+
+
+def _inferred(values: list[Any]) -> pa.Array:
+    """A field the catalogue does not know, typed as Arrow infers it; mixed ones as JSON text."""
+    try:
+        return pa.array([plain(v) for v in values])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([None if v is None else raw_text(v) for v in values], pa.string())
+
+
+def _extra_keys(rows: list[Any], known: set[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        if isinstance(row, dict):
+            for key in row:
+                if key not in known:
+                    seen[key] = None
+    return list(seen)
+
+
+def careful_page(op: Operation, body: bytes) -> Page:
+    """A flat page decoded value by value: every value exact, those that do not fit kept as text.
+
+    Taken only for pages the Arrow reader refuses, so the normal path stays as fast as it was.
+    Gives the same columns and types as the Arrow path, plus `<column>__raw` where needed.
+    """
+    doc = loads_exact(body)
+    records = _records_of(op, doc)
+    totals = PageTotals()
+    if op.records_path != WHOLE_BODY and op.is_paged:
+        totals = op.paging.totals(doc)
+    if not records:
+        return Page(pa.table({}), 0, totals)
+    fitter = _Fitter(op)
+    arrays: list[pa.Array] = []
+    names: list[str] = []
+    raws: list[tuple[str, list[str | None]]] = []
+    known: set[str] = set()
+    for field, kind in op.fields.items():
+        api = op.api_name(field)
+        known.add(api)
+        values = [r.get(api) for r in records]
+        if kind in FITTERS:
+            array, raw = fitter.column(values, kind, field, snake(field), top=True)
+            arrays.append(array)
+            names.append(api)
+            if raw is not None:
+                raws.append((snake(field) + RAW_SUFFIX, raw))
+        elif kind == "object":
+            arrays.append(_object_column(fitter, field, values, op.nested.get(field, {}), raws))
+            names.append(api)
+    for key in _extra_keys(records, known):
+        arrays.append(_inferred([r.get(key) for r in records]))
+        names.append(key)
+    for name, raw in raws:
+        arrays.append(pa.array(raw, pa.string()))
+        names.append(name)
+    table = _flatten(pa.Table.from_arrays(arrays, names=names), op)
+    return Page(table, table.num_rows, totals, fitter.notes.notes())
+
+
+def _object_column(
+    fitter: _Fitter,
+    field: str,
+    values: list[Any],
+    subfields: dict[str, str],
+    raws: list[tuple[str, list[str | None]]],
+) -> pa.Array:
+    """An object field as a struct column (flattened to <field>__<sub> afterwards)."""
+    prefix = snake(field) + "__"
+    objects = [v if isinstance(v, dict) else None for v in values]
+    children: list[pa.Array] = []
+    child_names: list[str] = []
+    for sub, kind in subfields.items():
+        if kind not in FITTERS:
+            continue
+        sub_values = [o.get(sub) if o is not None else None for o in objects]
+        array, raw = fitter.column(sub_values, kind, f"{field}.{sub}", prefix + snake(sub), False)
+        children.append(array)
+        child_names.append(sub)
+        if raw is not None:
+            raws.append((prefix + snake(sub) + RAW_SUFFIX, raw))
+    for key in _extra_keys(objects, set(subfields)):
+        children.append(_inferred([o.get(key) if o is not None else None for o in objects]))
+        child_names.append(key)
+    not_objects = [v for v in values if v is not None and not isinstance(v, dict)]
+    if not_objects:
+        raw: list[str | None] = [None] * len(values)
+        for i, value in enumerate(values):
+            if value is not None and not isinstance(value, dict):
+                fitter.notes.add(
+                    field, fitter.op.name, snake(field), "object", KEPT, _kind_of(value), value
+                )
+                raw[i] = raw_text(value)
+        raws.append((snake(field) + RAW_SUFFIX, raw))
+    mask = pa.array([o is None for o in objects])
+    if not children:
+        return pa.array([None] * len(values), pa.struct([]))
+    return pa.StructArray.from_arrays(children, names=child_names, mask=mask)
+
+
+def _kind_of(value: Any) -> str:
+    return f"{type(value).__name__} where an object was expected"
+
+
+_ARROW_TYPES_EXACT = {**_ARROW_TYPES, "date": pa.date32()}
+"""The careful path makes dates itself (the Arrow reader reads them as text)."""
+
+
+# ----------------------------------------------------------------------------- dict path
+
+
+class _ExactRecords:
+    """Records of the dict path, every catalogue field fitted to its type, numbers exact."""
+
+    def __init__(self, op: Operation) -> None:
+        self.op = op
+        self.contract = contract_names(op)
+        self.fitter = _Fitter(op)
+
+    def record(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self._fit(record, self.op.fields, "", self.op.name, "", top=True)
+
+    def _fit(
+        self,
+        record: dict[str, Any],
+        fields: dict[str, str],
+        path: str,
+        table: str,
+        prefix: str,
+        top: bool,
+    ) -> dict[str, Any]:
+        """One record (or nested object / list item): `path` is its dotted catalogue path,
+        `table` the raw table its scalars land in, `prefix` their column prefix there."""
+        out: dict[str, Any] = {}
+        nested = self.op.nested
+        for key, value in record.items():
+            name = self.contract.get(key, key) if top else key
+            kind = fields.get(name)
+            dotted = f"{path}.{name}" if path else name
+            column = prefix + snake(name)
+            if kind is None or value is None:
+                out[name] = exact(value)
+            elif kind in FITTERS:
+                out[name], text = self.fitter.value(value, kind, dotted, table, column, top)
+                if text is not None:
+                    out[name + RAW_SUFFIX] = text
+            elif kind == "object" and isinstance(value, dict):
+                sub = nested.get(dotted, {})
+                out[name] = self._fit(value, sub, dotted, table, column + "__", top=False)
+            elif kind == "list" and isinstance(value, list):
+                sub = nested.get(dotted, {})
+                child = f"{table}__{column}"
+                out[name] = [
+                    self._fit(item, sub, dotted, child, "", top=False)
+                    if isinstance(item, dict)
+                    else exact(item)
+                    for item in value
+                ]
+            else:
+                self.fitter.notes.add(dotted, table, column, kind, KEPT, _kind_of(value), value)
+                out[name] = None
+                out[name + RAW_SUFFIX] = json_text(value)
+        return out
+
+
+def dict_decoder(op: Operation) -> Callable[[bytes], Page]:
+    """Decoder of one body into dicts; dlt turns their lists into child tables.
+
+    Numbers are parsed from their text (never a binary float) and fitted to the catalogue's
+    types: amounts stay exact whatever their number of digits. Low volume (details, totals), so
+    Python's own JSON parser is fast enough here.
+    """
+
+    def decode(body: bytes) -> Page:
+        doc = loads_exact(body)
+        records = _records_of(op, doc)
+        totals = PageTotals()
+        if op.records_path != WHOLE_BODY and op.is_paged:
+            totals = op.paging.totals(doc)
+        fitting = _ExactRecords(op)
+        fitted = [fitting.record(r) for r in records]
+        return Page(fitted, len(fitted), totals, fitting.fitter.notes.notes())
+
+    return decode
+
+
+class UnexpectedBody(IngestionError):
+    """A whole answer in another shape than the catalogue describes: not worth another try."""
+
+
+def missing_records(op: Operation, body: Any) -> UnexpectedBody:
+    """The error for an answer without the records where the catalogue says they are."""
+    if isinstance(body, bytes):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            body = None
+    keys = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__
+    return UnexpectedBody(
+        f"operation {op.name!r}: the answer has no {op.records_path!r}, where the catalogue "
+        f"says its records are (the answer's keys: {keys or 'none'}). The API pages or names "
+        "its records otherwise: run `incomaker-elt probe`, which writes the override "
+        "(`records:`, `paging:`) for INCOMAKER_CATALOGUE_OVERRIDES. Nothing of this operation "
+        "was loaded."
+    )
+
+
+def _has_path(doc: Any, dotted: str) -> bool:
+    if not isinstance(doc, dict):
+        return False
+    *parents, last = dotted.split(".")
+    node = dig(doc, ".".join(parents)) if parents else doc
+    return isinstance(node, dict) and last in node
+
+
+def decoder(op: Operation) -> Callable[[bytes], Page]:
+    return dict_decoder(op) if has_nested_lists(op) else arrow_decoder(op)

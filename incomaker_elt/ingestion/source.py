@@ -1,0 +1,363 @@
+"""The dlt source of the Incomaker Reporting API, generated from the catalogue.
+
+One generic function turns each catalogue entry into a dlt resource:
+- entity / event / detail tables merge on the entry's primary key;
+- aggregate records get `_snapshot_date` (the run's end date) and `_params` (the query that
+  produced them) and merge on those plus the key: history accumulates, a re-run of a day replaces;
+- entries with a `window` load incrementally: a dlt incremental cursor on the window field, with
+  the entry's `lookback_days` as its lag, gives the next run's dateFrom;
+- entries with a `parent` are dlt transformers fed by the parent's records. `changed_only` ones
+  fetch only for parents that are new or changed since the last run: records of the parent's
+  incremental window, or, for parents listed whole every run, records whose content changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dlt
+import orjson
+import pyarrow as pa
+from dlt.extract.resource import DltResource
+from dlt.extract.source import DltSource
+
+from incomaker_elt.contract.catalogue import Catalogue, Operation
+from incomaker_elt.ingestion.fetch import ArrowChunks, Fetcher
+from incomaker_elt.ingestion.records import (
+    DLT_ID,
+    PARAMS,
+    SNAPSHOT_DATE,
+    Page,
+    column_hints,
+    decoder,
+    empty_table,
+    has_nested_lists,
+    nested_hints,
+    primary_key,
+    row_ids,
+    snake,
+)
+
+SOURCE_NAME = "incomaker"
+RFM_WINDOW_DAYS = 365
+"""The RFM operations analyse the 365 days ending dateTo, the API's own default window."""
+DEFAULT_CHUNK_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class RunDates:
+    start: date
+    """First day fetched by a first run; later runs continue from their cursors."""
+    end: date
+    """Last day fetched; also the snapshot date of aggregates."""
+
+
+def with_ancestors(catalogue: Catalogue, operations: Iterable[Operation]) -> tuple[Operation, ...]:
+    """The operations plus the parents that feed them, parents first, in catalogue order.
+
+    A per-id operation cannot run without its parent, and loading the parent too keeps the parent's
+    cursor honest: it never advances past records that were not loaded.
+    """
+    wanted: set[str] = set()
+    for op in operations:
+        while op is not None and op.name not in wanted:
+            wanted.add(op.name)
+            op = catalogue.get(op.parent.resource) if op.parent else None
+    return tuple(op for op in catalogue if op.name in wanted)
+
+
+def fixed_params(op: Operation, dates: RunDates) -> dict[str, str]:
+    """Date parameters of operations without a cursor: the whole history, or RFM's year."""
+    if not op.is_windowed:
+        return {}
+    start = dates.start
+    if op.group == "rfm":
+        start = dates.end - timedelta(days=RFM_WINDOW_DAYS - 1)
+    return {"dateFrom": start.isoformat(), "dateTo": dates.end.isoformat()}
+
+
+def canonical_params(params: dict[str, str]) -> str:
+    return orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _cursor(op: Operation, dates: RunDates) -> dlt.sources.incremental:
+    """The declared incremental cursor of a windowed entry, lagging by its lookback."""
+    kind = op.fields[op.window]
+    path = snake(op.window)
+    if kind == "date":
+        initial: Any = dates.start
+        lag = float(op.lookback_days)  # days, for date cursors
+    else:
+        initial = datetime.combine(dates.start, datetime.min.time(), tzinfo=UTC)
+        lag = float(op.lookback_days * 86400)  # seconds, for datetime cursors
+    return dlt.sources.incremental(
+        path,
+        initial_value=initial,
+        lag=lag or None,
+        # The merge dedupes; boundary dedup by cursor would drop updated rows at the last value.
+        primary_key=(),
+        on_cursor_value_missing="include",
+    )
+
+
+def _window_params(cursor: dlt.sources.incremental, dates: RunDates) -> dict[str, str] | None:
+    start = cursor.start_value
+    if isinstance(start, datetime):
+        start = start.astimezone(UTC).date()
+    if start > dates.end:
+        return None
+    return {"dateFrom": start.isoformat(), "dateTo": dates.end.isoformat()}
+
+
+class _Records:
+    """Turns the pages of one operation into the items the resource yields."""
+
+    def __init__(self, op: Operation, dates: RunDates, chunk_rows: int) -> None:
+        self.op = op
+        self.arrow = not has_nested_lists(op)
+        self.snapshot = dates.end if op.kind == "aggregate" else None
+        self.chunks = ArrowChunks(chunk_rows)
+        self.rows = 0
+        self.window = op.window
+        self.key = primary_key(op)
+
+    def _stamp_table(self, table: pa.Table, params: dict[str, str]) -> pa.Table:
+        n = table.num_rows
+        table = table.append_column(SNAPSHOT_DATE, pa.array([self.snapshot] * n, type=pa.date32()))
+        return table.append_column(PARAMS, pa.array([canonical_params(params)] * n, pa.string()))
+
+    def add(self, page: Page, params: dict[str, str]) -> Iterator[Any]:
+        self.rows += page.rows
+        if not page.rows:
+            return
+        if self.arrow:
+            table = page.records
+            if self.snapshot is not None:
+                table = self._stamp_table(table, params)
+            chunk = self.chunks.add(table)
+            if chunk is not None:
+                yield self._keyed(chunk)
+        else:
+            # Top-level names in dlt's spelling, so the cursor and hints name one column.
+            records = [{snake(k): v for k, v in r.items()} for r in page.records]
+            if self.window:
+                _typed_cursor(records, snake(self.window), self.op.fields[self.window])
+            if self.snapshot is not None:
+                stamp = {SNAPSHOT_DATE: self.snapshot, PARAMS: canonical_params(params)}
+                for record in records:
+                    record.update(stamp)
+            yield records
+
+    def finish(self) -> Iterator[Any]:
+        chunk = self.chunks.flush()
+        if chunk is not None:
+            yield self._keyed(chunk)
+        elif not self.rows:
+            # An operation with nothing to say still gets its table (dbt's sources expect it).
+            if self.arrow:
+                yield self._keyed(empty_table(self.op))
+            else:
+                # Never an Arrow table for an operation with child tables: dlt's Arrow extractor
+                # gives the Arrow columns to every nested table of the resource too, and an
+                # empty window would then add the parent's NOT NULL key to existing child tables.
+                yield dlt.mark.materialize_table_schema()
+
+    def _keyed(self, table: pa.Table) -> pa.Table:
+        """Key columns NOT NULL as the hints say (one schema for dlt), and a `_dlt_id` per row."""
+        schema = table.schema
+        for name in self.key:
+            index = schema.get_field_index(name)
+            if index >= 0:
+                schema = schema.set(index, schema.field(index).with_nullable(False))
+        if schema is not table.schema:
+            table = table.cast(schema)
+        return table.append_column(pa.field(DLT_ID, pa.string(), False), row_ids(table.num_rows))
+
+
+def _typed_cursor(records: list[dict[str, Any]], field: str, kind: str) -> None:
+    """The dict path's cursor values as dates/datetimes, comparable with the cursor's start."""
+    parse = date.fromisoformat if kind == "date" else datetime.fromisoformat
+    for record in records:
+        value = record.get(field)
+        if isinstance(value, str):
+            record[field] = parse(value)
+
+
+def _parent_values(item: Any, field: str) -> list[Any]:
+    if isinstance(item, pa.Table):
+        return item.column(snake(field)).to_pylist() if snake(field) in item.column_names else []
+    rows = item if isinstance(item, list) else [item]
+    return [row.get(snake(field)) for row in rows]
+
+
+def _parent_rows(item: Any) -> list[dict[str, Any]]:
+    if isinstance(item, pa.Table):
+        return item.to_pylist()
+    return item if isinstance(item, list) else [item]
+
+
+def _fingerprint(row: dict[str, Any]) -> str:
+    body = orjson.dumps(
+        row, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=str
+    )
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+class SourceBuilder:
+    """Builds one resource per operation; the fetcher and dates are shared by all of them."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        fetcher: Fetcher,
+        dates: RunDates,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> None:
+        self.catalogue = catalogue
+        self.fetcher = fetcher
+        self.dates = dates
+        self.chunk_rows = chunk_rows
+        self.resources: dict[str, DltResource] = {}
+
+    def build(self, operations: Sequence[Operation]) -> list[DltResource]:
+        for op in with_ancestors(self.catalogue, operations):
+            self.resources[op.name] = self._resource(op)
+        return list(self.resources.values())
+
+    def _hints(self, op: Operation) -> dict[str, Any]:
+        return {
+            "name": op.name,
+            "table_name": op.name,
+            "write_disposition": {
+                "disposition": "merge",
+                "strategy": "delete-insert",
+                "deduplicated": True,
+            },
+            "primary_key": primary_key(op),
+            "columns": column_hints(op),
+            "nested_hints": nested_hints(op) or None,
+        }
+
+    def _resource(self, op: Operation) -> DltResource:
+        if op.parent is None:
+            return dlt.resource(self._listing_fn(op), **self._hints(op))
+        parent = self.resources[op.parent.resource]
+        return dlt.transformer(self._per_parent_fn(op), data_from=parent, **self._hints(op))
+
+    # ------------------------------------------------------------------ top-level listings
+
+    def _listing_fn(self, op: Operation) -> Callable[..., Iterator[Any]]:
+        fetcher, dates, decode = self.fetcher, self.dates, decoder(op)
+        chunk_rows, path = self.chunk_rows, op.url_path()
+
+        def pages(params: dict[str, str] | None) -> Iterator[Any]:
+            records = _Records(op, dates, chunk_rows)
+            if params is not None:
+                for page in fetcher.listing(op, path, params, decode):
+                    yield from records.add(page, params)
+            yield from records.finish()
+            fetcher.progress.done(op.name)
+
+        if op.window:
+            declared = _cursor(op, dates)
+
+            def windowed(cursor: dlt.sources.incremental = declared) -> Iterator[Any]:
+                yield from pages(_window_params(cursor, dates))
+
+            return windowed
+
+        def whole() -> Iterator[Any]:
+            yield from pages(fixed_params(op, dates))
+
+        return whole
+
+    # ------------------------------------------------------------------ per-parent operations
+
+    def _per_parent_fn(self, op: Operation) -> Callable[..., Iterator[Any]]:
+        assert op.parent is not None
+        link = op.parent
+        parent_op = self.catalogue.get(link.resource)
+        fetcher, dates, decode = self.fetcher, self.dates, decoder(op)
+        chunk_rows = self.chunk_rows
+        # Parents listed whole every run need a memory of what they looked like last time.
+        by_content = link.changed_only and parent_op.window is None
+        seen_this_run: set[Any] = set()
+
+        def parent_ids(item: Any) -> list[Any]:
+            values = _parent_values(item, link.field)
+            if by_content:
+                state = dlt.current.resource_state().setdefault("parent_fingerprints", {})
+                changed = []
+                for row, value in zip(_parent_rows(item), values, strict=True):
+                    key, fingerprint = str(value), _fingerprint(row)
+                    if state.get(key) != fingerprint:
+                        state[key] = fingerprint
+                        changed.append(value)
+                values = changed
+            fresh = []
+            for value in values:
+                if value is not None and value not in seen_this_run:
+                    seen_this_run.add(value)
+                    fresh.append(value)
+            return fresh
+
+        def requests(ids: list[Any], base: dict[str, str]) -> Iterator[tuple[str, dict, dict]]:
+            if link.batch:
+                for i in range(0, len(ids), link.batch):
+                    batch = ",".join(str(v) for v in ids[i : i + link.batch])
+                    params = {**base, link.into: batch}
+                    yield op.url_path(), params, params
+            else:
+                for value in ids:
+                    if link.into in op.path_params:
+                        path = op.url_path(**{link.into: value})
+                        yield path, base, {**base, link.into: str(value)}
+                    else:
+                        params = {**base, link.into: str(value)}
+                        yield op.url_path(), params, params
+
+        def fetch(item: Any, base: dict[str, str] | None) -> Iterator[Any]:
+            ids = parent_ids(item)
+            records = _Records(op, dates, chunk_rows)
+            if base is None or not ids:
+                yield from records.finish()
+                return
+            for tag, pages in fetcher.many_listings(op, requests(ids, base), decode):
+                for page in pages:
+                    yield from records.add(page, tag)  # type: ignore[arg-type]
+            yield from records.finish()
+
+        if op.window:
+            declared = _cursor(op, dates)
+
+            def windowed(item: Any, cursor: dlt.sources.incremental = declared) -> Iterator[Any]:
+                yield from fetch(item, _window_params(cursor, dates))
+
+            return windowed
+
+        def whole(item: Any) -> Iterator[Any]:
+            yield from fetch(item, fixed_params(op, dates))
+
+        return whole
+
+
+def incomaker_source(
+    catalogue: Catalogue,
+    fetcher: Fetcher,
+    dates: RunDates,
+    operations: Sequence[Operation] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> DltSource:
+    """The dlt source: selected operations (all by default) and the parents that feed them."""
+    builder = SourceBuilder(catalogue, fetcher, dates, chunk_rows)
+    resources = builder.build(operations or catalogue.operations)
+
+    @dlt.source(name=SOURCE_NAME)
+    def incomaker() -> list[DltResource]:
+        return resources
+
+    return incomaker()

@@ -1,0 +1,65 @@
+"""The one Dagster code location of the project: `workspace.yaml` loads `defs` from here.
+
+API operations -> raw tables (dlt) -> staging -> intermediate -> marts (dbt) -> serving warehouse,
+with the checks that guard them, the nightly schedule and the run-failure alert. Every piece is
+configured from incomaker_elt.contract.settings, the same settings the CLI uses.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_dlt import DagsterDltResource
+
+from incomaker_elt.contract.catalogue import Catalogue, load_catalogue
+from incomaker_elt.contract.settings import Settings, load_settings
+from incomaker_elt.orchestration.alerts import build_run_failure_sensor
+from incomaker_elt.orchestration.freshness import build_freshness_checks, build_freshness_sensor
+from incomaker_elt.orchestration.ingestion_assets import api_specs, build_raw_assets
+from incomaker_elt.orchestration.partitions import daily_partitions
+from incomaker_elt.orchestration.publishing import build_serving_asset
+from incomaker_elt.orchestration.reconciliation import (
+    ReconciliationContext,
+    build_reconciliation_checks,
+)
+from incomaker_elt.orchestration.schedules import build_nightly_schedule, build_refresh_job
+from incomaker_elt.orchestration.transform_assets import (
+    build_dbt_assets,
+    dbt_resource,
+    unplanned_dbt_checks,
+)
+
+PUBLISHED_SCHEMAS = ("marts", "staging")
+
+
+def build_definitions(settings: Settings, catalogue: Catalogue | None = None) -> dg.Definitions:
+    catalogue = catalogue or load_catalogue(settings.catalogue_overrides)
+    partitions = daily_partitions(settings)
+    raw_events, raw_snapshots = build_raw_assets(settings, catalogue, partitions)
+    dbt = build_dbt_assets(settings)
+    published = [key for key in dbt.keys if key.path[0] in PUBLISHED_SCHEMAS]
+    serving = build_serving_asset(settings, published)
+    reconciliation = build_reconciliation_checks(
+        ReconciliationContext(settings=settings, catalogue=catalogue)
+    )
+    freshness = build_freshness_checks(settings, [raw_events], [raw_snapshots])
+
+    # Runs build, check and publish; freshness is the sensor's business (it watches the clock).
+    # The dbt tests run inside the dbt build but stay out of the run's plan (unplanned_dbt_checks).
+    freshness_keys = [key for checks in freshness for key in checks.check_keys]
+    unplanned = [*freshness_keys, *unplanned_dbt_checks(dbt)]
+    refresh = build_refresh_job(dg.AssetSelection.all() - dg.AssetSelection.checks(*unplanned))
+    refresh_days = max(op.lookback_days for op in catalogue if op.kind == "event")
+    return dg.Definitions(
+        assets=[*api_specs(catalogue), raw_events, raw_snapshots, dbt, serving],
+        asset_checks=[*reconciliation, *freshness],
+        jobs=[refresh],
+        schedules=[build_nightly_schedule(refresh, settings, refresh_days)],
+        sensors=[build_run_failure_sensor(settings), build_freshness_sensor(settings, freshness)],
+        resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Built when Dagster loads the code location, not on import: tests build their own."""
+    return build_definitions(load_settings())

@@ -1,0 +1,459 @@
+"""Raw tables as Dagster assets: one per catalogue operation, loaded by the ingestion's dlt source.
+
+Lineage starts at the API: each operation is an external asset `incomaker_api/<operation>`, the
+table it fills is `incomaker_raw/<operation>` (the key the dbt sources declare in
+`meta.dagster.asset_key`), then staging and marts follow from dbt.
+
+Two multi-assets share the one dlt source:
+- the date-windowed events (`kind: event`, and the per-id operations fed by them) are daily
+  partitioned. A run over partitions [first, last] fetches exactly those days: the dlt cursor is
+  replaced by a fixed window (dlt's backfill mode), which neither reads nor moves the cursor state.
+- everything else is unpartitioned and refreshed by every run; windowed entities keep their dlt
+  cursors (with the catalogue's lookback) and aggregates are snapshotted as of the run's last day.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import dagster as dg
+import dlt
+import duckdb
+import httpx
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, PARTITION_NAME_TAG
+from dagster_dlt import DagsterDltTranslator
+from dagster_dlt.asset_decorator import build_dlt_asset_specs
+from dagster_dlt.translator import DltResourceTranslatorData
+from dlt.extract.source import DltSource
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from incomaker_elt.contract.catalogue import Catalogue, Operation
+from incomaker_elt.contract.settings import RAW_DATASET, Settings
+from incomaker_elt.ingestion.client import ApiUnavailable, IncomakerClient, IngestionError
+from incomaker_elt.ingestion.fetch import Fetcher, Progress
+
+# The ingestion's own dlt settings and its post-load repair, imported at load time of the
+# definitions so that a rename there fails every test at once instead of a night's run.
+from incomaker_elt.ingestion.pipeline import (
+    FamiliesLoaded,
+    configure_dlt,
+    credentials,
+    load_families,
+    make_pipeline,
+)
+from incomaker_elt.ingestion.records import snake
+from incomaker_elt.ingestion.source import RunDates, incomaker_source, with_ancestors
+from incomaker_elt.orchestration.freshness import LOADED_THROUGH
+from incomaker_elt.orchestration.partitions import last_complete_day, window_dates
+from incomaker_elt.orchestration.raw_metadata import (
+    add_partition_metadata,
+    asset_description,
+    column_schema,
+    day_field,
+    days,
+    rows_per_day_query,
+)
+from incomaker_elt.orchestration.warehouse import DUCKDB_POOL, exclusive
+
+API_PREFIX = "incomaker_api"
+RAW_GROUP = "incomaker_raw"
+API_GROUP = "incomaker_api"
+
+INGESTION_RETRY = dg.RetryPolicy(
+    max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""The client already retries each request; this covers an API outage longer than its patience
+and a warehouse briefly locked by a process outside Dagster. Nothing else is retried: a rejected
+token, a refused request or a bug would fail the same way again (see `_failure`)."""
+
+_DEFINITIONS_ONLY_URL = "http://definitions.invalid"
+"""The source built for the asset definitions is never iterated, so its client never connects."""
+
+
+def raw_asset_key(operation: str) -> dg.AssetKey:
+    return dg.AssetKey([RAW_DATASET, operation])
+
+
+def api_asset_key(operation: str) -> dg.AssetKey:
+    return dg.AssetKey([API_PREFIX, operation])
+
+
+def partitioned_operations(catalogue: Catalogue) -> tuple[Operation, ...]:
+    """Events and the per-id operations fed by them: one day of events is one partition."""
+
+    def fed_by_event(op: Operation) -> bool:
+        while op is not None:
+            if op.kind == "event":
+                return True
+            op = catalogue.get(op.parent.resource) if op.parent else None
+        return False
+
+    return tuple(op for op in catalogue if fed_by_event(op))
+
+
+def unpartitioned_operations(catalogue: Catalogue) -> tuple[Operation, ...]:
+    partitioned = {op.name for op in partitioned_operations(catalogue)}
+    return tuple(op for op in catalogue if op.name not in partitioned)
+
+
+def api_specs(catalogue: Catalogue) -> list[dg.AssetSpec]:
+    """The API's operations as external assets: where each raw table's data comes from."""
+    return [
+        dg.AssetSpec(
+            api_asset_key(op.name),
+            group_name=API_GROUP,
+            kinds={"api"},
+            description=f"{op.title}: `{op.method} {op.path}` ({op.status} in the catalogue)",
+            metadata={"path": op.path, "catalogue_status": op.status, "kind": op.kind},
+        )
+        for op in catalogue
+    ]
+
+
+@dataclass
+class IncomakerDltTranslator(DagsterDltTranslator):
+    """Raw keys equal the dbt sources' `meta.dagster.asset_key`, so lineage is one graph."""
+
+    catalogue: Catalogue | None = None
+
+    def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
+        spec = super().get_asset_spec(data)
+        assert self.catalogue is not None
+        op = self.catalogue.get(data.resource.name)
+        return spec.replace_attributes(
+            key=raw_asset_key(op.name),
+            deps=[api_asset_key(op.name)],
+            group_name=RAW_GROUP,
+            description=asset_description(op),
+            kinds={"dlt", "duckdb"},
+            tags={"incomaker/kind": op.kind},
+            metadata={
+                **spec.metadata,
+                "dagster/column_schema": column_schema(op, self.catalogue),
+            },
+        )
+
+
+# --------------------------------------------------------------------------------- execution
+
+
+def exact_window(source: DltSource, catalogue: Catalogue, first: date, last: date) -> None:
+    """Replace each windowed resource's cursor by the fixed window [first, last].
+
+    With an end value dlt runs the cursor in backfill mode: it filters to the window and leaves the
+    cursor state alone, so a backfill of old days never rewinds the nightly incremental loads.
+    """
+    for name, resource in source.resources.items():
+        op = catalogue.get(name)
+        if not op.window:
+            continue
+        path = snake(op.window)  # both decoders name top-level columns in dlt's snake_case
+        after_last = last + timedelta(days=1)
+        if op.fields[op.window] == "date":
+            bounds: tuple[Any, Any] = (first, after_last)
+        else:
+            bounds = (
+                datetime.combine(first, time.min, tzinfo=UTC),
+                datetime.combine(after_last, time.min, tzinfo=UTC),
+            )
+        resource.apply_hints(
+            incremental=dlt.sources.incremental(
+                path,
+                initial_value=bounds[0],
+                end_value=bounds[1],
+                primary_key=(),
+                on_cursor_value_missing="include",
+            )
+        )
+
+
+def _is_transient(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ApiUnavailable | httpx.TransportError | duckdb.IOException):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _failure(exc: BaseException) -> dg.Failure:
+    """A Failure naming the cause; retried (by INGESTION_RETRY) only when it is transient."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, IngestionError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, PipelineStepFailed) and cause is None:
+        message = (
+            f"ingestion failed in dlt's {exc.step} step: {exc}. Pending load packages are "
+            "completed, or dropped and fetched again, by the next run."
+        )
+    else:
+        message = f"ingestion failed: {cause or exc}"
+    return dg.Failure(message, allow_retries=_is_transient(exc))
+
+
+def _families_failure(outcome: FamiliesLoaded, selected: set[str]) -> dg.Failure:
+    """The step's failure after the loaded tables materialised: which failed, which did not."""
+    failed = "\n".join(f"- {failure.describe()}" for failure in outcome.failures)
+    loaded = sorted(set(outcome.loaded_operations) & selected)
+    message = (
+        f"{len(outcome.failed_operations)} operation(s) failed; "
+        f"{len(loaded)} raw table(s) were loaded and materialised "
+        f"({', '.join(loaded) or 'none'}). Failed:\n{failed}"
+    )
+    transient = any(
+        failure.error is not None and _is_transient(failure.error) for failure in outcome.failures
+    )
+    return dg.Failure(
+        message,
+        metadata={"failed_operations": ", ".join(outcome.failed_operations)},
+        allow_retries=transient,
+    )
+
+
+def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
+    """Rows each raw table holds now (not only this load's), for the asset's row count.
+
+    Asked of the database, not of dlt's schema: under dagster-dlt the pipeline's default schema
+    does not list every table this run wrote.
+    """
+    counts: dict[str, int] = {}
+    with pipeline.sql_client() as sql:
+        with sql.execute_query(
+            "select table_name from information_schema.tables where table_schema = %s",
+            sql.dataset_name,
+        ) as cursor:
+            existing = {row[0] for row in cursor.fetchall()}
+        for table in tables:
+            if table not in existing:
+                continue
+            with sql.execute_query(
+                f"select count(*) from {sql.make_qualified_table_name(table)}"
+            ) as cursor:
+                counts[table] = int(cursor.fetchone()[0])
+    return counts
+
+
+WarehouseColumns = dict[str, list[tuple[str, str, bool]]]
+
+
+def _warehouse_columns(pipeline: dlt.Pipeline) -> WarehouseColumns:
+    """Every raw table's columns as the warehouse holds them (name, type, nullable), one query."""
+    columns: WarehouseColumns = {}
+    with (
+        pipeline.sql_client() as sql,
+        sql.execute_query(
+            "select table_name, column_name, data_type, is_nullable = 'YES' "
+            "from information_schema.columns where table_schema = %s "
+            "order by table_name, ordinal_position",
+            sql.dataset_name,
+        ) as cursor,
+    ):
+        for table, column, kind, nullable in cursor.fetchall():
+            columns.setdefault(table, []).append((column, kind, bool(nullable)))
+    return columns
+
+
+def _rows_per_day(
+    pipeline: dlt.Pipeline,
+    catalogue: Catalogue,
+    tables: Sequence[str],
+    first: date,
+    last: date,
+    warn: Any,
+) -> dict[str, dict[date, int]]:
+    """Rows each table holds per day of [first, last]: one GROUP BY per table on its day column.
+
+    A table without a day column, or whose day column cannot be read as one, gets no per-day count
+    (and a warning) rather than the window's total on every day.
+    """
+    counts: dict[str, dict[date, int]] = {}
+    after_last = last + timedelta(days=1)
+    with pipeline.sql_client() as sql:
+        for table in tables:
+            op = catalogue.get(table)
+            field = day_field(op, catalogue)
+            if field is None:
+                warn(f"{table}: no day column in its catalogue entry; no rows per partition")
+                continue
+            query = rows_per_day_query(
+                sql.make_qualified_table_name(table), snake(field), op.fields[field]
+            )
+            try:
+                with sql.execute_query(query, first, after_last) as cursor:
+                    found = {day: int(n) for day, n in cursor.fetchall()}
+            except Exception as exc:  # a column typed otherwise by an override: count nothing
+                warn(f"{table}: rows per day not counted on {snake(field)} ({exc})")
+                continue
+            counts[table] = {day: found.get(day, 0) for day in days(first, last)}
+    return counts
+
+
+def load(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    catalogue: Catalogue,
+    operations: Sequence[Operation],
+    dates: RunDates,
+    *,
+    fixed_window: bool,
+) -> Iterator[dg.MaterializeResult]:
+    """Load the selected `operations` family by family; one materialisation per loaded table.
+
+    Families that fail do not stop the others: every loaded table materialises, then the step
+    fails with a message naming the failed operations, so nothing downstream of them is rebuilt
+    from a table that did not change.
+    """
+    selected = {
+        op.name for op in operations if raw_asset_key(op.name) in context.selected_asset_keys
+    }
+    wanted = with_ancestors(catalogue, [op for op in operations if op.name in selected])
+    base_url, token = credentials(settings)
+    progress = Progress(context.log.info)
+    client = IncomakerClient(
+        base_url,
+        token,
+        max_in_flight=settings.ingest_concurrency,
+        requests_per_second=settings.requests_per_second,
+    )
+    fetcher = Fetcher(
+        client,
+        page_size=catalogue.page_size,
+        concurrency=settings.ingest_concurrency,
+        progress=progress,
+    )
+
+    def family_source(family: Sequence[Operation]) -> DltSource:
+        source = incomaker_source(catalogue, fetcher, dates, family)
+        if fixed_window:
+            exact_window(source, catalogue, dates.start, dates.end)
+        return source
+
+    try:
+        configure_dlt()
+        pipeline = make_pipeline(settings)
+        try:
+            with exclusive(settings.warehouse_path, context.log.info):
+                pipeline.sync_destination()
+                outcome = load_families(pipeline, catalogue, wanted, family_source)
+                loaded = [name for name in outcome.loaded_operations if name in selected]
+                counts = _table_rows(pipeline, loaded)
+                columns = _warehouse_columns(pipeline)
+                per_day = (
+                    _rows_per_day(
+                        pipeline, catalogue, loaded, dates.start, dates.end, context.log.warning
+                    )
+                    if fixed_window
+                    else {}
+                )
+        except Exception as exc:
+            raise _failure(exc) from exc
+        if outcome.leftovers.any:
+            context.log.warning(f"earlier runs: {outcome.leftovers.describe()}")
+        context.log.info(
+            f"loaded {dates.start}..{dates.end}: {client.requests} requests, "
+            f"{client.retries} retries"
+        )
+        # Each day's materialisation carries the rows the table holds for that day.
+        add_partition_metadata(
+            context,
+            {
+                (raw_asset_key(table), day.isoformat()): {
+                    "dagster/partition_row_count": dg.MetadataValue.int(rows)
+                }
+                for table, by_day in per_day.items()
+                for day, rows in by_day.items()
+            },
+        )
+        for table in loaded:
+            rows = outcome.rows_loaded.get(table, 0)
+            metadata: dict[str, Any] = {
+                "dagster/row_count": dg.MetadataValue.int(counts.get(table, 0)),
+                "dagster/column_schema": column_schema(catalogue.get(table), catalogue, columns),
+                "rows_loaded": dg.MetadataValue.int(rows),
+                "window": f"{dates.start}..{dates.end}",
+                **({} if fixed_window else {LOADED_THROUGH: dates.end.isoformat()}),
+                "load_ids": ", ".join(outcome.load_ids),
+            }
+            notes = progress.values.for_operation(table)
+            if notes:
+                # Values that did not come as their field's type: kept exactly, and the override.
+                context.log.warning("\n".join(note.describe() for note in notes))
+                metadata["values_not_as_typed"] = dg.MetadataValue.md(
+                    "\n".join(f"- {note.describe()}" for note in notes)
+                )
+            yield dg.MaterializeResult(asset_key=raw_asset_key(table), metadata=metadata)
+        if outcome.failures:
+            raise _families_failure(outcome, selected)
+    finally:
+        fetcher.close()
+        client.close()
+
+
+def run_last_day(context: dg.AssetExecutionContext, settings: Settings) -> date:
+    """The last day this run loads: its partition (range) end, else the source's last complete
+    day (yesterday for the real API, a frozen stand-in's today)."""
+    tags = context.run.tags
+    key = tags.get(ASSET_PARTITION_RANGE_END_TAG) or tags.get(PARTITION_NAME_TAG)
+    if key:
+        return date.fromisoformat(key)
+    return last_complete_day(settings)
+
+
+def _definition_source(
+    settings: Settings, catalogue: Catalogue, operations: Sequence[Operation]
+) -> tuple[DltSource, dlt.Pipeline]:
+    client = IncomakerClient(_DEFINITIONS_ONLY_URL, "definitions-only")
+    fetcher = Fetcher(client, page_size=catalogue.page_size, concurrency=1)
+    dates = RunDates(settings.partitions_start, settings.partitions_start)
+    source = incomaker_source(catalogue, fetcher, dates, operations).with_resources(
+        *(op.name for op in operations)
+    )
+    return source, make_pipeline(settings)
+
+
+def build_raw_assets(
+    settings: Settings, catalogue: Catalogue, partitions: dg.DailyPartitionsDefinition
+) -> list[dg.AssetsDefinition]:
+    translator = IncomakerDltTranslator(catalogue=catalogue)
+    events = partitioned_operations(catalogue)
+    others = unpartitioned_operations(catalogue)
+    event_source, dlt_pipeline = _definition_source(settings, catalogue, events)
+    other_source, _ = _definition_source(settings, catalogue, others)
+
+    @dg.multi_asset(
+        name="incomaker_raw_events",
+        specs=build_dlt_asset_specs(event_source, dlt_pipeline, translator),
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        can_subset=True,
+        pool=DUCKDB_POOL,
+        retry_policy=INGESTION_RETRY,
+        description="Date-windowed API operations, one daily partition per day of events.",
+    )
+    def incomaker_raw_events(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        first, last = window_dates(context.partition_time_window)
+        yield from load(
+            context, settings, catalogue, events, RunDates(first, last), fixed_window=True
+        )
+
+    @dg.multi_asset(
+        name="incomaker_raw_snapshots",
+        specs=build_dlt_asset_specs(other_source, dlt_pipeline, translator),
+        can_subset=True,
+        pool=DUCKDB_POOL,
+        retry_policy=INGESTION_RETRY,
+        description=(
+            "Entities, details and API aggregates: refreshed by every run, entities incrementally "
+            "with the catalogue's lookback, aggregates as of the run's last day."
+        ),
+    )
+    def incomaker_raw_snapshots(
+        context: dg.AssetExecutionContext,
+    ) -> Iterator[dg.MaterializeResult]:
+        dates = RunDates(settings.partitions_start, run_last_day(context, settings))
+        yield from load(context, settings, catalogue, others, dates, fixed_window=False)
+
+    return [incomaker_raw_events, incomaker_raw_snapshots]

@@ -1,0 +1,276 @@
+"""Campaigns: one-off sends to a segment, their results, recipients, A/B tests and senders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from incomaker_elt.standin.operations import handles
+from incomaker_elt.standin.operations.ask import Ask, Sql
+from incomaker_elt.standin.operations.common import (
+    METRICS,
+    activity_list,
+    conversion_rows,
+    daily_results,
+    events_by_today,
+    link_clicks,
+    recipient_statistics,
+    visible_conversions,
+    zero_filled,
+)
+
+
+def _require_campaign(a: Ask) -> None:
+    a.require_id(
+        "campaignId",
+        f"SELECT campaign_id FROM campaigns WHERE sent_at < {a.cutoff}",
+        "campaign_id",
+        "campaign",
+    )
+
+
+def _this_campaign(a: Ask) -> str:
+    return f" AND {a.is_id('campaign_id', 'campaignId')}"
+
+
+@handles("campaigns")
+def campaigns(a: Ask) -> Sql:
+    return a.sql(f"""
+        WITH recipients AS (
+            SELECT campaign_id, count(*) AS n FROM sends
+            WHERE campaign_id IS NOT NULL AND sent_at < {a.cutoff} GROUP BY campaign_id
+        )
+        SELECT c.campaign_id AS "campaignId", c.name, c.subject, c.language,
+               c.sender_id AS "senderId", c.segment_id AS "segmentId", c.sent_at AS "sentAt",
+               c.ab_test_id IS NOT NULL AS "abTest", coalesce(r.n, 0) AS "recipientsCount"
+        FROM campaigns c LEFT JOIN recipients r USING (campaign_id)
+        WHERE c.sent_at < {a.cutoff} {a.window("c.sent_at::DATE")}
+              {a.among("language", "c.language")}
+    """)
+
+
+@handles("campaigns_by_language")
+def campaigns_by_language(a: Ask) -> Sql:
+    """campaignsCount: campaigns sent in the range; metrics: their events in the range."""
+    return a.sql(f"""
+        WITH sent AS (
+            SELECT language, count(*) AS n FROM campaigns
+            WHERE sent_at < {a.cutoff} {a.window("sent_at::DATE")} GROUP BY language
+        ),
+        metrics AS (
+            SELECT c.language, {METRICS}
+            FROM {events_by_today(a, a.window("occurred_at::DATE"))} e
+            JOIN campaigns c USING (campaign_id)
+            GROUP BY c.language
+        )
+        SELECT language, coalesce(s.n, 0) AS "campaignsCount", {zero_filled("m")}
+        FROM sent s FULL JOIN metrics m USING (language)
+    """)
+
+
+@handles("campaigns_daily_results")
+def campaigns_daily_results(a: Ask) -> Sql:
+    where = a.window("occurred_at::DATE") + a.among("campaignId", "campaign_id")
+    return a.sql(daily_results(a, "campaign_id", "campaignId", where))
+
+
+@handles("campaigns_monthly_summary")
+def campaigns_monthly_summary(a: Ask) -> Sql:
+    counted = ("sent", "delivered", "opened", "clicked", "unsubscribed")
+    return a.sql(f"""
+        WITH sent AS (
+            SELECT strftime(sent_at, '%Y-%m') AS month, count(*) AS n FROM campaigns
+            WHERE sent_at < {a.cutoff} {a.window("sent_at::DATE")} GROUP BY month
+        ),
+        metrics AS (
+            SELECT strftime(occurred_at, '%Y-%m') AS month, {METRICS}
+            FROM {events_by_today(a, "AND campaign_id IS NOT NULL" + a.window("occurred_at::DATE"))}
+            GROUP BY month
+        ),
+        converted AS (
+            SELECT strftime(date, '%Y-%m') AS month, count(*) AS n,
+                   sum(amount_w_ref)::BIGINT AS w_ref
+            FROM {visible_conversions(a, "AND campaign_id IS NOT NULL" + a.window("date"))}
+            GROUP BY month
+        )
+        SELECT month, coalesce(s.n, 0) AS "campaignsCount", {zero_filled("m", counted)},
+               coalesce(v.n, 0) AS "conversionsNumber",
+               coalesce(v.w_ref, 0) AS "conversionsAmountWTaxReference"
+        FROM sent s FULL JOIN metrics m USING (month) FULL JOIN converted v USING (month)
+    """)
+
+
+def _opens_and_clicks(a: Ask) -> str:
+    where = (
+        "AND campaign_id IS NOT NULL AND event_type IN ('opened', 'clicked')"
+        + a.window("occurred_at::DATE")
+        + a.among("campaignId", "campaign_id")
+    )
+    return events_by_today(a, where)
+
+
+_OPENED_CLICKED = """
+    count(*) FILTER (WHERE event_type = 'opened') AS "opened",
+    count(*) FILTER (WHERE event_type = 'clicked') AS "clicked"
+"""
+
+
+@handles("campaigns_hourly_histogram")
+def campaigns_hourly_histogram(a: Ask) -> Sql:
+    """All 24 hours of the day (UTC), zero where nothing happened."""
+    return a.sql(f"""
+        WITH counted AS (
+            SELECT hour(occurred_at) AS hour, {_OPENED_CLICKED}
+            FROM {_opens_and_clicks(a)} GROUP BY ALL
+        )
+        SELECT h.range AS "hour", coalesce(c.opened, 0) AS "opened",
+               coalesce(c.clicked, 0) AS "clicked"
+        FROM range(24) h LEFT JOIN counted c ON c.hour = h.range
+    """)
+
+
+@handles("campaigns_daily_histogram")
+def campaigns_daily_histogram(a: Ask) -> Sql:
+    return a.sql(f"""
+        SELECT occurred_at::DATE AS "date", {_OPENED_CLICKED}
+        FROM {_opens_and_clicks(a)} GROUP BY ALL
+    """)
+
+
+@handles("campaigns_monthly_histogram")
+def campaigns_monthly_histogram(a: Ask) -> Sql:
+    return a.sql(f"""
+        SELECT strftime(occurred_at, '%Y-%m') AS "month", {_OPENED_CLICKED}
+        FROM {_opens_and_clicks(a)} GROUP BY ALL
+    """)
+
+
+@handles("senders")
+def senders(a: Ask) -> Sql:
+    return a.sql('SELECT sender_id AS "senderId", name, email, verified FROM senders')
+
+
+@handles("campaign_contacts_timeline")
+def campaign_contacts_timeline(a: Ask) -> Sql:
+    _require_campaign(a)
+    return a.sql(f"""
+        SELECT campaign_id AS "campaignId", date_trunc('hour', occurred_at) AS "hour",
+               count(DISTINCT contact_id) FILTER (WHERE event_type = 'opened') AS "contactsOpened",
+               count(DISTINCT contact_id) FILTER (WHERE event_type = 'clicked')
+                   AS "contactsClicked"
+        FROM {events_by_today(a, _this_campaign(a) + " AND event_type IN ('opened', 'clicked')")}
+        GROUP BY ALL
+    """)
+
+
+@handles("campaign_contacts")
+def campaign_contacts(a: Ask) -> Sql:
+    _require_campaign(a)
+    return a.sql(f"""
+        WITH converted AS (
+            SELECT DISTINCT campaign_id, contact_id
+            FROM {visible_conversions(a, _this_campaign(a))}
+        )
+        SELECT s.campaign_id AS "campaignId", s.contact_id AS "contactId", c.email,
+               count(e.event_id) FILTER (WHERE e.event_type = 'opened') > 0 AS "opened",
+               count(e.event_id) FILTER (WHERE e.event_type = 'clicked') > 0 AS "clicked",
+               bool_or(v.contact_id IS NOT NULL) AS "converted"
+        FROM sends s
+        JOIN contacts c USING (contact_id)
+        LEFT JOIN events e ON e.send_id = s.send_id AND e.occurred_at < {a.cutoff}
+        LEFT JOIN converted v ON v.contact_id = s.contact_id AND v.campaign_id = s.campaign_id
+        WHERE s.sent_at < {a.cutoff} AND {a.is_id("s.campaign_id", "campaignId")}
+        GROUP BY ALL
+    """)
+
+
+@handles("contacts_for_period")
+def contacts_for_period(a: Ask) -> Sql:
+    """Per day and contact: campaign e-mails received, opens and clicks that day."""
+    where = "AND campaign_id IS NOT NULL" + a.window("occurred_at::DATE")
+    return a.sql(f"""
+        SELECT occurred_at::DATE AS "date", contact_id AS "contactId",
+               count(*) FILTER (WHERE event_type = 'sent') AS "campaignsReceived",
+               count(*) FILTER (WHERE event_type = 'opened') AS "opened",
+               count(*) FILTER (WHERE event_type = 'clicked') AS "clicked"
+        FROM {events_by_today(a, where)}
+        WHERE event_type IN ('sent', 'opened', 'clicked')
+        GROUP BY ALL
+    """)
+
+
+@handles("campaign_ab_tests")
+def campaign_ab_tests(a: Ask) -> list[dict[str, Any]]:
+    """Each A/B test with its two variants; the winner has more unique opens (A on a tie)."""
+    tests = a.rows(f"""
+        SELECT ab_test_id, campaign_id, sent_at, subject, subject_b FROM campaigns
+        WHERE ab_test_id IS NOT NULL AND sent_at < {a.cutoff} {a.window("sent_at::DATE")}
+        ORDER BY ab_test_id
+    """)
+    metrics = {
+        (campaign, variant): rest
+        for campaign, variant, *rest in a.rows(f"""
+            SELECT s.campaign_id, s.variant,
+                   count(*) FILTER (WHERE e.event_type = 'sent'),
+                   count(*) FILTER (WHERE e.event_type = 'opened'),
+                   count(DISTINCT e.send_id) FILTER (WHERE e.event_type = 'opened'),
+                   count(*) FILTER (WHERE e.event_type = 'clicked'),
+                   count(DISTINCT e.send_id) FILTER (WHERE e.event_type = 'clicked')
+            FROM sends s JOIN events e USING (send_id)
+            WHERE s.variant IS NOT NULL AND e.occurred_at < {a.cutoff}
+            GROUP BY ALL
+        """)
+    }
+    records = []
+    for test_id, campaign_id, sent_at, subject_a, subject_b in tests:
+        variants = []
+        for variant, subject in (("A", subject_a), ("B", subject_b)):
+            sent, opened, u_opened, clicked, u_clicked = metrics.get(
+                (campaign_id, variant), (0, 0, 0, 0, 0)
+            )
+            variants.append(
+                {
+                    "variant": variant,
+                    "subject": subject,
+                    "sent": sent,
+                    "opened": opened,
+                    "uniqueOpened": u_opened,
+                    "clicked": clicked,
+                    "uniqueClicked": u_clicked,
+                }
+            )
+        winner = "B" if variants[1]["uniqueOpened"] > variants[0]["uniqueOpened"] else "A"
+        records.append(
+            {
+                "abTestId": test_id,
+                "campaignId": campaign_id,
+                "sentAt": sent_at,
+                "winnerVariant": winner,
+                "variants": variants,
+            }
+        )
+    return records
+
+
+@handles("campaign_conversions")
+def campaign_conversions(a: Ask) -> Sql:
+    _require_campaign(a)
+    return a.sql(conversion_rows(a, _this_campaign(a), a.op.fields))
+
+
+@handles("campaign_recipients")
+def campaign_recipients(a: Ask) -> Sql:
+    _require_campaign(a)
+    where = f" AND {a.is_id('s.campaign_id', 'campaignId')}"
+    return a.sql(recipient_statistics(a, "campaign_id", "campaignId", where))
+
+
+@handles("campaign_recipient_activity")
+def campaign_recipient_activity(a: Ask) -> Sql:
+    _require_campaign(a)
+    return a.sql(activity_list(a, "campaign_id", "campaignId", _this_campaign(a)))
+
+
+@handles("campaign_link_clicks")
+def campaign_link_clicks(a: Ask) -> Sql:
+    _require_campaign(a)
+    return a.sql(link_clicks(a, "campaign_id", "campaignId", _this_campaign(a)))

@@ -1,0 +1,438 @@
+"""The stand-in API: routes requests to the catalogue's operations and answers from the world.
+
+`StandIn.handle` is the whole protocol (auth, routing, faults, parameters, paging, JSON) as one
+synchronous function; the in-process httpx transport and the ASGI server are thin shells on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from functools import partial
+from typing import Any
+
+import numpy as np
+import orjson
+
+from incomaker_elt.contract.catalogue import Catalogue, Operation, load_catalogue
+from incomaker_elt.contract.paging import WHOLE_BODY, put
+from incomaker_elt.standin.calendar import DEFAULT_TODAY, check_today
+from incomaker_elt.standin.dialect import render_record
+from incomaker_elt.standin.errors import ApiError, not_found
+from incomaker_elt.standin.faults import (
+    DRIFT_FIELD,
+    FAULT_HEADER,
+    FaultPlan,
+    Faults,
+    parse_header,
+    plan,
+)
+from incomaker_elt.standin.frames import DRIFT_VALUES, JSON_OPTIONS, Frame, Records, Shape
+from incomaker_elt.standin.operations import Ask, Sql, all_handlers
+from incomaker_elt.standin.operations.ask import Block
+from incomaker_elt.standin.params import parse_path_value, parse_query
+from incomaker_elt.standin.perid import (
+    IdIndex,
+    Rows,
+    block_of,
+    ids_per_block,
+    indexable,
+    key_field,
+    python_index,
+)
+from incomaker_elt.standin.requestlog import RequestLog, RequestRecord, request_log
+from incomaker_elt.standin.world import World, build_world
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (the slow fault)
+
+
+@dataclass(frozen=True)
+class Route:
+    op: Operation
+    pattern: re.Pattern[str]
+
+
+def _routes(catalogue: Catalogue) -> list[Route]:
+    routes = []
+    for op in catalogue:
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(op.path.rstrip("/")))
+        routes.append(Route(op, re.compile(f"^{regex}/?$")))
+    # Literal segments win over placeholders: /deliveries/conversions is not delivery "conversions".
+    routes.sort(key=lambda r: (len(r.op.path_params), -len(r.op.path)))
+    return routes
+
+
+class ResultCache:
+    """Recent query results, so page k of a big list is a slice and not a new query. Bounded by
+    entries and by bytes of JSON, so a few million-record lists at `large` fit in memory.
+
+    Concurrent requests for a key not yet cached wait for one computation rather than each
+    running it: a client fetching pages or ids in parallel would otherwise run the same big
+    query (and hold its result) once per connection."""
+
+    def __init__(self, max_entries: int = 16, max_bytes: int = 600_000_000) -> None:
+        self._entries: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._computing: dict[tuple, threading.Lock] = {}
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+
+    @staticmethod
+    def _size(value: Any) -> int:
+        return value.nbytes if isinstance(value, Frame | Records | IdIndex) else 1_000
+
+    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:
+            with self._lock:
+                if key in self._entries:  # computed while this request waited
+                    self._entries.move_to_end(key)
+                    return self._entries[key]
+            try:
+                value = compute()
+            finally:
+                with self._lock:
+                    self._computing.pop(key, None)
+            with self._lock:
+                self._entries[key] = value
+                total = sum(self._size(v) for v in self._entries.values())
+                while len(self._entries) > 1 and (
+                    len(self._entries) > self.max_entries or total > self.max_bytes
+                ):
+                    _, dropped = self._entries.popitem(last=False)
+                    total -= self._size(dropped)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _body(records_path: str, envelope: dict[str, Any], rows: str) -> bytes:
+    """A JSON body: the envelope with the records (JSON text, comma-separated) at their path."""
+    body: dict[str, Any] = {}
+    put(body, records_path, _RECORDS)
+    _merge(body, envelope)
+    text = orjson.dumps(body).decode()
+    return text.replace(f'"{_RECORDS}"', f"[{rows}]", 1).encode()
+
+
+_RECORDS = "__standin_records__"
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into.setdefault(key, value)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.lower())
+    return value
+
+
+def _error(error: ApiError, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(error.status, orjson.dumps(error.body()), dict(headers or {}))
+
+
+class StandIn:
+    """One synthetic Incomaker account served as the Reporting v1 API."""
+
+    def __init__(
+        self,
+        world: World | None = None,
+        *,
+        seed: int = 1,
+        scale: str = "small",
+        today: date = DEFAULT_TODAY,
+        token: str = "standin-token",
+        faults: Faults | None = None,
+        catalogue: Catalogue | None = None,
+        per_id_index: bool = True,
+    ) -> None:
+        self.world = world if world is not None else build_world(seed, scale)
+        self._today = check_today(today)
+        if not token:
+            raise ValueError("the stand-in needs a non-empty token")
+        self._token = token
+        self.faults = faults or Faults()
+        # The catalogue as it is, unless told to speak another dialect: the pipeline's own
+        # overrides (INCOMAKER_CATALOGUE_OVERRIDES) describe the API it calls, not this one.
+        self.catalogue = catalogue or load_catalogue()
+        handlers = all_handlers()
+        missing = [op.name for op in self.catalogue if op.name not in handlers]
+        if missing:
+            raise ValueError(f"no stand-in handler for catalogue operations: {missing}")
+        self._handlers = handlers
+        self._shapes = {
+            op.name: Shape(dict(op.api_names), self.catalogue.timestamp_zone)
+            for op in self.catalogue
+        }
+        self._routes = _routes(self.catalogue)
+        self._cache = ResultCache()
+        # Per-id indexes (incomaker_elt/standin/perid.py) apart from the lists, so that walking ids
+        # does not
+        # evict the list a client is paging through, and the other way round.
+        self._indexes = ResultCache(max_entries=256, max_bytes=150_000_000)
+        # False: every per-id request runs its own query, as before the indexes (the reference
+        # the tests compare the indexes with)
+        self.per_id_index = per_id_index
+        self._counter = itertools.count()
+        self._counter_lock = threading.Lock()
+        self.request_log = RequestLog()
+
+    # -- today
+    @property
+    def today(self) -> date:
+        return self._today
+
+    def set_today(self, today: date) -> None:
+        """Move today; the API then shows what had happened by its end."""
+        self._today = check_today(today)
+
+    def clear_log(self) -> None:
+        self.request_log.clear()
+
+    # -- the protocol
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: Iterable[tuple[str, str]],
+        headers: Mapping[str, str],
+    ) -> Reply:
+        pairs = list(query)
+        with self._counter_lock:
+            number = next(self._counter)
+        reply = self._answer(number, method.upper(), path, pairs, headers)
+        params: dict[str, str] = {}
+        for key, value in pairs:
+            params[key] = f"{params[key]},{value}" if key in params else value
+        record = RequestRecord(method.upper(), path, params, reply.status)
+        self.request_log.append(record)
+        request_log.append(record)
+        return reply
+
+    def _authorised(self, headers: Mapping[str, str]) -> bool:
+        value = _header(headers, "Authorization") or ""
+        scheme, _, credentials = value.partition(" ")
+        return scheme.lower() == "bearer" and credentials.strip() == self._token
+
+    def _route(self, path: str) -> tuple[Operation, dict[str, str]] | None:
+        for route in self._routes:
+            match = route.pattern.match(path)
+            if match:
+                return route.op, match.groupdict()
+        return None
+
+    def _answer(
+        self,
+        number: int,
+        method: str,
+        path: str,
+        pairs: list[tuple[str, str]],
+        headers: Mapping[str, str],
+    ) -> Reply:
+        if not self._authorised(headers):
+            return _error(
+                ApiError(403, "missing or wrong bearer token in the Authorization header")
+            )
+        routed = self._route(path)
+        if routed is None:
+            return _error(
+                not_found(f"no operation at {path}; `incomaker-elt endpoints` lists them")
+            )
+        op, raw_path = routed
+        if method not in (op.method, "HEAD"):
+            return _error(ApiError(405, f"{path} answers {op.method} only"), {"Allow": op.method})
+
+        header_fault = _header(headers, FAULT_HEADER)
+        try:
+            fault = (
+                parse_header(header_fault, self.faults)
+                if header_fault
+                else plan(self.faults.decide(number), self.faults)
+            )
+        except ValueError as exc:
+            return _error(ApiError(400, str(exc), FAULT_HEADER))
+        if fault.status is not None:
+            return self._fault_reply(fault)
+
+        try:
+            body = self._body(op, raw_path, pairs, fault)
+        except ApiError as exc:
+            return _error(exc)
+        except Exception as exc:  # a bug in the stand-in: say so rather than hang the client
+            log.exception("stand-in failed on %s %s", method, path)
+            return _error(
+                ApiError(500, f"stand-in error on {op.name}: {type(exc).__name__}: {exc}")
+            )
+        if fault.truncate:
+            body = body[: len(body) // 2]
+        return Reply(200, body, {}, fault.delay)
+
+    def _fault_reply(self, fault: FaultPlan) -> Reply:
+        status = fault.status or 500
+        headers = {"Retry-After": str(self.faults.retry_after)} if status == 429 else {}
+        message = {
+            429: "too many requests; retry after the Retry-After seconds",
+            500: "injected fault: internal server error",
+            502: "injected fault: bad gateway",
+            503: "injected fault: service unavailable",
+        }[status]
+        return Reply(status, orjson.dumps(ApiError(status, message).body()), headers, fault.delay)
+
+    # -- records and bodies
+    def _body(
+        self,
+        op: Operation,
+        raw_path: dict[str, str],
+        pairs: list[tuple[str, str]],
+        fault: FaultPlan,
+    ) -> bytes:
+        path_values = {name: parse_path_value(name, value) for name, value in raw_path.items()}
+        params, start, size = parse_query(op, self.catalogue, pairs)
+        result = self._per_id(op, path_values, params) if op.parent and self.per_id_index else None
+        if result is None:
+            key = (
+                op.name,
+                tuple(sorted(path_values.items())),
+                tuple(sorted(params.items())),
+                self._today,
+            )
+            result = self._cache.get(key, lambda: self._records(op, path_values, params))
+        if isinstance(result, dict):  # a whole body built by its handler
+            record = render_record(op, result, self.catalogue.timestamp_zone)
+            if fault.drift:
+                record[DRIFT_FIELD] = DRIFT_VALUES[0]
+            return orjson.dumps(record, option=JSON_OPTIONS)
+        if op.records == WHOLE_BODY:
+            if not len(result):
+                raise not_found(f"no {op.name} record for {raw_path}")
+            return result.json_rows(0, 1, fault.drift).encode()
+        if not op.is_paged:
+            return _body(op.records_path, {}, result.json_rows(0, len(result), fault.drift))
+        total = len(result)
+        rows = result.json_rows(start, start + size, fault.drift) if start < total else ""
+        paging = op.paging
+        return _body(
+            op.records_path,
+            paging.envelope(total, start, size, paging.next_query(start, size, total)),
+            rows,
+        )
+
+    def _per_id(
+        self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]
+    ) -> Rows | None:
+        """A per-id request's records from the indexes of the blocks of its ids; None when the
+        request is not one the index answers (no ids, an id out of range)."""
+        assert op.parent is not None
+        into = op.parent.into
+        if into in path_values:
+            values: tuple[Any, ...] = (path_values[into],)
+        else:
+            # a list such as contacts details' ids: its records come in id order, once each
+            values = tuple(sorted(params.get(into) or ()))
+        span = ids_per_block(op, self.world.counts)
+        if not values or not all(indexable(v, span) for v in values):
+            return None
+        rest = {k: v for k, v in params.items() if k != into}
+        today = self._today  # one today for the whole request, even if set_today runs meanwhile
+        rest_key = tuple(sorted(rest.items()))
+        runs = []
+        block, index = None, None
+        for value in values:
+            if block is None or not block.holds(value):  # sorted: a block's ids come together
+                block = block_of(value, span)
+                key = (op.name, block, rest_key, today)
+                index = self._indexes.get(key, partial(self._index, op, block, rest, today))
+            assert index is not None
+            if not index.knows(value):
+                raise not_found(index.missing.replace("{id}", str(value)))
+            runs.append((index.frame, *index.rows(value)))
+        return Rows(runs)
+
+    def _render(self, op: Operation) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return partial(render_record, op, zone_name=self.catalogue.timestamp_zone)
+
+    def _index(self, op: Operation, block: Block, params: dict[str, Any], today: date) -> IdIndex:
+        ask = Ask(self.world, op, today, params, {}, block=block)
+        result = self._handlers[op.name](ask)
+        known = None
+        if ask.known_ids is not None:
+            known = np.array([r[0] for r in ask.rows(ask.known_ids)])
+        if isinstance(result, Sql):
+            frame, keys = Frame.grouped_query(
+                self.world,
+                result.text,
+                result.params,
+                op.fields,
+                op.primary_key,
+                op.name,
+                key_field(op),
+                self._shapes[op.name],
+            )
+            return IdIndex(frame, keys, known, ask.missing)
+        if isinstance(result, list):
+            return python_index(op, result, known, ask.missing, self._render(op))
+        raise TypeError(f"{op.name}: a handler in block mode answers Sql or a list of records")
+
+    def _records(
+        self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]
+    ) -> Frame | Records | dict[str, Any]:
+        ask = Ask(self.world, op, self._today, params, path_values)
+        result = self._handlers[op.name](ask)
+        if isinstance(result, Sql):
+            return Frame.from_query(
+                self.world,
+                result.text,
+                result.params,
+                op.fields,
+                op.primary_key,
+                op.name,
+                self._shapes[op.name],
+            )
+        if isinstance(result, dict):
+            return result
+        if op.primary_key:
+            result = sorted(result, key=lambda r: tuple(r[k] for k in op.primary_key))
+        render = self._render(op)
+        return Records([render(r) for r in result])
+
+    # -- ways to reach it
+    def transport(self):  # -> httpx.BaseTransport (httpx imported lazily)
+        from incomaker_elt.standin.transport import in_process_transport
+
+        return in_process_transport(self)
+
+    def asgi_app(self):
+        from incomaker_elt.standin.server import asgi_app
+
+        return asgi_app(self)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0):
+        """Context manager: a real HTTP server in a background thread, yielding its base URL."""
+        from incomaker_elt.standin.server import serve
+
+        return serve(self, host, port)
