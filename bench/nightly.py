@@ -613,12 +613,22 @@ def print_operations(run: Run, top: int) -> None:
         rows = run.figures["rows_fetched"].get(name, 0)
         print(f"  {name:<32} {count:>9,} {count / total:>6.1%} {rows:>10,}  {what}")
     families: Counter[str] = Counter()
-    for name, count in run.requests.items():
+    family_rows: Counter[str] = Counter()
+    members: dict[str, list[str]] = {}
+    for name in sorted(set(run.requests) | set(run.figures["rows_fetched"])):
         op = known.get(name)
-        families[rereads(op, partitioned, refresh_days).split(":")[0] if op else name] += count
-    print("  by what they re-read:")
+        family = rereads(op, partitioned, refresh_days) if op else name
+        families[family] += run.requests.get(name, 0)
+        family_rows[family] += run.figures["rows_fetched"].get(name, 0)
+        members.setdefault(family, []).append(name)
+    print(f"  by what they re-read:{'requests':>29} {'share':>6} {'rows':>10}  operations")
     for family, count in families.most_common():
-        print(f"    {family:<40} {count:>9,} {count / total:>6.1%}")
+        names = members[family]
+        listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        print(
+            f"    {family:<40} {count:>9,} {count / total:>6.1%} {family_rows[family]:>10,}"
+            f"  {listed}"
+        )
 
 
 # ----------------------------------------------------------------------------------- main
