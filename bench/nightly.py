@@ -587,7 +587,8 @@ def rereads(op, partitioned: set[str], refresh_days: int) -> str:
         return f"{scope}: {refresh_days + 1} days"
     if op.parent:
         which = "changed" if op.parent.changed_only else "every"
-        return f"per {which} {op.parent.resource} record"
+        window = f", {op.lookback_days}-day lookback" if op.window else ""
+        return f"per {which} {op.parent.resource} record{window}"
     if op.window:
         return f"{op.lookback_days}-day lookback on {op.window}"
     if op.kind == "aggregate":
@@ -741,6 +742,10 @@ def report(
     import lifecycle
 
     full = runs[0]
+    if args.keep:
+        (args.keep / "runs.json").write_text(
+            json.dumps([dataclasses.asdict(run) for run in [*runs, reference]], default=str)
+        )
     print_table([*runs, reference], full)
     for run in runs[1:]:
         print_operations(run, args.top)
