@@ -1,13 +1,15 @@
 """The main job: `incomaker-elt run` (and `make run`) runs the whole pipeline through Dagster.
 
-Without INCOMAKER_API_TOKEN it starts the stand-in API in a child process on a free loopback port
-and points the pipeline at it, loading every day up to the stand-in's today. With
-INCOMAKER_BASE_URL and INCOMAKER_API_TOKEN it runs against the real API up to yesterday. Either
-way the Dagster job that the nightly schedule runs is executed here, in this process, and a
-summary is printed: tables and rows, checks, the time per stage, and where the serving warehouse
-is. A failed run exits non-zero and says why. While it runs the console shows one progress line
-per stage and each warning once (incomaker_elt.console); everything Dagster, dlt and dbt log goes
-to a file in DAGSTER_HOME/logs, named in the summary; `--verbose` prints it all instead.
+Without an API token (INCOMAKER_API_TOKEN, or api_token under [sources.incomaker] in dlt's
+`.dlt/secrets.toml`) it starts the stand-in API in a child process on a free loopback port and
+points the pipeline at it, loading every day up to the stand-in's today. With a token and an
+address (INCOMAKER_BASE_URL, or base_url in `.dlt/config.toml`) it runs against that API up to
+yesterday. Either way the Dagster job that the nightly schedule runs is executed here, in this
+process, and a summary is printed: tables and rows, checks, the time per stage, and where the
+serving warehouse is. A failed run exits non-zero and says why. While it runs the console shows
+one progress line per stage and each warning once (incomaker_elt.console); everything Dagster,
+dlt and dbt log goes to a file in DAGSTER_HOME/logs, named in the summary; `--verbose` prints it
+all instead.
 
 The run is recorded in the Dagster instance of DAGSTER_HOME, like runs started from the UI or the
 schedule, so `make ui` shows it afterwards: its logs, materialisations, filled partitions and
@@ -25,6 +27,7 @@ time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import secrets
@@ -40,7 +43,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from incomaker_elt.console import LOGGER_NAME, RunConsole, log_file_path, remove_old_log_files
-from incomaker_elt.contract.settings import PROJECT_ROOT, RAW_DATASET, Settings, load_settings
+from incomaker_elt.contract.settings import (
+    API_TOKEN_VARIABLE,
+    NO_API_ADDRESS,
+    PROJECT_ROOT,
+    RAW_DATASET,
+    Settings,
+    load_settings,
+    requests_per_second,
+)
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -389,6 +400,33 @@ def run_pipeline(
     return summary
 
 
+def against_standin(settings: Settings, standin: StandInProcess) -> Settings:
+    """The settings of a run against `standin`: its address, its one-off token, its today.
+
+    Handed to the definitions as values, the address as the API resource's. The token alone is
+    also put in this process's INCOMAKER_API_TOKEN: the resource then names that variable
+    (`EnvVar`) instead of holding the token, which Dagster would keep in the run's record and
+    show in the UI.
+    """
+    os.environ[API_TOKEN_VARIABLE] = standin.token
+    return dataclasses.replace(
+        settings,
+        base_url=standin.base_url,
+        api_token=standin.token,
+        source_today=standin.today,
+        requests_per_second=requests_per_second(standin.base_url, standin.token),
+    )
+
+
+def _selection(keys: Sequence[str] | None) -> list[dg.AssetKey] | None:
+    """`--select incomaker_raw/orders marts/rfm_contacts` as asset keys; None: the whole job."""
+    if not keys:
+        return None
+    import dagster as dg
+
+    return [dg.AssetKey.from_user_string(key) for value in keys for key in value.split(",")]
+
+
 def run_logs_folder(settings: Settings) -> Path:
     """Where each `incomaker-elt run` writes its full log: DAGSTER_HOME/logs."""
     return settings.dagster_home / "logs"
@@ -404,24 +442,22 @@ def run_command(args: argparse.Namespace) -> int:
     console = RunConsole(log_path, verbose=args.verbose)
     try:
         with console.capturing():
-            if settings.api_token:
+            selection = _selection(args.select)
+            if settings.api_token:  # INCOMAKER_API_TOKEN, else dlt's .dlt/secrets.toml
                 if not settings.base_url:
-                    raise RunError("INCOMAKER_API_TOKEN is set but INCOMAKER_BASE_URL is not")
+                    raise RunError(f"an API token is set but {NO_API_ADDRESS}")
                 last_day = datetime.now(UTC).date() - timedelta(days=1)
-                summary = run_pipeline(settings, last_day, console)
+                summary = run_pipeline(settings, last_day, console, selection)
                 api = f"the Incomaker API at {settings.base_url}"
             else:
                 console.note(
-                    "INCOMAKER_API_TOKEN is not set: starting the stand-in API "
-                    f"({args.scale} world)"
+                    "no API token (INCOMAKER_API_TOKEN, or api_token in .dlt/secrets.toml): "
+                    f"starting the stand-in API ({args.scale} world)"
                 )
                 with standin_process(args.scale, args.seed, args.today) as standin:
-                    os.environ["INCOMAKER_BASE_URL"] = standin.base_url
-                    os.environ["INCOMAKER_API_TOKEN"] = standin.token
-                    os.environ["INCOMAKER_SOURCE_TODAY"] = standin.today.isoformat()
-                    settings = load_settings()
+                    settings = against_standin(settings, standin)
                     console.note(f"stand-in ready at {standin.base_url}, today {standin.today}")
-                    summary = run_pipeline(settings, standin.today, console)
+                    summary = run_pipeline(settings, standin.today, console, selection)
                     api = f"stand-in API (today {standin.today})"
     except RunError as exc:
         print(f"incomaker-elt run: {exc}", file=sys.stderr)
@@ -517,14 +553,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the whole pipeline through Dagster and print a summary",
         description=(
             "Load every API operation, build the dbt models, run the checks and publish the "
-            "serving warehouse, as the nightly Dagster job does. Without INCOMAKER_API_TOKEN the "
-            "stand-in API is started and used."
+            "serving warehouse, as the nightly Dagster job does. Without an API token "
+            "(INCOMAKER_API_TOKEN or .dlt/secrets.toml) the stand-in API is started and used."
         ),
     )
     p.add_argument(
         "--verbose",
         action="store_true",
         help="print the whole stream of Dagster, dlt and dbt logs instead of progress lines",
+    )
+    p.add_argument(
+        "--select",
+        nargs="+",
+        metavar="ASSET",
+        help=(
+            "run only these assets and their checks, named as the UI names them "
+            "(incomaker_raw/orders marts/rfm_contacts); default: the whole job"
+        ),
     )
     _standin_options(p)
     p.set_defaults(handler=run_command)

@@ -2,13 +2,19 @@
 
 One place for each fact: ingestion, dbt, Dagster and the CLI all take the warehouse path, the raw
 dataset, the API address and the reference currency from here.
+
+The API address and token are the one exception to "environment variables only": each may also
+live where dlt documents it, `base_url` and `api_token` under `[sources.incomaker]` in
+`.dlt/config.toml` and `.dlt/secrets.toml` (of the current directory, or dlt's global folder).
+`api_address()` and `api_token()` are their one reader: the environment first, then dlt's config
+and secrets (dlt is imported only then, so importing this module stays cheap).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -42,6 +48,23 @@ machine (the stand-in that `incomaker-elt run` starts)."""
 
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
+API_ADDRESS_VARIABLE = "INCOMAKER_BASE_URL"
+API_TOKEN_VARIABLE = "INCOMAKER_API_TOKEN"
+DLT_API_ADDRESS_KEY = "sources.incomaker.base_url"
+"""`base_url` under `[sources.incomaker]` in dlt's `.dlt/config.toml`."""
+DLT_API_TOKEN_KEY = "sources.incomaker.api_token"
+"""`api_token` under `[sources.incomaker]` in dlt's `.dlt/secrets.toml`."""
+
+NO_API_ADDRESS = (
+    "no API address: set INCOMAKER_BASE_URL (or base_url under [sources.incomaker] in "
+    ".dlt/config.toml); for the stand-in, run `incomaker-elt simulate` and use the address it "
+    "prints, or run through `incomaker-elt run`, which starts it"
+)
+NO_API_TOKEN = (
+    "no API token: set INCOMAKER_API_TOKEN (or api_token under [sources.incomaker] in "
+    ".dlt/secrets.toml)"
+)
+
 DEFAULT_WAREHOUSE_LOCK_TIMEOUT = 300.0
 """Seconds a writer waits for another process (a BI tool, a notebook) to let go of the warehouse
 file before it fails and names that process (INCOMAKER_WAREHOUSE_LOCK_TIMEOUT)."""
@@ -63,7 +86,8 @@ DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
 class Settings:
     warehouse_path: Path
     base_url: str | None
-    api_token: str | None
+    api_token: str | None = field(repr=False)
+    """Never printed: left out of the repr, so a logged Settings does not carry it."""
     catalogue_overrides: Path | None
     schedule_cron: str = DEFAULT_SCHEDULE_CRON
     schedule_timezone: str = DEFAULT_SCHEDULE_TIMEZONE
@@ -171,7 +195,37 @@ def serving_storage_version() -> str:
     return f"{line}.0"
 
 
-def requests_per_second() -> float | None:
+def _from_dlt(key: str, *, secret: bool) -> str | None:
+    """A value from dlt's config providers (its environment names such as
+    SOURCES__INCOMAKER__API_TOKEN, `.dlt/secrets.toml`, `.dlt/config.toml`)."""
+    import dlt  # only when the environment does not have it: dlt takes a second to import
+
+    accessor = dlt.secrets if secret else dlt.config
+    try:
+        value = accessor.get(key, str)
+    except Exception as exc:  # a broken TOML file; its text may hold the token, so not quoted
+        where = ".dlt/secrets.toml" if secret else ".dlt/config.toml"
+        raise ConfigurationError(
+            f"{key} could not be read from dlt's configuration ({type(exc).__name__}); "
+            f"check {where} in {Path.cwd()} and in dlt's global folder"
+        ) from None
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def api_address() -> str | None:
+    """The API's address: INCOMAKER_BASE_URL, else `base_url` under [sources.incomaker] in dlt's
+    `.dlt/config.toml`; None when neither has one."""
+    return os.environ.get(API_ADDRESS_VARIABLE) or _from_dlt(DLT_API_ADDRESS_KEY, secret=False)
+
+
+def api_token() -> str | None:
+    """The API token: INCOMAKER_API_TOKEN, else `api_token` under [sources.incomaker] in dlt's
+    `.dlt/secrets.toml`; None when neither has one. Never log what it returns."""
+    return os.environ.get(API_TOKEN_VARIABLE) or _from_dlt(DLT_API_TOKEN_KEY, secret=True)
+
+
+def requests_per_second(base_url: str | None, token: str | None) -> float | None:
     """INCOMAKER_REQUESTS_PER_SECOND (0: no cap); unset: 10 against a remote API, no cap without
     a token or against an API on this machine (the stand-in)."""
     value = os.environ.get("INCOMAKER_REQUESTS_PER_SECOND")
@@ -186,8 +240,8 @@ def requests_per_second() -> float | None:
                 "(0 for no cap); set one or unset it"
             )
         return rate or None
-    host = urlsplit(os.environ.get("INCOMAKER_BASE_URL") or "").hostname or ""
-    if not os.environ.get("INCOMAKER_API_TOKEN") or host in _LOCAL_HOSTS:
+    host = urlsplit(base_url or "").hostname or ""
+    if not token or host in _LOCAL_HOSTS:
         return None
     return DEFAULT_REQUESTS_PER_SECOND
 
@@ -214,10 +268,11 @@ def check_warehouse_writable(settings: Settings) -> None:
 
 def load_settings() -> Settings:
     overrides = os.environ.get("INCOMAKER_CATALOGUE_OVERRIDES")
+    base_url, token = api_address(), api_token()
     return Settings(
         warehouse_path=_resolve(os.environ.get("INCOMAKER_WAREHOUSE", DEFAULT_WAREHOUSE)),
-        base_url=os.environ.get("INCOMAKER_BASE_URL") or None,
-        api_token=os.environ.get("INCOMAKER_API_TOKEN") or None,
+        base_url=base_url,
+        api_token=token,
         catalogue_overrides=_resolve(overrides) if overrides else None,
         schedule_cron=os.environ.get("INCOMAKER_SCHEDULE_CRON") or DEFAULT_SCHEDULE_CRON,
         schedule_timezone=os.environ.get("INCOMAKER_SCHEDULE_TIMEZONE")
@@ -236,7 +291,7 @@ def load_settings() -> Settings:
             "INCOMAKER_INGEST_CONCURRENCY",
             os.environ.get("INCOMAKER_INGEST_CONCURRENCY") or str(DEFAULT_INGEST_CONCURRENCY),
         ),
-        requests_per_second=requests_per_second(),
+        requests_per_second=requests_per_second(base_url, token),
         dlt_destination=os.environ.get("INCOMAKER_DLT_DESTINATION") or None,
         warehouse_lock_timeout=warehouse_lock_timeout(),
         serving_storage_version=serving_storage_version(),

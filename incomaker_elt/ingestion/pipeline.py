@@ -31,7 +31,7 @@ from dlt.extract.source import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue
-from incomaker_elt.contract.settings import RAW_DATASET, Settings
+from incomaker_elt.contract.settings import NO_API_ADDRESS, NO_API_TOKEN, RAW_DATASET, Settings
 from incomaker_elt.ingestion.client import (
     IncomakerClient,
     IngestionError,
@@ -192,22 +192,16 @@ def make_pipeline(settings: Settings) -> dlt.Pipeline:
 def credentials(
     settings: Settings, transport: httpx.BaseTransport | None = None
 ) -> tuple[str, str]:
-    """The API address and token from settings, else from dlt's config and secrets."""
-    base_url = settings.base_url or dlt.config.get("sources.incomaker.base_url", str)
-    token = settings.api_token or dlt.secrets.get("sources.incomaker.api_token", str)
+    """The API address and token of `settings` (load_settings() took each from the environment,
+    else from dlt's config and secrets: incomaker_elt.contract.settings.api_token)."""
+    base_url = settings.base_url
     if not base_url:
         if transport is None:
-            raise IngestionError(
-                "no API address: set INCOMAKER_BASE_URL (for the stand-in, run "
-                "`incomaker-elt simulate` and use the address it prints)"
-            )
+            raise IngestionError(NO_API_ADDRESS)
         base_url = IN_PROCESS_BASE_URL
-    if not token:
-        raise IngestionError(
-            "no API token: set INCOMAKER_API_TOKEN (or api_token under [sources.incomaker] in "
-            ".dlt/secrets.toml)"
-        )
-    return base_url, token
+    if not settings.api_token:
+        raise IngestionError(NO_API_TOKEN)
+    return base_url, settings.api_token
 
 
 def _check_token(client: IncomakerClient, catalogue: Catalogue) -> None:

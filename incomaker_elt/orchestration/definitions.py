@@ -2,7 +2,9 @@
 
 API operations -> raw tables (dlt) -> staging -> intermediate -> marts (dbt) -> serving warehouse,
 with the checks that guard them, the nightly schedule and the run-failure alert. Every piece is
-configured from incomaker_elt.contract.settings, the same settings the CLI uses.
+configured from incomaker_elt.contract.settings, the same settings the CLI uses; the API and the
+warehouse are resources (incomaker_elt.orchestration.resources), so the UI shows their
+configuration (never the token).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from incomaker_elt.orchestration.reconciliation import (
     ReconciliationContext,
     build_reconciliation_checks,
 )
+from incomaker_elt.orchestration.resources import api_resource, warehouse_resource
 from incomaker_elt.orchestration.schedules import build_nightly_schedule, build_refresh_job
 from incomaker_elt.orchestration.transform_assets import (
     build_dbt_assets,
@@ -38,9 +41,7 @@ def build_definitions(settings: Settings, catalogue: Catalogue | None = None) ->
     dbt = build_dbt_assets(settings)
     published = [key for key in dbt.keys if key.path[0] in PUBLISHED_SCHEMAS]
     serving = build_serving_asset(settings, published)
-    reconciliation = build_reconciliation_checks(
-        ReconciliationContext(settings=settings, catalogue=catalogue)
-    )
+    reconciliation = build_reconciliation_checks(ReconciliationContext(catalogue=catalogue))
     freshness = build_freshness_checks(settings, [raw_events], [raw_snapshots])
 
     # Runs build, check and publish; freshness is the sensor's business (it watches the clock).
@@ -55,7 +56,12 @@ def build_definitions(settings: Settings, catalogue: Catalogue | None = None) ->
         jobs=[refresh],
         schedules=[build_nightly_schedule(refresh, settings, refresh_days)],
         sensors=[build_run_failure_sensor(settings), build_freshness_sensor(settings, freshness)],
-        resources={"dlt": DagsterDltResource(), "dbt": dbt_resource()},
+        resources={
+            "dlt": DagsterDltResource(),
+            "dbt": dbt_resource(),
+            "incomaker_api": api_resource(settings),
+            "warehouse": warehouse_resource(settings),
+        },
     )
 
 

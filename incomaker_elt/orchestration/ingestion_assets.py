@@ -38,7 +38,6 @@ from incomaker_elt.ingestion.fetch import Fetcher, Progress
 from incomaker_elt.ingestion.pipeline import (
     FamiliesLoaded,
     configure_dlt,
-    credentials,
     load_families,
     make_pipeline,
 )
@@ -54,6 +53,7 @@ from incomaker_elt.orchestration.raw_metadata import (
     days,
     rows_per_day_query,
 )
+from incomaker_elt.orchestration.resources import IncomakerApi
 from incomaker_elt.orchestration.warehouse import DUCKDB_POOL, exclusive
 
 API_PREFIX = "incomaker_api"
@@ -299,6 +299,7 @@ def load(
     dates: RunDates,
     *,
     fixed_window: bool,
+    api: IncomakerApi,
 ) -> Iterator[dg.MaterializeResult]:
     """Load the selected `operations` family by family; one materialisation per loaded table.
 
@@ -310,14 +311,11 @@ def load(
         op.name for op in operations if raw_asset_key(op.name) in context.selected_asset_keys
     }
     wanted = with_ancestors(catalogue, [op for op in operations if op.name in selected])
-    base_url, token = credentials(settings)
     progress = Progress(context.log.info)
-    client = IncomakerClient(
-        base_url,
-        token,
-        max_in_flight=settings.ingest_concurrency,
-        requests_per_second=settings.requests_per_second,
-    )
+    try:
+        client = api.client(max_in_flight=settings.ingest_concurrency)
+    except IngestionError as exc:
+        raise _failure(exc) from exc
     fetcher = Fetcher(
         client,
         page_size=catalogue.page_size,
@@ -433,10 +431,13 @@ def build_raw_assets(
         retry_policy=INGESTION_RETRY,
         description="Date-windowed API operations, one daily partition per day of events.",
     )
-    def incomaker_raw_events(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+    def incomaker_raw_events(
+        context: dg.AssetExecutionContext, incomaker_api: IncomakerApi
+    ) -> Iterator[dg.MaterializeResult]:
         first, last = window_dates(context.partition_time_window)
+        dates = RunDates(first, last)
         yield from load(
-            context, settings, catalogue, events, RunDates(first, last), fixed_window=True
+            context, settings, catalogue, events, dates, fixed_window=True, api=incomaker_api
         )
 
     @dg.multi_asset(
@@ -451,9 +452,11 @@ def build_raw_assets(
         ),
     )
     def incomaker_raw_snapshots(
-        context: dg.AssetExecutionContext,
+        context: dg.AssetExecutionContext, incomaker_api: IncomakerApi
     ) -> Iterator[dg.MaterializeResult]:
         dates = RunDates(settings.partitions_start, run_last_day(context, settings))
-        yield from load(context, settings, catalogue, others, dates, fixed_window=False)
+        yield from load(
+            context, settings, catalogue, others, dates, fixed_window=False, api=incomaker_api
+        )
 
     return [incomaker_raw_events, incomaker_raw_snapshots]

@@ -28,10 +28,10 @@ import dagster as dg
 
 from incomaker_elt.contract.catalogue import Catalogue
 from incomaker_elt.contract.paging import WHOLE_BODY, PageTotals, dig, walk
-from incomaker_elt.contract.settings import Settings
-from incomaker_elt.ingestion.client import IncomakerClient
+from incomaker_elt.ingestion.client import IngestionError
 from incomaker_elt.orchestration.partitions import day_ranges
-from incomaker_elt.orchestration.warehouse import DUCKDB_POOL, read_only
+from incomaker_elt.orchestration.resources import IncomakerApi, Warehouse
+from incomaker_elt.orchestration.warehouse import DUCKDB_POOL
 
 Key = tuple[Any, ...]
 Figures = dict[Key, dict[str, Any]]
@@ -113,23 +113,17 @@ ApiGet = Callable[[str, str, dict[str, str]], Any]
 
 
 @contextmanager
-def api_session(settings: Settings) -> Iterator[ApiGet]:
+def api_session(api: IncomakerApi) -> Iterator[ApiGet]:
     """A GET through the ingestion's client (auth, retries, clear errors); money as Decimal."""
-    if not settings.base_url:
-        raise dg.Failure(
-            "no API address to reconcile against: set INCOMAKER_BASE_URL (and "
-            "INCOMAKER_API_TOKEN), or run through `incomaker-elt run`, which starts the stand-in"
-        )
+    try:
+        client = api.client(max_in_flight=2)
+    except IngestionError as exc:
+        raise dg.Failure(f"nothing to reconcile against: {exc}") from None
 
     def decode(body: bytes) -> Any:
         return json.loads(body, parse_float=Decimal)
 
-    with IncomakerClient(
-        settings.base_url,
-        settings.api_token or "",
-        max_in_flight=2,
-        requests_per_second=settings.requests_per_second,
-    ) as client:
+    with client:
         yield lambda operation, path, params: client.get(operation, path, params, decode)
 
 
@@ -294,7 +288,8 @@ def covers(ranges: Sequence[tuple[date, date]], first: date, last: date) -> bool
 
 @dataclass(frozen=True)
 class ReconciliationContext:
-    settings: Settings
+    """What the checks need besides their resources (the API and the warehouse)."""
+
     catalogue: Catalogue
 
     def loaded_ranges(
@@ -305,7 +300,7 @@ class ReconciliationContext:
 
 
 def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetChecksDefinition]:
-    settings, catalogue = rc.settings, rc.catalogue
+    catalogue = rc.catalogue
 
     @dg.asset_check(
         asset=CONVERSIONS_MART,
@@ -318,7 +313,9 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
             "currency, for the days loaded, equal GET /conversions/totals for the same days."
         ),
     )
-    def conversion_totals_match_api(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def conversion_totals_match_api(
+        context: dg.AssetCheckExecutionContext, incomaker_api: IncomakerApi, warehouse: Warehouse
+    ) -> dg.AssetCheckResult:
         ranges = rc.loaded_ranges(context.instance, "conversions")
         if not ranges:
             return dg.AssetCheckResult(
@@ -328,12 +325,12 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
         settled_until = last_day - timedelta(days=catalogue.get("conversions").lookback_days)
         differences: list[Difference] = []
         periods = []
-        with read_only(settings.warehouse_path) as con:
+        with warehouse.read_only() as con:
             ours = {
                 (first, last): warehouse_conversion_totals(con, first, last)
                 for first, last, _ in split_settled(ranges, settled_until)
             }
-        with api_session(settings) as get:
+        with api_session(incomaker_api) as get:
             for first, last, settled in split_settled(ranges, settled_until):
                 theirs = api_conversion_totals(get, first, last)
                 found = compare(
@@ -363,17 +360,17 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
         ),
     )
     def smartflow_daily_results_match_api(
-        context: dg.AssetCheckExecutionContext,
+        context: dg.AssetCheckExecutionContext, incomaker_api: IncomakerApi, warehouse: Warehouse
     ) -> dg.AssetCheckResult:
         ranges = rc.loaded_ranges(context.instance, "delivery_recipient_activity")
         if not ranges:
             return dg.AssetCheckResult(
                 passed=False, metadata={"reason": "no day of delivery activity has been loaded"}
             )
-        with read_only(settings.warehouse_path) as con:
+        with warehouse.read_only() as con:
             ours = {(a, b): warehouse_delivery_daily(con, a, b) for a, b in ranges}
         differences: list[Difference] = []
-        with api_session(settings) as get:
+        with api_session(incomaker_api) as get:
             for (first, last), figures in ours.items():
                 theirs = api_delivery_daily(get, catalogue, first, last)
                 differences += compare(figures, theirs, DELIVERY_FIGURES)
@@ -404,8 +401,10 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
             "check but does not stop publishing."
         ),
     )
-    def rfm_cells_match_api(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with read_only(settings.warehouse_path) as con:
+    def rfm_cells_match_api(
+        context: dg.AssetCheckExecutionContext, incomaker_api: IncomakerApi, warehouse: Warehouse
+    ) -> dg.AssetCheckResult:
+        with warehouse.read_only() as con:
             first, last, ours = warehouse_rfm_cells(con)
         if first is None or last is None:
             return dg.AssetCheckResult(
@@ -426,7 +425,7 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
                     "what_to_do": "Backfill the orders partitions of the whole RFM window.",
                 },
             )
-        with api_session(settings) as get:
+        with api_session(incomaker_api) as get:
             theirs = api_rfm_cells(get, catalogue, first, last)
         return _result(compare(ours, theirs, ("contacts",)), window, "RFM cell counts")
 

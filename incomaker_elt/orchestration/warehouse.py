@@ -242,14 +242,17 @@ def exclusive(
 
 
 @contextmanager
-def read_only(warehouse_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection for checks, once no other process writes the file."""
+def read_only(
+    warehouse_path: Path, *, timeout: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for checks, once no other process writes the file (waiting at
+    most `timeout` seconds; None: INCOMAKER_WAREHOUSE_LOCK_TIMEOUT)."""
     if not warehouse_path.is_file():
         raise FileNotFoundError(
             f"warehouse {warehouse_path} does not exist; materialise the raw tables first"
         )
-    with exclusive(warehouse_path, access="read"):
-        con = connect(warehouse_path, read_only=True)
+    with exclusive(warehouse_path, access="read", timeout=timeout):
+        con = connect(warehouse_path, read_only=True, timeout=timeout)
         try:
             yield con
         finally:
