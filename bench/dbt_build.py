@@ -147,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     from incomaker_elt.orchestration import transform
 
     settings = load_settings()
-    transform.prepare_manifest(settings)
+    transform.prepare_manifest()
     timings = []
     for attempt in range(1, args.builds + 1):
-        summary = transform.build(settings, quiet=True)
+        summary = transform.build(settings)
         timings.append(summary.seconds)
         print(f"build {attempt}: {summary.line()}", flush=True)
     print("\nslowest nodes of the last build:")

@@ -358,7 +358,7 @@ def run_pipeline(
     from incomaker_elt.orchestration.transform import TransformError, prepare_manifest
 
     try:
-        prepare_manifest(settings)
+        prepare_manifest()
     except TransformError as exc:
         raise RunError(str(exc)) from exc
     from incomaker_elt.orchestration.definitions import build_definitions

@@ -889,7 +889,7 @@ def load_by_commands(settings: Settings, step: Step, run_id: str) -> tuple[str, 
         run_ingestion(settings, start=step.first, end=step.last)
         if not step.build:
             return "succeeded", None
-        transform.build(settings, quiet=True)
+        transform.build(settings)
         publish_serving_warehouse(
             settings.warehouse_path, settings.serving_warehouse_path, run_id=run_id
         )

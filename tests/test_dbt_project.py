@@ -47,7 +47,7 @@ MARTS = {
 def manifest(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> dict:
     warehouse = tmp_path_factory.mktemp("parse") / "incomaker.duckdb"
     monkeypatch_module.setenv("INCOMAKER_WAREHOUSE", str(warehouse))
-    path = transform.prepare_manifest(load_settings())
+    path = transform.prepare_manifest()
     assert not warehouse.exists(), "parsing must not create or open the warehouse"
     return json.loads(path.read_text())
 
@@ -196,7 +196,6 @@ def test_build_names_the_failed_tests(tmp_path: Path, monkeypatch: pytest.Monkey
             load_settings(),
             select=["+fct_orders"],
             extra_args=["--indirect-selection", "cautious"],
-            quiet=True,
         )
     message = str(failure.value)
     names = {f.name for f in failure.value.failures}

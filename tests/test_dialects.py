@@ -190,7 +190,7 @@ def spring(small_world, tmp_path_factory) -> Iterator[Load]:
     loaded = load(small_world, tmp_path_factory.mktemp("page"), RECONCILED, override)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INCOMAKER_WAREHOUSE", str(loaded.settings.warehouse_path))
-        transform.build(loaded.settings, select=MARTS, command="run", quiet=True)
+        transform.build(loaded.settings, select=MARTS, command="run")
     return loaded
 
 

@@ -52,12 +52,12 @@ def warehouses(small_world, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     later = run_ingestion(
         incremental, start=HISTORY_START, end=A_WEEK_LATER, transport=standin.transport()
     )
-    transform.build(incremental, command="run", quiet=True)
+    transform.build(incremental, command="run")
 
     full = _settings(root / "full")
     fresh = StandIn(small_world, today=A_WEEK_LATER, token=TOKEN)
     first = run_ingestion(full, start=HISTORY_START, end=A_WEEK_LATER, transport=fresh.transport())
-    transform.build(full, command="run", quiet=True)
+    transform.build(full, command="run")
     # The later run is incremental, not a disguised full load.
     assert later.requests < first.requests / 2, (later.requests, first.requests)
     return incremental.warehouse_path, full.warehouse_path

@@ -144,12 +144,9 @@ def _compile_totals(settings: Settings) -> str:
         for i, p in enumerate(TOTALS_FILTERS)
     ]
     inline = " union all by name ".join(parts)
-    result = transform.invoke(
-        transform.dbt_args("compile", settings, extra_args=["--inline", inline, "--quiet"]),
-        settings,
-    )
-    assert result.success, result.exception
-    return result.result.results[0].node.compiled_code
+    run = transform.run_dbt(settings, ["compile", "--inline", inline])
+    assert run.error is None, run.error
+    return run.results[0]["compiled_code"]
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +162,7 @@ def built(standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         mp.delenv("INCOMAKER_DLT_DESTINATION", raising=False)
         settings = load_settings()
         run_ingestion(settings, start=HISTORY_START, end=TODAY, transport=standin.transport())
-        summary = transform.build(settings, quiet=True)
+        summary = transform.build(settings)
         totals_sql = _compile_totals(settings)
         yield Built(path, settings, summary, totals_sql)
 

@@ -275,17 +275,18 @@ def test_a_dbt_build_leaves_no_artefacts_and_clears_an_earlier_failed_ones(
 ) -> None:
     """The earlier build is stood in by its leftovers: one run's worth of artefacts that a
     failed (or killed) build left, and a folder another build is still writing."""
-    from incomaker_elt.orchestration.transform import DBT_TARGET_DIR, prepare_manifest
-    from incomaker_elt.orchestration.transform_assets import (
-        build_dbt_assets,
+    from incomaker_elt.orchestration.transform import (
+        DBT_TARGET_DIR,
         dbt_resource,
+        prepare_manifest,
         run_target,
     )
+    from incomaker_elt.orchestration.transform_assets import build_dbt_assets
 
     monkeypatch.setenv("INCOMAKER_WAREHOUSE", str(tmp_path / "incomaker.duckdb"))
     settings = load_settings()
     if not (DBT_TARGET_DIR / "manifest.json").is_file():
-        prepare_manifest(settings)
+        prepare_manifest()
     runs = DBT_TARGET_DIR / "runs"
     with run_target("failed0") as failed:
         (failed / "compiled.sql").write_bytes(b"x" * 4_000_000)
@@ -520,7 +521,7 @@ def test_the_warehouse_lock_can_be_taken_again_inside_itself(tmp_path: Path) -> 
 def test_a_dbt_whose_events_are_abandoned_is_stopped_and_lets_go_of_the_warehouse(
     tmp_path: Path,
 ) -> None:
-    from incomaker_elt.orchestration.transform_assets import stop_dbt
+    from incomaker_elt.orchestration.transform import stop_dbt
 
     warehouse = tmp_path / "incomaker.duckdb"
     duckdb.connect(str(warehouse)).close()

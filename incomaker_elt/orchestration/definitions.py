@@ -25,11 +25,8 @@ from incomaker_elt.orchestration.reconciliation import (
 )
 from incomaker_elt.orchestration.resources import api_resource, warehouse_resource
 from incomaker_elt.orchestration.schedules import build_nightly_schedule, build_refresh_job
-from incomaker_elt.orchestration.transform_assets import (
-    build_dbt_assets,
-    dbt_resource,
-    unplanned_dbt_checks,
-)
+from incomaker_elt.orchestration.transform import dbt_resource
+from incomaker_elt.orchestration.transform_assets import build_dbt_assets, unplanned_dbt_checks
 
 PUBLISHED_SCHEMAS = ("marts", "staging")
 

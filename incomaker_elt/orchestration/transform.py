@@ -1,37 +1,50 @@
-"""Running the dbt project (dbt_project/) on the warehouse, with the settings of the pipeline.
+"""Running the dbt project (dbt_project/) on the warehouse: one path for every caller.
 
-`build()` is what the CLI and the main job call: `dbt build` (models, data tests and unit tests)
-through dbt's programmatic runner, with the warehouse path and the business vars taken from
-incomaker_elt.contract.settings, raising `TransformError` that names every failed model or test.
-`prepare_manifest()` runs `dbt parse` once at install/dev time, so that Dagster reads
-target/manifest.json instead of parsing the project on every import.
+`DBT_PROJECT` is the handle Dagster's dbt assets are built from; its preparer (`dbt parse` with
+the pipeline's vars) writes target/manifest.json, so that Dagster reads the manifest instead of
+parsing the project on every import: `prepare_manifest()` at install/dev time and before a run.
+
+`run_dbt` runs one dbt command through `DbtCliResource`, under the warehouse's lock, retried
+while another process holds the file, with its artefacts in a folder of its own. The dbt assets
+(transform_assets.py) call it with their step's context; `incomaker-elt transform`
+(incomaker_elt/cli.py) calls `build`, which calls it without one and raises `TransformError`
+naming every failed model or test.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
+from dagster_dbt.dbt_project import DbtProjectPreparer
+from dagster_shared import record
+
 from incomaker_elt.contract.currency import REFERENCE_CURRENCY
-from incomaker_elt.contract.settings import (
-    PROJECT_ROOT,
-    RAW_DATASET,
-    Settings,
-    load_settings,
-)
+from incomaker_elt.contract.settings import PROJECT_ROOT, RAW_DATASET, Settings, load_settings
+from incomaker_elt.orchestration.warehouse import exclusive, is_lock_conflict, retry_while_locked
+
+try:
+    import fcntl
+except ImportError:  # Windows: finished builds' folders are still removed, failed ones stay
+    fcntl = None  # type: ignore[assignment]
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DBT_TARGET_DIR = DBT_PROJECT_DIR / "target"
-MANIFEST_PATH = DBT_TARGET_DIR / "manifest.json"
 WAREHOUSE_ENV = "INCOMAKER_WAREHOUSE"
+DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
+"""The dbt beside this Python: `.venv/bin/incomaker-elt` does not put .venv/bin on PATH."""
 
 _FAILED = {"error", "fail", "runtime error"}
 
@@ -66,20 +79,177 @@ class BuildSummary:
         return f"dbt {self.command[0]}: {parts} in {self.seconds:.1f} s"
 
 
-def dbt_vars(settings: Settings | None = None, extra: Mapping[str, Any] | None = None) -> dict:
-    """The project vars that have a single setting in incomaker_elt.contract.settings, plus
-    `extra`."""
-    values: dict[str, Any] = {
-        "reference_currency": REFERENCE_CURRENCY,
-        "raw_schema": RAW_DATASET,
-    }
-    values.update(extra or {})
-    return values
+def dbt_vars(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The project vars that have a single setting in incomaker_elt.contract, plus `extra`."""
+    return {"reference_currency": REFERENCE_CURRENCY, "raw_schema": RAW_DATASET, **(extra or {})}
+
+
+def dbt_resource() -> DbtCliResource:
+    executable = str(DBT_EXECUTABLE) if DBT_EXECUTABLE.exists() else "dbt"
+    return DbtCliResource(project_dir=DBT_PROJECT, dbt_executable=executable)
+
+
+class ManifestPreparer(DbtProjectPreparer):
+    """`dbt parse` with the vars every build passes, so that each build's copy of its partial
+    parse file is valid; by the dbt beside this Python. Parsing never opens the warehouse."""
+
+    def prepare_if_dev(self, project: DbtProject) -> None:
+        if self.using_dagster_dev():
+            self.prepare(project)
+
+    def prepare(self, project: DbtProject) -> None:
+        args = ["parse", "--quiet", "--vars", json.dumps(dbt_vars())]
+        invocation = dbt_resource().cli(args, target_path=project.target_path, raise_on_error=False)
+        error = invocation.wait().get_error()
+        if error is not None:
+            raise TransformError(f"dbt parse failed: {error}")
+
+
+# DbtProject takes only the parse arguments of its default preparer, which starts the `dbt` on
+# PATH; `replace` sets the record's preparer field without going through its constructor.
+DBT_PROJECT = record.replace(
+    DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR),
+    preparer=ManifestPreparer(),
+)
+
+
+def prepare_manifest() -> Path:
+    """Write target/manifest.json, which Dagster loads without parsing the project."""
+    DBT_PROJECT.preparer.prepare(DBT_PROJECT)
+    return DBT_PROJECT.manifest_path
+
+
+def release_dbt_duckdb() -> None:
+    """Close the warehouse that dbt's DuckDB adapter keeps open in this process.
+
+    dagster-dbt reads row counts and column schemas through the adapter, which holds the database
+    open read-only with the profile's settings, in a class-level environment, until the process
+    ends. Later steps of an in-process run (checks, publishing) could then not open it at all:
+    DuckDB refuses a second configuration. There is no public API for this.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        environment, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
+    if environment is not None:
+        environment.close()
+
+
+# ------------------------------------------------------------------ each build's artefacts
+
+RUN_TARGETS_DIR = DBT_TARGET_DIR / "runs"
+"""Where each dbt command writes its artefacts (compiled SQL, run results, log): ~16 MB a build.
+A successful command's folder is removed once its events are out; a failed one stays (its log is
+named in the error) until the next command starts."""
+
+_IN_USE = ".in-use"
+_YOUNG_SECONDS = 60.0
+_LEGACY_SECONDS = 3600.0
+_DAGSTER_DEFAULT_TARGET = re.compile(r"^incomaker_dbt-[0-9a-f]{7}-[0-9a-f]{7}$")
+"""The per-run folders dagster-dbt makes in target/ when given no target path (before runs/)."""
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _remove_if_unused(path: Path) -> bool:
+    """Delete a build's folder unless a build holds its `.in-use` lock (it may be another
+    warehouse's build in this same project folder)."""
+    marker = path / _IN_USE
+    if not marker.exists():
+        if _age(path) < _YOUNG_SECONDS:  # just made; its builder is about to lock it
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    if fcntl is None:
+        return False
+    try:
+        handle = open(marker, "a+")  # noqa: SIM115 - held while the folder is removed
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
+def remove_old_run_targets(target_dir: Path = DBT_TARGET_DIR) -> int:
+    """Delete earlier builds' artefact folders that no build is using; returns how many.
+
+    The manifest and partial-parse files in target/ itself stay: Dagster and dbt read them.
+    """
+    removed = 0
+    for path in sorted((target_dir / "runs").glob("*")):
+        if path.is_dir() and _remove_if_unused(path):
+            removed += 1
+    for path in target_dir.glob("incomaker_dbt-*"):
+        if _DAGSTER_DEFAULT_TARGET.match(path.name) and _age(path) > _LEGACY_SECONDS:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+@contextmanager
+def run_target(run_id: str, target_dir: Path = DBT_TARGET_DIR) -> Iterator[Path]:
+    """A new folder for one dbt command's artefacts, marked in use while the command runs.
+
+    It starts with the partial-parse file of the prepared manifest (same project, vars and
+    profile), so dbt need not parse the whole project again: a few seconds less per build.
+    """
+    path = target_dir / "runs" / f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    partial_parse = target_dir / "partial_parse.msgpack"
+    if partial_parse.is_file():
+        shutil.copy2(partial_parse, path / partial_parse.name)
+    with open(path / _IN_USE, "w") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield path
+
+
+_DBT_STOP_SECONDS = 30.0
+
+
+def stop_dbt(process: subprocess.Popen) -> None:
+    """End a dbt whose events are no longer read: left running it keeps the warehouse open
+    (and soon blocks on its full output pipe), so no later step could open the file."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=_DBT_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# ------------------------------------------------------------------------- one dbt command
+
+Invoke = Callable[[list[str], Path], DbtCliInvocation]
+"""Starts dbt with these arguments, its artefacts in this folder."""
+
+
+@dataclass
+class DbtRun:
+    """What one dbt command did: the Dagster events read from it, dbt's result per node
+    (run_results.json, with the node from manifest.json) and the error it ended with."""
+
+    events: list[Any]
+    results: list[dict[str, Any]]
+    error: Exception | None
 
 
 @contextmanager
 def _warehouse_env(settings: Settings) -> Iterator[None]:
-    """The profile reads the warehouse path from INCOMAKER_WAREHOUSE: always an absolute path."""
+    """The profile reads the warehouse path from INCOMAKER_WAREHOUSE: the settings' absolute
+    path while dbt is started (its process copies the environment), then as it was."""
     previous = os.environ.get(WAREHOUSE_ENV)
     os.environ[WAREHOUSE_ENV] = str(settings.warehouse_path.resolve())
     try:
@@ -91,91 +261,105 @@ def _warehouse_env(settings: Settings) -> Iterator[None]:
             os.environ[WAREHOUSE_ENV] = previous
 
 
-def dbt_args(
-    command: str,
-    settings: Settings | None = None,
-    *,
-    select: Sequence[str] | None = None,
-    extra_vars: Mapping[str, Any] | None = None,
-    extra_args: Sequence[str] = (),
-) -> list[str]:
-    """The dbt command line for `command` on this project, with the vars from settings."""
-    args = [
-        command,
-        "--project-dir",
-        str(DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(DBT_PROJECT_DIR),
-        "--target-path",
-        str(DBT_TARGET_DIR),
-        "--vars",
-        json.dumps(dbt_vars(settings, extra_vars)),
-    ]
-    if select:
-        args += ["--select", *select]
-    return args + list(extra_args)
-
-
-def invoke(args: Sequence[str], settings: Settings | None = None) -> Any:
-    """Run one dbt command in-process; returns dbt's dbtRunnerResult."""
-    from dbt.cli.main import dbtRunner
-
-    settings = settings or load_settings()
-    with _warehouse_env(settings):
-        try:
-            return dbtRunner().invoke(list(args))
-        finally:
-            _release_warehouse()
-
-
-def _release_warehouse() -> None:
-    """Close the DuckDB database dbt-duckdb keeps open in this process after a command.
-
-    dbt-duckdb holds the database in a class-level environment that outlives the invocation
-    (after a failed test it stays open), so the next step of the same process (a read-only check,
-    the serving copy, ingestion) could not open the file. There is no public API for this.
-    """
+def _results(target: Path) -> list[dict[str, Any]]:
+    """dbt's result per node, each with its manifest node under "node" (empty if none ran)."""
     try:
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-    except ImportError:  # another adapter
-        return
-    environment = DuckDBConnectionManager._ENV
-    if environment is not None and hasattr(environment, "close"):
-        environment.close()
-    DuckDBConnectionManager.close_all_connections()
+        results = json.loads((target / "run_results.json").read_text())["results"]
+        manifest = json.loads((target / "manifest.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return []
+    nodes = {**manifest.get("nodes", {}), **manifest.get("sources", {})}
+    return [{**result, "node": nodes.get(result["unique_id"], {})} for result in results]
 
 
-def _failures(result: Any) -> list[NodeFailure]:
-    failures = []
-    for node_result in getattr(result.result, "results", None) or []:
-        status = str(getattr(node_result.status, "value", node_result.status)).lower()
-        if status not in _FAILED:
-            continue
-        node = node_result.node
-        failures.append(
-            NodeFailure(
-                name=node.name,
-                resource_type=str(getattr(node.resource_type, "value", node.resource_type)),
-                status=status,
-                message=(node_result.message or "").strip(),
-                path=str(getattr(node, "original_file_path", "")),
-            )
+def _wait(invocation: DbtCliInvocation) -> Iterable[Any]:
+    invocation.wait()
+    return ()
+
+
+def run_dbt(
+    settings: Settings,
+    args: Sequence[str],
+    *,
+    extra_vars: Mapping[str, Any] | None = None,
+    invoke: Invoke | None = None,
+    read: Callable[[DbtCliInvocation], Iterable[Any]] = _wait,
+    run_id: str | None = None,
+    log: Callable[[str], None] | None = None,
+    then: Callable[[list[Any]], list[Any]] | None = None,
+) -> DbtRun:
+    """One dbt command (`args`, with the pipeline's vars and `extra_vars`) on the warehouse of
+    `settings`.
+
+    Holds the warehouse's lock file like every step of a Dagster run, and starts again while
+    another process has the file open (within INCOMAKER_WAREHOUSE_LOCK_TIMEOUT). `invoke` starts
+    dbt (default: `dbt_resource()`, no Dagster context); `read` takes its events (default: none,
+    waits for the end). `then` is applied to the events of a successful command while the lock
+    is still held. A failure comes back in `error`, with the events read before it.
+    """
+    args = [*args, "--vars", json.dumps(dbt_vars(extra_vars))]
+    invoke = invoke or (lambda a, target: dbt_resource().cli(a, target_path=target))
+    run_id = run_id or uuid.uuid4().hex
+
+    def attempt() -> DbtRun:
+        events: list[Any] = []
+        error: Exception | None = None
+        with run_target(run_id) as target:
+            with _warehouse_env(settings):
+                invocation = invoke(args, target)
+            try:
+                # With DuckDB, dagster-dbt yields the events once dbt has exited anyway (the
+                # row counts need the file), so collecting them first costs nothing.
+                events.extend(read(invocation))
+            except Exception as exc:
+                if not events and is_lock_conflict(exc):  # dbt never opened the file
+                    shutil.rmtree(target, ignore_errors=True)
+                    raise  # retried while it is the lock
+                error = exc
+            finally:
+                stop_dbt(invocation.process)  # before any retry and before counting views
+                release_dbt_duckdb()
+            results = _results(target)
+            if error is None:
+                shutil.rmtree(target, ignore_errors=True)
+        return DbtRun(then(events) if then and error is None else events, results, error)
+
+    with exclusive(settings.warehouse_path, log, timeout=settings.warehouse_lock_timeout):
+        remove_old_run_targets()
+        return retry_while_locked(
+            attempt, settings.warehouse_path, timeout=settings.warehouse_lock_timeout, log=log
         )
-    return failures
 
 
-def _counts(result: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node_result in getattr(result.result, "results", None) or []:
-        status = str(getattr(node_result.status, "value", node_result.status)).lower()
-        counts[status] = counts.get(status, 0) + 1
-    return counts
+# ------------------------------------------------------------------ `incomaker-elt transform`
 
 
-def _error_message(command: str, failures: Sequence[NodeFailure], exception: Any) -> str:
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _status(result: Mapping[str, Any]) -> str:
+    return str(result.get("status", "")).lower()
+
+
+def _failures(results: Sequence[Mapping[str, Any]]) -> list[NodeFailure]:
+    return [
+        NodeFailure(
+            name=r["node"].get("name") or r["unique_id"],
+            resource_type=r["node"].get("resource_type") or r["unique_id"].split(".")[0],
+            status=_status(r),
+            message=(r.get("message") or "").strip(),
+            path=r["node"].get("original_file_path", ""),
+        )
+        for r in results
+        if _status(r) in _FAILED
+    ]
+
+
+def _error_message(command: str, failures: Sequence[NodeFailure], error: Any) -> str:
     if not failures:
         return (
-            f"dbt {command} failed before running any model: {exception}. Check the project "
+            f"dbt {command} failed before running any model: {error}. Check the project "
             f"({DBT_PROJECT_DIR}) and that the warehouse file is not locked by another process."
         )
     lines = [f"dbt {command} failed: {len(failures)} model(s)/test(s) did not pass:"]
@@ -184,24 +368,10 @@ def _error_message(command: str, failures: Sequence[NodeFailure], exception: Any
         lines.append(f"  - {f.resource_type} {f.name} ({f.path}): {first}")
     lines.append(
         "Re-run one with `dbt build --select <name>` in dbt_project/ (INCOMAKER_WAREHOUSE set) "
-        "to see the rows; compiled SQL is under dbt_project/target/compiled."
+        "to see the rows; its compiled SQL is under the dbt_project/target/runs/ folder named in "
+        "the error."
     )
     return "\n".join(lines)
-
-
-class _WarehouseLocked(RuntimeError):
-    """dbt could not open the warehouse: another process held the file."""
-
-
-def _lock_conflict(result: Any) -> str | None:
-    """DuckDB's lock error, when that is why dbt failed, else None."""
-    from incomaker_elt.orchestration.warehouse import LOCK_CONFLICT
-
-    texts = [str(result.exception or "")]
-    texts += [
-        getattr(r, "message", None) or "" for r in getattr(result.result, "results", None) or []
-    ]
-    return next((text for text in texts if LOCK_CONFLICT in text), None)
 
 
 def build(
@@ -210,103 +380,21 @@ def build(
     select: Sequence[str] | None = None,
     extra_vars: Mapping[str, Any] | None = None,
     command: str = "build",
-    quiet: bool = False,
     extra_args: Sequence[str] = (),
 ) -> BuildSummary:
-    """`dbt build` on the warehouse of `settings`; raise TransformError naming what failed.
-
-    Takes the warehouse's lock file like every step of a Dagster run, and waits (within
-    INCOMAKER_WAREHOUSE_LOCK_TIMEOUT) while another process has the file open.
-    """
-    from incomaker_elt.orchestration.warehouse import exclusive, retry_while_locked
-
+    """`dbt build` (or `command`) on the warehouse of `settings`; raise TransformError naming
+    what failed."""
     settings = settings or load_settings()
-    extra_args = [*extra_args, "--quiet"] if quiet else list(extra_args)
-    args = dbt_args(command, settings, select=select, extra_vars=extra_vars, extra_args=extra_args)
-
-    def attempt() -> Any:
-        result = invoke(args, settings)
-        conflict = _lock_conflict(result)
-        if conflict:
-            raise _WarehouseLocked(conflict)
-        return result
-
+    args = [command, *(["--select", *select] if select else []), *extra_args]
     started = time.perf_counter()
-    with exclusive(settings.warehouse_path, timeout=settings.warehouse_lock_timeout):
-        result = retry_while_locked(
-            attempt, settings.warehouse_path, timeout=settings.warehouse_lock_timeout
-        )
-    seconds = time.perf_counter() - started
-    failures = _failures(result)
-    if not result.success or failures:
-        raise TransformError(_error_message(command, failures, result.exception), failures)
-    summary = BuildSummary(command=args, seconds=seconds, counts=_counts(result))
-    for node_result in getattr(result.result, "results", None) or []:
-        status = str(getattr(node_result.status, "value", node_result.status)).lower()
+    run = run_dbt(settings, args, extra_vars=extra_vars, log=_note)
+    failures = _failures(run.results)
+    if run.error is not None or failures:
+        raise TransformError(_error_message(command, failures, run.error), failures)
+    summary = BuildSummary(command=args, seconds=time.perf_counter() - started)
+    for result in run.results:
+        status = _status(result)
+        summary.counts[status] = summary.counts.get(status, 0) + 1
         if status == "warn":
-            summary.warnings.append(f"{node_result.node.name}: {node_result.message}")
+            summary.warnings.append(f"{result['node'].get('name')}: {result.get('message')}")
     return summary
-
-
-def prepare_manifest(settings: Settings | None = None) -> Path:
-    """`dbt parse`: write target/manifest.json, which Dagster loads without parsing the project.
-
-    Parsing never opens the warehouse, so this works on a machine without one.
-    """
-    settings = settings or load_settings()
-    result = invoke(dbt_args("parse", settings, extra_args=["--quiet"]), settings)
-    if not result.success:
-        raise TransformError(f"dbt parse failed: {result.exception}")
-    return MANIFEST_PATH
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "transform",
-        help="run dbt build (models and tests) on the warehouse",
-        description=(
-            "Build the dbt project's staging views and marts on the warehouse and run its tests, "
-            "with the warehouse path and reference currency from the settings."
-        ),
-    )
-    p.add_argument("--select", nargs="+", help="dbt selection, e.g. marts.rfm+ (default: all)")
-    p.add_argument(
-        "--var",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a project var, e.g. rfm_analysis_date=2026-06-30 (repeatable)",
-    )
-    p.add_argument("--parse-only", action="store_true", help="only write the manifest")
-    p.set_defaults(handler=transform_command)
-
-
-def _parse_vars(pairs: Sequence[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise TransformError(f"--var {pair!r}: expected NAME=VALUE")
-        try:
-            values[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            values[name.strip()] = value
-    return values
-
-
-def transform_command(args: argparse.Namespace) -> int:
-    try:
-        if args.parse_only:
-            print(f"manifest: {prepare_manifest()}")
-            return 0
-        summary = build(select=args.select, extra_vars=_parse_vars(args.var))
-    except TransformError as exc:
-        print(f"incomaker-elt transform: {exc}", file=sys.stderr)
-        return 1
-    print(summary.line())
-    for warning in summary.warnings:
-        print(f"warning: {warning}")
-    return 0

@@ -7,15 +7,7 @@ the definitions without a manifest fails with that instruction.
 """
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +20,14 @@ from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliResource,
-    DbtProject,
     dbt_assets,
 )
 from dagster_shared import record
 
 from incomaker_elt.contract.settings import Settings
+from incomaker_elt.orchestration.transform import DBT_PROJECT, run_dbt
+from incomaker_elt.orchestration.warehouse import DUCKDB_POOL, WarehouseBusy, connect
 
-try:
-    import fcntl
-except ImportError:  # Windows: finished builds' folders are still removed, failed ones stay
-    fcntl = None  # type: ignore[assignment]
-from incomaker_elt.orchestration.transform import DBT_PROJECT_DIR, DBT_TARGET_DIR, dbt_vars
-from incomaker_elt.orchestration.warehouse import (
-    DUCKDB_POOL,
-    WarehouseBusy,
-    connect,
-    exclusive,
-    is_lock_conflict,
-    retry_while_locked,
-)
-
-DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 DBT_PROJECT.prepare_if_dev()
 
 LAYERS = ("staging", "intermediate", "marts")
@@ -89,124 +67,7 @@ class ManifestMissing(RuntimeError):
     pass
 
 
-DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
-"""The dbt beside this Python: `.venv/bin/incomaker-elt` does not put .venv/bin on PATH."""
-
-
-def dbt_resource() -> DbtCliResource:
-    executable = str(DBT_EXECUTABLE) if DBT_EXECUTABLE.exists() else "dbt"
-    return DbtCliResource(
-        project_dir=DBT_PROJECT, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=executable
-    )
-
-
-def release_dbt_duckdb() -> None:
-    """Close the warehouse that dbt's DuckDB adapter keeps open in this process.
-
-    Row counts and column schemas are read through the adapter, which holds the database open
-    read-only with the profile's settings until the process ends. Later steps of an in-process run
-    (checks, publishing) could then not open it at all: DuckDB refuses a second configuration.
-    """
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    with DuckDBConnectionManager._LOCK:
-        environment, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
-    if environment is not None:
-        environment.close()
-
-
-RUN_TARGETS_DIR = DBT_TARGET_DIR / "runs"
-"""Where each dbt build of a Dagster run writes its artefacts (compiled SQL, run results, log):
-~16 MB a run. A successful build's folder is removed once its events are out; a failed one stays
-(its log is named in the error) until the next build starts."""
-
-_IN_USE = ".in-use"
-_YOUNG_SECONDS = 60.0
-_LEGACY_SECONDS = 3600.0
-_DAGSTER_DEFAULT_TARGET = re.compile(r"^incomaker_dbt-[0-9a-f]{7}-[0-9a-f]{7}$")
-"""The per-run folders dagster-dbt makes in target/ when given no target path (before runs/)."""
-
-
-def _age(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
-
-
-def _remove_if_unused(path: Path) -> bool:
-    """Delete a build's folder unless a build holds its `.in-use` lock (it may be another
-    warehouse's build in this same project folder)."""
-    marker = path / _IN_USE
-    if not marker.exists():
-        if _age(path) < _YOUNG_SECONDS:  # just made; its builder is about to lock it
-            return False
-        shutil.rmtree(path, ignore_errors=True)
-        return True
-    if fcntl is None:
-        return False
-    try:
-        handle = open(marker, "a+")  # noqa: SIM115 - held while the folder is removed
-    except FileNotFoundError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        shutil.rmtree(path, ignore_errors=True)
-    return True
-
-
-def remove_old_run_targets(target_dir: Path = DBT_TARGET_DIR) -> int:
-    """Delete earlier builds' artefact folders that no build is using; returns how many.
-
-    The manifest and partial-parse files in target/ itself stay: Dagster and dbt read them.
-    """
-    removed = 0
-    for path in sorted((target_dir / "runs").glob("*")):
-        if path.is_dir() and _remove_if_unused(path):
-            removed += 1
-    for path in target_dir.glob("incomaker_dbt-*"):
-        if _DAGSTER_DEFAULT_TARGET.match(path.name) and _age(path) > _LEGACY_SECONDS:
-            shutil.rmtree(path, ignore_errors=True)
-            removed += 1
-    return removed
-
-
-@contextmanager
-def run_target(run_id: str, target_dir: Path = DBT_TARGET_DIR) -> Iterator[Path]:
-    """A new folder for one dbt build's artefacts, marked in use while the build runs.
-
-    It starts with the partial-parse file of the prepared manifest (same project, vars and
-    profile), so dbt need not parse the whole project again: a few seconds less per build.
-    """
-    path = target_dir / "runs" / f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True)
-    partial_parse = target_dir / "partial_parse.msgpack"
-    if partial_parse.is_file():
-        shutil.copy2(partial_parse, path / partial_parse.name)
-    with open(path / _IN_USE, "w") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield path
-
-
-_DBT_STOP_SECONDS = 30.0
 _COUNT_WAIT_SECONDS = 30.0
-
-
-def stop_dbt(process: subprocess.Popen) -> None:
-    """End a dbt whose events are no longer read: left running it keeps the warehouse open
-    (and soon blocks on its full output pipe), so no later step could open the file."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=_DBT_STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _view_relations(manifest_path: Path) -> dict[str, str]:
@@ -341,67 +202,42 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
         pool=DUCKDB_POOL,
     )
     def incomaker_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-        # The profile reads the warehouse from INCOMAKER_WAREHOUSE; pin it to the settings' path.
-        os.environ["INCOMAKER_WAREHOUSE"] = str(settings.warehouse_path)
-        args = ["build", "--vars", json.dumps(dbt_vars(settings))]
-
         unplanned = builds_tests_unplanned(context)
 
-        def build() -> list[Any]:
-            """One dbt build; its events, or the build's exception with the events so far."""
-            events: list[Any] = []
-            with run_target(context.run.run_id) as target:
-                if unplanned:  # the whole project, tests included, reported as evaluations
-                    invocation = dbt.cli(
-                        args,
-                        manifest=DBT_PROJECT.manifest_path,
-                        dagster_dbt_translator=_TRANSLATOR,
-                        target_path=target,
-                    )
-                else:
-                    invocation = dbt.cli(args, context=context, target_path=target)
-                try:
-                    # With DuckDB, dagster-dbt yields the events once dbt has exited anyway (the
-                    # row counts need the file), so collecting them first costs nothing.
-                    for event in (
-                        invocation.stream()
-                        .fetch_row_counts()
-                        .fetch_column_metadata(with_column_lineage=False)
-                    ):
-                        events.append(event)
-                except Exception as exc:
-                    if events:  # something was built: yield it, then fail
-                        return [*events, exc]
-                    if is_lock_conflict(exc):  # dbt never opened the file: nothing to look at
-                        shutil.rmtree(target, ignore_errors=True)
-                    raise  # retried while it is the lock
-                finally:
-                    stop_dbt(invocation.process)  # before any retry and before counting views
-                    release_dbt_duckdb()
-                shutil.rmtree(target, ignore_errors=True)
-            return events
+        def invoke(args: list[str], target: Path) -> Any:
+            if unplanned:  # the whole project, tests included, reported as evaluations
+                return dbt.cli(
+                    args,
+                    manifest=DBT_PROJECT.manifest_path,
+                    dagster_dbt_translator=_TRANSLATOR,
+                    target_path=target,
+                )
+            return dbt.cli(args, context=context, target_path=target)
 
-        with exclusive(
-            settings.warehouse_path, context.log.info, timeout=settings.warehouse_lock_timeout
-        ):
-            remove_old_run_targets()
-            events = retry_while_locked(
-                build,
-                settings.warehouse_path,
-                timeout=settings.warehouse_lock_timeout,
-                log=context.log.info,
+        def read(invocation: Any) -> Iterator[Any]:
+            return (
+                invocation.stream()
+                .fetch_row_counts()
+                .fetch_column_metadata(with_column_lineage=False)
             )
-            failure = events.pop() if events and isinstance(events[-1], Exception) else None
-            if unplanned:
-                events = as_step_events(events, context.assets_def)
-            if failure is None:  # a failed build's views may not be readable: dbt says why
-                events = with_view_row_counts(events, views, settings.warehouse_path)
+
+        run = run_dbt(
+            settings,
+            ["build"],
+            invoke=invoke,
+            read=read,
+            run_id=context.run.run_id,
+            log=context.log.info,
+            # only after a success: a failed build's views may not be readable, dbt says why
+            then=lambda events: with_view_row_counts(events, views, settings.warehouse_path),
+        )
+        events = as_step_events(run.events, context.assets_def) if unplanned else run.events
         targets: dict[dg.AssetKey, AssetCheckEvaluationTargetMaterializationData | None] = {}
         for event in events:
             if isinstance(event, dg.AssetCheckEvaluation):
                 event = on_latest_materialization(event, context.instance, targets)
             yield event
-        if failure is not None:
-            raise failure
+        if run.error is not None:
+            raise run.error
 
     return incomaker_dbt
