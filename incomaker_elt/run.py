@@ -502,6 +502,9 @@ def ui_command(args: argparse.Namespace) -> int:
     # A broken override file would otherwise surface only as a code location error in the UI.
     load_catalogue(settings.catalogue_overrides)
     env = dict(os.environ, DAGSTER_HOME=str(ensure_dagster_home(settings)))
+    # `dagster dev` runs in the project folder; its steps read dlt's .dlt/ (the API address and
+    # token may be there) of the folder this command was started in, as `incomaker-elt run` does.
+    env.setdefault("DLT_PROJECT_DIR", os.getcwd())
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # dbt for prepare_if_dev
     command = [
