@@ -204,10 +204,9 @@ def _from_dlt(key: str, *, secret: bool) -> str | None:
     try:
         value = accessor.get(key, str)
     except Exception as exc:  # a broken TOML file; its text may hold the token, so not quoted
-        where = ".dlt/secrets.toml" if secret else ".dlt/config.toml"
         raise ConfigurationError(
-            f"{key} could not be read from dlt's configuration ({type(exc).__name__}); "
-            f"check {where} in {Path.cwd()} and in dlt's global folder"
+            f"{key} could not be read from dlt's configuration ({type(exc).__name__}): check "
+            f".dlt/config.toml and .dlt/secrets.toml in {Path.cwd()} and in dlt's global folder"
         ) from None
     text = "" if value is None else str(value).strip()
     return text or None
