@@ -8,7 +8,7 @@ yesterday. Either way the Dagster job that the nightly schedule runs is executed
 process, and a summary is printed: tables and rows, checks, the time per stage, and where the
 serving warehouse is. A failed run exits non-zero and says why. While it runs the console shows
 one progress line per stage and each warning once (incomaker_elt.console); everything Dagster,
-dlt and dbt log goes to a file in DAGSTER_HOME/logs, named in the summary; `--verbose` prints it
+dlt and dbt log goes to a file in DAGSTER_HOME/run-logs, named in the summary; `--verbose` prints it
 all instead.
 
 The run is recorded in the Dagster instance of DAGSTER_HOME, like runs started from the UI or the
@@ -428,8 +428,11 @@ def _selection(keys: Sequence[str] | None) -> list[dg.AssetKey] | None:
 
 
 def run_logs_folder(settings: Settings) -> Path:
-    """Where each `incomaker-elt run` writes its full log: DAGSTER_HOME/logs."""
-    return settings.dagster_home / "logs"
+    """Where each `incomaker-elt run` writes its full log: DAGSTER_HOME/run-logs.
+
+    Not DAGSTER_HOME/logs: that is Dagster's telemetry folder, whose files the webserver and the
+    daemon move away and post to Dagster's telemetry server, whatever dagster.yaml says."""
+    return settings.dagster_home / "run-logs"
 
 
 def run_command(args: argparse.Namespace) -> int:

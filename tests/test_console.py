@@ -200,3 +200,20 @@ def test_one_log_file_per_run_and_only_the_newest_are_kept(tmp_path: Path) -> No
         "run-20260604T000000Z-00000004.log",
         "run-20260605T000000Z-00000005.log",
     ]
+
+
+def test_run_logs_stay_out_of_dagsters_telemetry_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster's webserver and daemon move the files of DAGSTER_HOME/logs away and post them to
+    its telemetry server, whatever dagster.yaml says: a run's log (account data) must not be one."""
+    from dagster._core.telemetry_upload import get_or_create_dir_from_dagster_home
+
+    from incomaker_elt.contract.settings import load_settings
+    from incomaker_elt.run import run_logs_folder
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    telemetry = Path(get_or_create_dir_from_dagster_home("logs")).resolve()
+    ours = run_logs_folder(load_settings()).resolve()
+    assert ours.parent == tmp_path.resolve()  # still beside the run history
+    assert ours != telemetry and telemetry not in ours.parents
