@@ -312,6 +312,7 @@ def run_once(argv: list[str]) -> int:
 
     step_started: dict[str, float] = {}
     step_seconds: dict[str, float] = {}
+    step_spans: dict[str, tuple[float, float]] = {}
     client_requests = client_retries = 0
     for entry in logs:
         found = _CLIENT_REQUESTS.search(entry.user_message or "")
@@ -326,10 +327,13 @@ def run_once(argv: list[str]) -> int:
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
             begun = step_started.get(entry.step_key, entry.timestamp)
             step_seconds[entry.step_key] = entry.timestamp - begun
+            step_spans[entry.step_key] = (begun, entry.timestamp)
     stage_seconds: dict[str, float] = {}
+    stage_spans: dict[str, list[tuple[float, float]]] = {}
     for step, spent in step_seconds.items():
         stage = STAGES.get(stage_of.get(step, ""), "other")
         stage_seconds[stage] = stage_seconds.get(stage, 0.0) + spent
+        stage_spans.setdefault(stage, []).append(step_spans[step])
 
     tables = table_models(PROJECT_ROOT / "dbt_project" / "target" / "manifest.json")
     rows_fetched: dict[str, int] = {}
@@ -363,6 +367,7 @@ def run_once(argv: list[str]) -> int:
         "definitions_seconds": definitions_seconds,
         "stage_seconds": stage_seconds,
         "step_seconds": step_seconds,
+        "stage_spans": stage_spans,
         "client_requests": client_requests,
         "client_retries": client_retries,
         "rows_fetched": rows_fetched,
@@ -402,20 +407,20 @@ def _tree_rss(root: int) -> int:
 
 
 @contextmanager
-def peak_rss(pid: int, interval: float = 0.25) -> Iterator[list[int]]:
-    """Samples the RSS of `pid`'s process tree until the block ends; [peak bytes] afterwards."""
-    peak = [0]
+def rss_samples(pid: int, interval: float = 0.25) -> Iterator[list[tuple[float, int]]]:
+    """Samples the RSS of `pid`'s process tree until the block ends: [(epoch seconds, bytes)]."""
+    samples: list[tuple[float, int]] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _tree_rss(pid))
+            samples.append((time.time(), _tree_rss(pid)))
             stop.wait(interval)
 
     sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
     sampler.start()
     try:
-        yield peak
+        yield samples
     finally:
         stop.set()
         sampler.join()
@@ -449,6 +454,8 @@ class Run:
     requests: dict[str, int]
     statuses: dict[str, int]
     peak_mb: float
+    stage_peak_mb: dict[str, float]
+    """Peak RSS of the process tree while each stage's steps ran."""
     process_seconds: float
 
     @property
@@ -505,7 +512,7 @@ def measure(
             stderr=output,
             text=True,
         )
-        with peak_rss(child.pid) as peak:
+        with rss_samples(child.pid) as samples:
             out, _ = child.communicate()
     process_seconds = time.monotonic() - started
     counts = server.take_counts()
@@ -515,14 +522,20 @@ def measure(
         raise SystemExit(
             f"{label} did not finish (exit {child.returncode}); its log {log}:\n{tail}"
         )
+    figures = json.loads(line[len(RESULT_PREFIX) :])
     run = Run(
         label,
         kind,
         today,
-        json.loads(line[len(RESULT_PREFIX) :]),
+        figures,
         counts["operations"],
         counts["statuses"],
-        peak[0] / 2**20,
+        max((rss for _, rss in samples), default=0) / 2**20,
+        {
+            stage: max((rss for t, rss in samples if any(a <= t <= b for a, b in spans)), default=0)
+            / 2**20
+            for stage, spans in figures.get("stage_spans", {}).items()
+        },
         process_seconds,
     )
     print_run(run, log)
@@ -557,7 +570,9 @@ def print_run(run: Run, log: Path) -> None:
     print(f"    stages: {stages}; outside steps {between:.1f} s")
     print(
         f"    peak memory {run.peak_mb:,.0f} MB (process tree; the run's own process "
-        f"{f['max_rss_mb']:,.0f} MB); "
+        f"{f['max_rss_mb']:,.0f} MB; by stage: "
+        + ", ".join(f"{stage} {mb:,.0f}" for stage, mb in run.stage_peak_mb.items())
+        + "); "
         f"definitions loaded in {f['definitions_seconds']:.1f} s; "
         f"process {run.process_seconds:.0f} s"
     )
