@@ -206,9 +206,15 @@ def test_a_run_with_the_token_in_dlt_secrets_loads_and_reconciles(
             orders is not None
             and orders.asset_materialization.metadata["dagster/row_count"].value > 0
         )
+        # The run's record, which the UI shows: its configuration and its job's snapshot (with
+        # the resources' configured values as defaults; stored compressed, so asked for here).
+        (run,) = instance.get_runs(limit=1)
+        stored = serialize_value(instance.get_job_snapshot(run.job_snapshot_id))
+        assert '"base_url\\": \\"' + standin in stored  # the address is shown
+        assert TOKEN not in stored and TOKEN not in json.dumps(run.run_config)
 
     # Nowhere the UI or a reader looks: the run's log, its record, the console.
-    logs = list((home / "logs").glob("run-*.log"))
+    logs = list((home / "run-logs").glob("run-*.log"))
     assert len(logs) == 1 and "rfm_cells_match_api" in logs[0].read_text()
     stored = [path for path in home.rglob("*") if path.is_file()]
     assert not [path for path in stored if TOKEN.encode() in path.read_bytes()]
