@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from incomaker_elt.console import LOGGER_NAME, RunConsole, log_file_path, remove_old_log_files
+from incomaker_elt.contract.command_line import iso_date
 from incomaker_elt.contract.settings import (
     API_TOKEN_VARIABLE,
     NO_API_ADDRESS,
@@ -537,20 +538,11 @@ def ui_command(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ command line
 
 
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO date such as 2026-06-30"
-        ) from None
-
-
 def _standin_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("stand-in API (used when INCOMAKER_API_TOKEN is not set)")
     group.add_argument("--scale", default="small", help="size of the synthetic account")
     group.add_argument("--seed", type=int, default=1, help="seed of the synthetic account")
-    group.add_argument("--today", type=_date, help="the stand-in's today (default 2026-06-30)")
+    group.add_argument("--today", type=iso_date, help="the stand-in's today (default 2026-06-30)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -40,7 +40,7 @@ from incomaker_elt.ingestion.pipeline import (
 )
 from incomaker_elt.ingestion.records import has_nested_lists, primary_key
 from incomaker_elt.ingestion.source import RunDates, incomaker_source, with_ancestors
-from incomaker_elt.orchestration.ingestion_assets import exact_window, partitioned_operations
+from incomaker_elt.orchestration.ingestion_assets import partitioned_operations
 from incomaker_elt.standin import DEFAULT_TODAY, StandIn
 from incomaker_elt.standin.service import Reply
 
@@ -182,10 +182,10 @@ def test_a_backfill_of_past_days_never_alters_existing_child_tables(small_world,
         transport=standin.transport(),
     )
     assert summary.failures == []
-    # Three past days of the Dagster events asset: fixed windows (exact_window), dlt's backfill.
+    # Three past days of the Dagster events asset: fixed windows, dlt's backfill.
     configure_dlt()
     pipeline = make_pipeline(settings)
-    dates = RunDates(date(2026, 6, 10), date(2026, 6, 12))
+    dates = RunDates(date(2026, 6, 10), date(2026, 6, 12), fixed=True)
     events = with_ancestors(
         CATALOGUE, [op for op in partitioned_operations(CATALOGUE) if has_nested_lists(op)]
     )
@@ -193,9 +193,7 @@ def test_a_backfill_of_past_days_never_alters_existing_child_tables(small_world,
     fetcher = Fetcher(client, page_size=CATALOGUE.page_size, concurrency=4)
 
     def fixed(family: Iterable[Operation]) -> Any:
-        source = incomaker_source(CATALOGUE, fetcher, dates, family)
-        exact_window(source, CATALOGUE, dates.start, dates.end)
-        return source
+        return incomaker_source(CATALOGUE, fetcher, dates, family)
 
     try:
         outcome = load_families(pipeline, CATALOGUE, events, fixed)
@@ -418,6 +416,7 @@ def test_dagster_and_the_cli_load_the_rest_then_fail_naming_the_refused_operatio
 
     from incomaker_elt.orchestration.ingestion_assets import build_raw_assets, raw_asset_key
     from incomaker_elt.orchestration.partitions import daily_partitions
+    from incomaker_elt.orchestration.resources import api_resource
 
     refusing = Refusing(small_world, token=TOKEN, refused=["campaign_ab_tests"])
     with refusing.serve(host="127.0.0.1", port=0) as base_url:
@@ -428,6 +427,7 @@ def test_dagster_and_the_cli_load_the_rest_then_fail_naming_the_refused_operatio
         wanted = [raw_asset_key(name) for name in ("campaign_ab_tests", "senders", "segments")]
         result = dg.materialize(
             [snapshots],
+            resources={"incomaker_api": api_resource(settings)},
             selection=wanted,
             instance=dg.DagsterInstance.ephemeral(),
             raise_on_error=False,

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from incomaker_elt.contract.catalogue import Operation, load_catalogue
+from incomaker_elt.contract.columns import snake
 from incomaker_elt.contract.settings import PROJECT_ROOT
 
 PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -35,8 +35,6 @@ HEADER = (
     "incomaker_elt/contract/catalogue.yaml\n"
 )
 
-
-_naming = NamingConvention()
 
 # Decimal fields that are not money keep more places; money has two decimals (docs/world.md).
 NON_MONEY_DECIMALS = {
@@ -64,10 +62,6 @@ class Column:
     name: str  # column name in staging
     type: str  # SQL type in staging
     api_field: str  # camelCase path in the API record
-
-
-def snake(name: str) -> str:
-    return _naming.normalize_identifier(name)
 
 
 def sql_type(field: str, field_type: str) -> str:

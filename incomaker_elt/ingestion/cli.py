@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date
 
-
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        message = f"{value!r} is not an ISO date such as 2026-06-30"
-        raise argparse.ArgumentTypeError(message) from None
+from incomaker_elt.contract.command_line import iso_date
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,12 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--start-date",
-        type=_date,
+        type=iso_date,
         help="first day fetched on a first run (default: INCOMAKER_PARTITIONS_START)",
     )
     p.add_argument(
         "--end-date",
-        type=_date,
+        type=iso_date,
         help="last day fetched, and the snapshot date of aggregates (default: today, UTC)",
     )
     p.set_defaults(handler=ingest)

@@ -1,6 +1,7 @@
 """Running the ingestion: the `incomaker` dlt pipeline into the raw dataset of the warehouse.
 
-`run_ingestion` is what the CLI, the main job and the orchestration call. It checks the token with
+`run_ingestion` is the one way to load: `incomaker-elt ingest` and the raw assets of the Dagster
+definitions (orchestration/ingestion_assets.py) both call it. It checks the token with
 one tiny request before anything is created on disk, then loads the operations family by family
 (`load_families`) and returns a `LoadSummary`: rows loaded per raw table, requests, retries, time,
 the operations that failed and why, and what it did with packages an earlier run left.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -109,6 +110,7 @@ class LoadSummary:
     table_rows: dict[str, int]
     """Rows each raw table of the selection holds after the run."""
     load_ids: list[str] = field(default_factory=list)
+    loaded_operations: list[str] = field(default_factory=list)
     duplicates_removed: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     retries: int = 0
@@ -215,31 +217,48 @@ def _check_token(client: IncomakerClient, catalogue: Catalogue) -> None:
         client.get(probe.name, probe.url_path(), probe.paging.params(0, 1), lambda body: None)
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    seen = set()
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and everything it was raised from, each once: the exception dlt wraps (its
+    `exception` attribute), else the cause, else the context."""
+    seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, IngestionError):
-            return current
-        current = current.__cause__ or current.__context__
-    return exc
+        yield current
+        wrapped = getattr(current, "exception", None)
+        if isinstance(wrapped, BaseException):
+            current = wrapped
+        else:
+            current = current.__cause__ or current.__context__
 
 
-def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
-    if not pipeline.default_schema_name:
-        return {}  # nothing was ever loaded
-    existing = set(pipeline.default_schema.data_table_names(seen_data_only=True))
-    wanted = [t for t in tables if t in existing]
-    result: dict[str, int] = {}
-    if not wanted:
-        return result
+def ingestion_error(exc: BaseException) -> IngestionError | None:
+    """The IngestionError `exc` comes from (it says what failed and what to do), if any."""
+    return next((c for c in causes(exc) if isinstance(c, IngestionError)), None)
+
+
+def table_rows(pipeline: dlt.Pipeline, operations: Sequence[str]) -> dict[str, int]:
+    """Rows each raw table of these operations (their child tables too) holds now.
+
+    Asked of the database, not of dlt's schema, which does not list the tables a run wrote
+    when it restored its state from the warehouse.
+    """
+    counts: dict[str, int] = {}
+    roots = set(operations)
     with pipeline.sql_client() as sql:
-        for table in wanted:
-            name = sql.make_qualified_table_name(table)
-            with sql.execute_query(f"select count(*) from {name}") as cursor:
-                result[table] = int(cursor.fetchone()[0])
-    return result
+        with sql.execute_query(
+            "select table_name from information_schema.tables where table_schema = %s",
+            sql.dataset_name,
+        ) as cursor:
+            existing = sorted(row[0] for row in cursor.fetchall())
+        for table in existing:
+            if table.split("__")[0] not in roots:
+                continue
+            with sql.execute_query(
+                f"select count(*) from {sql.make_qualified_table_name(table)}"
+            ) as cursor:
+                counts[table] = int(cursor.fetchone()[0])
+    return counts
 
 
 def families(catalogue: Catalogue, operations: Sequence[Operation]) -> list[tuple[Operation, ...]]:
@@ -257,9 +276,10 @@ def families(catalogue: Catalogue, operations: Sequence[Operation]) -> list[tupl
 
 
 def _failure_reason(exc: BaseException) -> str:
-    cause = _root_cause(exc)
-    if isinstance(cause, IngestionError):
+    cause: BaseException | None = ingestion_error(exc)
+    if cause is not None:
         return str(cause)
+    cause = exc
     while isinstance(cause, PipelineStepFailed):
         cause = cause.exception
     first = next((line for line in str(cause).splitlines() if line.strip()), "")
@@ -268,14 +288,10 @@ def _failure_reason(exc: BaseException) -> str:
 
 def _failed_resource(exc: BaseException) -> str | None:
     """The resource whose generator raised, as dlt's extract exceptions name it."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        name = getattr(current, "pipe_name", None) or getattr(current, "resource_name", None)
+    for cause in causes(exc):
+        name = getattr(cause, "pipe_name", None) or getattr(cause, "resource_name", None)
         if isinstance(name, str):
             return name
-        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
     return None
 
 
@@ -393,6 +409,9 @@ def run_ingestion(
     retry: RetryPolicy | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     exclude: Sequence[str] = (),
+    operations: Sequence[Operation] | None = None,
+    client: IncomakerClient | None = None,
+    fixed_window: bool = False,
 ) -> LoadSummary:
     """Load the selected operations (all by default) into the raw dataset.
 
@@ -403,24 +422,34 @@ def run_ingestion(
     are loaded too. `start` is where history starts on a first run (default: the partitions start),
     `end` the last day asked for and the snapshot date of aggregates (default: today, UTC).
     `exclude` names operations to leave out of the selection (unless another one needs them).
+    `operations`: exactly these (and their parents), instead of `only` and `exclude`.
+    `client`: the API client to use (closed at the end), else one from the settings' address
+    and token (`transport`, `retry`). `fixed_window`: fetch exactly [start, end], cursors
+    neither read nor moved (a backfill of partitions).
     """
     started = time.monotonic()
     catalogue = catalogue or default_catalogue()
-    dates = RunDates(start=start or settings.partitions_start, end=end or datetime.now(UTC).date())
+    dates = RunDates(
+        start=start or settings.partitions_start,
+        end=end or datetime.now(UTC).date(),
+        fixed=fixed_window,
+    )
     if dates.start > dates.end:
         raise IngestionError(f"start date {dates.start} is after end date {dates.end}")
-    selected = [op for op in catalogue.select(only) if op.name not in set(exclude)]
-    operations = with_ancestors(catalogue, selected)
-    base_url, token = credentials(settings, transport)
+    if operations is None:
+        operations = [op for op in catalogue.select(only) if op.name not in set(exclude)]
+    operations = with_ancestors(catalogue, operations)
+    if client is None:
+        base_url, token = credentials(settings, transport)
+        client = IncomakerClient(
+            base_url,
+            token,
+            transport=transport,
+            retry=retry,
+            max_in_flight=settings.ingest_concurrency,
+            requests_per_second=settings.requests_per_second,
+        )
     progress = Progress(report)
-    client = IncomakerClient(
-        base_url,
-        token,
-        transport=transport,
-        retry=retry,
-        max_in_flight=settings.ingest_concurrency,
-        requests_per_second=settings.requests_per_second,
-    )
     fetcher = Fetcher(
         client,
         page_size=catalogue.page_size,
@@ -438,17 +467,15 @@ def run_ingestion(
             operations,
             lambda family: incomaker_source(catalogue, fetcher, dates, family, chunk_rows),
         )
-        tables = [op.name for op in operations]
-        known = pipeline.default_schema.data_table_names() if pipeline.default_schema_name else []
-        children = [t for t in known if any(t.startswith(f"{name}__") for name in tables)]
         summary = LoadSummary(
             start=dates.start,
             end=dates.end,
             operations=dict(progress.operations),
             rows_loaded=outcome.rows_loaded,
             duplicates_removed=outcome.duplicates_removed,
-            table_rows=_table_rows(pipeline, tables + children),
+            table_rows=table_rows(pipeline, [op.name for op in operations]),
             load_ids=outcome.load_ids,
+            loaded_operations=outcome.loaded_operations,
             requests=client.requests,
             retries=client.retries,
             requests_by_operation=dict(client.requests_by_operation),

@@ -24,16 +24,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
-from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from incomaker_elt.contract.catalogue import Operation
+from incomaker_elt.contract.columns import snake
 from incomaker_elt.contract.paging import WHOLE_BODY, PageTotals, dig
 from incomaker_elt.ingestion.client import BrokenBody, IngestionError
 from incomaker_elt.ingestion.values import (
@@ -57,15 +56,6 @@ PARAMS = "_params"
 DLT_ID = "_dlt_id"
 DECIMAL = pa.decimal128(38, 9)
 """dlt's default DuckDB decimal: money stays exact, scores and shares keep nine places."""
-
-_naming = NamingConvention()
-
-
-@cache
-def snake(name: str) -> str:
-    """The column name dlt gives a field: amountWTax -> amount_w_tax (amountWTax__raw ->
-    amount_w_tax__raw: `__` separates a path, as in dlt's own normaliser)."""
-    return _naming.normalize_path(name)
 
 
 def has_nested_lists(op: Operation) -> bool:

@@ -54,6 +54,8 @@ class RunDates:
     """First day fetched by a first run; later runs continue from their cursors."""
     end: date
     """Last day fetched; also the snapshot date of aggregates."""
+    fixed: bool = False
+    """Fetch exactly [start, end] (a backfill of partitions): cursors neither read nor moved."""
 
 
 def with_ancestors(catalogue: Catalogue, operations: Iterable[Operation]) -> tuple[Operation, ...]:
@@ -84,20 +86,25 @@ def canonical_params(params: dict[str, str]) -> str:
     return orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _cursor(op: Operation, dates: RunDates) -> dlt.sources.incremental:
-    """The declared incremental cursor of a windowed entry, lagging by its lookback."""
+def window_cursor(op: Operation, dates: RunDates) -> dlt.sources.incremental:
+    """The declared incremental cursor of a windowed entry, lagging by its lookback.
+
+    A fixed window gets an end value instead: dlt then runs the cursor in backfill mode, filters
+    to the window and leaves the cursor state alone, so a backfill of old days never rewinds the
+    nightly incremental loads.
+    """
     kind = op.fields[op.window]
-    path = snake(op.window)
-    if kind == "date":
-        initial: Any = dates.start
-        lag = float(op.lookback_days)  # days, for date cursors
-    else:
-        initial = datetime.combine(dates.start, datetime.min.time(), tzinfo=UTC)
-        lag = float(op.lookback_days * 86400)  # seconds, for datetime cursors
+
+    def moment(day: date) -> Any:
+        return day if kind == "date" else datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+    # days for date cursors, seconds for datetime cursors
+    lag = 0 if dates.fixed else op.lookback_days * (1 if kind == "date" else 86400)
     return dlt.sources.incremental(
-        path,
-        initial_value=initial,
-        lag=lag or None,
+        snake(op.window),  # both decoders name top-level columns in dlt's snake_case
+        initial_value=moment(dates.start),
+        end_value=moment(dates.end + timedelta(days=1)) if dates.fixed else None,
+        lag=float(lag) or None,
         # The merge dedupes; boundary dedup by cursor would drop updated rows at the last value.
         primary_key=(),
         on_cursor_value_missing="include",
@@ -263,7 +270,7 @@ class SourceBuilder:
             fetcher.progress.done(op.name)
 
         if op.window:
-            declared = _cursor(op, dates)
+            declared = window_cursor(op, dates)
 
             def windowed(cursor: dlt.sources.incremental = declared) -> Iterator[Any]:
                 yield from pages(_window_params(cursor, dates))
@@ -332,7 +339,7 @@ class SourceBuilder:
             yield from records.finish()
 
         if op.window:
-            declared = _cursor(op, dates)
+            declared = window_cursor(op, dates)
 
             def windowed(item: Any, cursor: dlt.sources.incremental = declared) -> Iterator[Any]:
                 yield from fetch(item, _window_params(cursor, dates))

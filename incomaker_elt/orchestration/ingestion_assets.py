@@ -14,14 +14,13 @@ Two multi-assets share the one dlt source:
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import dlt
 import duckdb
 import httpx
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, PARTITION_NAME_TAG
 from dagster_dlt import DagsterDltTranslator
 from dagster_dlt.asset_decorator import build_dlt_asset_specs
 from dagster_dlt.translator import DltResourceTranslatorData
@@ -29,22 +28,25 @@ from dlt.extract.source import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation
+from incomaker_elt.contract.columns import snake
 from incomaker_elt.contract.settings import RAW_DATASET, Settings
 from incomaker_elt.ingestion.client import ApiUnavailable, IncomakerClient, IngestionError
-from incomaker_elt.ingestion.fetch import Fetcher, Progress
-
-# The ingestion's own dlt settings and its post-load repair, imported at load time of the
-# definitions so that a rename there fails every test at once instead of a night's run.
+from incomaker_elt.ingestion.fetch import Fetcher
 from incomaker_elt.ingestion.pipeline import (
-    FamiliesLoaded,
-    configure_dlt,
-    load_families,
+    IngestionIncomplete,
+    LoadSummary,
+    causes,
+    ingestion_error,
     make_pipeline,
+    run_ingestion,
 )
-from incomaker_elt.ingestion.records import snake
-from incomaker_elt.ingestion.source import RunDates, incomaker_source, with_ancestors
+from incomaker_elt.ingestion.source import RunDates, incomaker_source
 from incomaker_elt.orchestration.freshness import LOADED_THROUGH
-from incomaker_elt.orchestration.partitions import last_complete_day, window_dates
+from incomaker_elt.orchestration.partitions import (
+    last_complete_day,
+    last_partition_day,
+    window_dates,
+)
 from incomaker_elt.orchestration.raw_metadata import (
     add_partition_metadata,
     asset_description,
@@ -138,52 +140,14 @@ class IncomakerDltTranslator(DagsterDltTranslator):
 # --------------------------------------------------------------------------------- execution
 
 
-def exact_window(source: DltSource, catalogue: Catalogue, first: date, last: date) -> None:
-    """Replace each windowed resource's cursor by the fixed window [first, last].
-
-    With an end value dlt runs the cursor in backfill mode: it filters to the window and leaves the
-    cursor state alone, so a backfill of old days never rewinds the nightly incremental loads.
-    """
-    for name, resource in source.resources.items():
-        op = catalogue.get(name)
-        if not op.window:
-            continue
-        path = snake(op.window)  # both decoders name top-level columns in dlt's snake_case
-        after_last = last + timedelta(days=1)
-        if op.fields[op.window] == "date":
-            bounds: tuple[Any, Any] = (first, after_last)
-        else:
-            bounds = (
-                datetime.combine(first, time.min, tzinfo=UTC),
-                datetime.combine(after_last, time.min, tzinfo=UTC),
-            )
-        resource.apply_hints(
-            incremental=dlt.sources.incremental(
-                path,
-                initial_value=bounds[0],
-                end_value=bounds[1],
-                primary_key=(),
-                on_cursor_value_missing="include",
-            )
-        )
-
-
 def _is_transient(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ApiUnavailable | httpx.TransportError | duckdb.IOException):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    transient = ApiUnavailable | httpx.TransportError | duckdb.IOException
+    return any(isinstance(cause, transient) for cause in causes(exc))
 
 
 def _failure(exc: BaseException) -> dg.Failure:
     """A Failure naming the cause; retried (by INGESTION_RETRY) only when it is transient."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, IngestionError):
-        cause = cause.__cause__ or cause.__context__
+    cause = ingestion_error(exc)
     if isinstance(exc, PipelineStepFailed) and cause is None:
         message = (
             f"ingestion failed in dlt's {exc.step} step: {exc}. Pending load packages are "
@@ -194,7 +158,7 @@ def _failure(exc: BaseException) -> dg.Failure:
     return dg.Failure(message, allow_retries=_is_transient(exc))
 
 
-def _families_failure(outcome: FamiliesLoaded, selected: set[str]) -> dg.Failure:
+def _families_failure(outcome: LoadSummary, selected: set[str]) -> dg.Failure:
     """The step's failure after the loaded tables materialised: which failed, which did not."""
     failed = "\n".join(f"- {failure.describe()}" for failure in outcome.failures)
     loaded = sorted(set(outcome.loaded_operations) & selected)
@@ -211,29 +175,6 @@ def _families_failure(outcome: FamiliesLoaded, selected: set[str]) -> dg.Failure
         metadata={"failed_operations": ", ".join(outcome.failed_operations)},
         allow_retries=transient,
     )
-
-
-def _table_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
-    """Rows each raw table holds now (not only this load's), for the asset's row count.
-
-    Asked of the database, not of dlt's schema: under dagster-dlt the pipeline's default schema
-    does not list every table this run wrote.
-    """
-    counts: dict[str, int] = {}
-    with pipeline.sql_client() as sql:
-        with sql.execute_query(
-            "select table_name from information_schema.tables where table_schema = %s",
-            sql.dataset_name,
-        ) as cursor:
-            existing = {row[0] for row in cursor.fetchall()}
-        for table in tables:
-            if table not in existing:
-                continue
-            with sql.execute_query(
-                f"select count(*) from {sql.make_qualified_table_name(table)}"
-            ) as cursor:
-                counts[table] = int(cursor.fetchone()[0])
-    return counts
 
 
 WarehouseColumns = dict[str, list[tuple[str, str, bool]]]
@@ -298,10 +239,10 @@ def load(
     operations: Sequence[Operation],
     dates: RunDates,
     *,
-    fixed_window: bool,
     api: IncomakerApi,
 ) -> Iterator[dg.MaterializeResult]:
-    """Load the selected `operations` family by family; one materialisation per loaded table.
+    """Load the selected `operations` by the ingestion's one path (`run_ingestion`, as
+    `incomaker-elt ingest` does); one materialisation per loaded table.
 
     Families that fail do not stop the others: every loaded table materialises, then the step
     fails with a message naming the failed operations, so nothing downstream of them is rebuilt
@@ -310,94 +251,78 @@ def load(
     selected = {
         op.name for op in operations if raw_asset_key(op.name) in context.selected_asset_keys
     }
-    wanted = with_ancestors(catalogue, [op for op in operations if op.name in selected])
-    progress = Progress(context.log.info)
     try:
         client = api.client(max_in_flight=settings.ingest_concurrency)
     except IngestionError as exc:
         raise _failure(exc) from exc
-    fetcher = Fetcher(
-        client,
-        page_size=catalogue.page_size,
-        concurrency=settings.ingest_concurrency,
-        progress=progress,
-    )
-
-    def family_source(family: Sequence[Operation]) -> DltSource:
-        source = incomaker_source(catalogue, fetcher, dates, family)
-        if fixed_window:
-            exact_window(source, catalogue, dates.start, dates.end)
-        return source
-
     try:
-        configure_dlt()
-        pipeline = make_pipeline(settings)
-        try:
-            with exclusive(settings.warehouse_path, context.log.info):
-                pipeline.sync_destination()
-                outcome = load_families(pipeline, catalogue, wanted, family_source)
-                loaded = [name for name in outcome.loaded_operations if name in selected]
-                counts = _table_rows(pipeline, loaded)
-                columns = _warehouse_columns(pipeline)
-                per_day = (
-                    _rows_per_day(
-                        pipeline, catalogue, loaded, dates.start, dates.end, context.log.warning
-                    )
-                    if fixed_window
-                    else {}
+        with exclusive(settings.warehouse_path, context.log.info):
+            try:
+                summary = run_ingestion(
+                    settings,
+                    start=dates.start,
+                    end=dates.end,
+                    report=context.log.info,
+                    catalogue=catalogue,
+                    operations=[op for op in operations if op.name in selected],
+                    client=client,
+                    fixed_window=dates.fixed,
                 )
-        except Exception as exc:
-            raise _failure(exc) from exc
-        if outcome.leftovers.any:
-            context.log.warning(f"earlier runs: {outcome.leftovers.describe()}")
-        context.log.info(
-            f"loaded {dates.start}..{dates.end}: {client.requests} requests, "
-            f"{client.retries} retries"
-        )
-        # Each day's materialisation carries the rows the table holds for that day.
-        add_partition_metadata(
-            context,
-            {
-                (raw_asset_key(table), day.isoformat()): {
-                    "dagster/partition_row_count": dg.MetadataValue.int(rows)
-                }
-                for table, by_day in per_day.items()
-                for day, rows in by_day.items()
-            },
-        )
-        for table in loaded:
-            rows = outcome.rows_loaded.get(table, 0)
-            metadata: dict[str, Any] = {
-                "dagster/row_count": dg.MetadataValue.int(counts.get(table, 0)),
-                "dagster/column_schema": column_schema(catalogue.get(table), catalogue, columns),
-                "rows_loaded": dg.MetadataValue.int(rows),
-                "window": f"{dates.start}..{dates.end}",
-                **({} if fixed_window else {LOADED_THROUGH: dates.end.isoformat()}),
-                "load_ids": ", ".join(outcome.load_ids),
+            except IngestionIncomplete as incomplete:  # the loaded tables still materialise
+                summary = incomplete.summary
+            loaded = [name for name in summary.loaded_operations if name in selected]
+            pipeline = make_pipeline(settings)
+            columns = _warehouse_columns(pipeline)
+            per_day = (
+                _rows_per_day(
+                    pipeline, catalogue, loaded, dates.start, dates.end, context.log.warning
+                )
+                if dates.fixed
+                else {}
+            )
+    except Exception as exc:
+        raise _failure(exc) from exc
+    if summary.leftovers.any:
+        context.log.warning(f"earlier runs: {summary.leftovers.describe()}")
+    context.log.info(
+        f"loaded {dates.start}..{dates.end}: {summary.requests} requests, {summary.retries} retries"
+    )
+    # Each day's materialisation carries the rows the table holds for that day.
+    add_partition_metadata(
+        context,
+        {
+            (raw_asset_key(table), day.isoformat()): {
+                "dagster/partition_row_count": dg.MetadataValue.int(rows)
             }
-            notes = progress.values.for_operation(table)
-            if notes:
-                # Values that did not come as their field's type: kept exactly, and the override.
-                context.log.warning("\n".join(note.describe() for note in notes))
-                metadata["values_not_as_typed"] = dg.MetadataValue.md(
-                    "\n".join(f"- {note.describe()}" for note in notes)
-                )
-            yield dg.MaterializeResult(asset_key=raw_asset_key(table), metadata=metadata)
-        if outcome.failures:
-            raise _families_failure(outcome, selected)
-    finally:
-        fetcher.close()
-        client.close()
+            for table, by_day in per_day.items()
+            for day, rows in by_day.items()
+        },
+    )
+    for table in loaded:
+        metadata: dict[str, Any] = {
+            "dagster/row_count": dg.MetadataValue.int(summary.table_rows.get(table, 0)),
+            "dagster/column_schema": column_schema(catalogue.get(table), catalogue, columns),
+            "rows_loaded": dg.MetadataValue.int(summary.rows_loaded.get(table, 0)),
+            "window": f"{dates.start}..{dates.end}",
+            **({} if dates.fixed else {LOADED_THROUGH: dates.end.isoformat()}),
+            "load_ids": ", ".join(summary.load_ids),
+        }
+        notes = [note for note in summary.values if note.operation == table]
+        if notes:
+            # Values that did not come as their field's type: kept exactly, and the override.
+            context.log.warning("\n".join(note.describe() for note in notes))
+            metadata["values_not_as_typed"] = dg.MetadataValue.md(
+                "\n".join(f"- {note.describe()}" for note in notes)
+            )
+        yield dg.MaterializeResult(asset_key=raw_asset_key(table), metadata=metadata)
+    if summary.failures:
+        raise _families_failure(summary, selected)
 
 
 def run_last_day(context: dg.AssetExecutionContext, settings: Settings) -> date:
     """The last day this run loads: its partition (range) end, else the source's last complete
     day (yesterday for the real API, a frozen stand-in's today)."""
-    tags = context.run.tags
-    key = tags.get(ASSET_PARTITION_RANGE_END_TAG) or tags.get(PARTITION_NAME_TAG)
-    if key:
-        return date.fromisoformat(key)
-    return last_complete_day(settings)
+    return last_partition_day(context.run.tags) or last_complete_day(settings)
 
 
 def _definition_source(
@@ -435,10 +360,8 @@ def build_raw_assets(
         context: dg.AssetExecutionContext, incomaker_api: IncomakerApi
     ) -> Iterator[dg.MaterializeResult]:
         first, last = window_dates(context.partition_time_window)
-        dates = RunDates(first, last)
-        yield from load(
-            context, settings, catalogue, events, dates, fixed_window=True, api=incomaker_api
-        )
+        dates = RunDates(first, last, fixed=True)
+        yield from load(context, settings, catalogue, events, dates, api=incomaker_api)
 
     @dg.multi_asset(
         name="incomaker_raw_snapshots",
@@ -455,8 +378,6 @@ def build_raw_assets(
         context: dg.AssetExecutionContext, incomaker_api: IncomakerApi
     ) -> Iterator[dg.MaterializeResult]:
         dates = RunDates(settings.partitions_start, run_last_day(context, settings))
-        yield from load(
-            context, settings, catalogue, others, dates, fixed_window=False, api=incomaker_api
-        )
+        yield from load(context, settings, catalogue, others, dates, api=incomaker_api)
 
     return [incomaker_raw_events, incomaker_raw_snapshots]

@@ -8,9 +8,18 @@ loads up to it and the freshness checks expect it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+
+# Dagster's own run tags for a run over a range of partitions (what a single-run backfill sets),
+# and for a run of one partition. Private names: this module is the one place that uses them.
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 from incomaker_elt.contract.settings import ConfigurationError, Settings
 
@@ -64,3 +73,14 @@ def day_ranges(partition_keys: set[str]) -> list[tuple[date, date]]:
         else:
             ranges.append((day, day))
     return ranges
+
+
+def partition_range_tags(first_key: str, last_key: str) -> dict[str, str]:
+    """Run tags asking for one run over a range of daily partitions (single-run backfill)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key}
+
+
+def last_partition_day(tags: Mapping[str, str]) -> date | None:
+    """The last day a run's tags ask for: its partition range's end, or its one partition."""
+    key = tags.get(ASSET_PARTITION_RANGE_END_TAG) or tags.get(PARTITION_NAME_TAG)
+    return date.fromisoformat(key) if key else None

@@ -6,13 +6,9 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from incomaker_elt.contract.settings import Settings
-from incomaker_elt.orchestration.partitions import last_complete_day
+from incomaker_elt.orchestration.partitions import last_complete_day, partition_range_tags
 
 REFRESH_JOB_NAME = "warehouse_refresh"
 NIGHTLY_SCHEDULE_NAME = "nightly_warehouse_refresh"
@@ -27,11 +23,6 @@ def build_refresh_job(selection: dg.AssetSelection) -> UnresolvedAssetJobDefinit
             "with the API's own aggregates and publish the serving warehouse for BI tools."
         ),
     )
-
-
-def partition_range_tags(first_key: str, last_key: str) -> dict[str, str]:
-    """Run tags asking for one run over a range of daily partitions (single-run backfill)."""
-    return {ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key}
 
 
 def build_nightly_schedule(

@@ -10,8 +10,9 @@ import signal
 import sys
 import threading
 import time
-from datetime import date
 from pathlib import Path
+
+from incomaker_elt.contract.command_line import iso_date
 
 DEFAULT_PORT = 8765
 TOKEN_ENV = "INCOMAKER_STANDIN_TOKEN"
@@ -51,13 +52,6 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
 
 
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     from incomaker_elt.standin.faults import FAULT_KINDS
     from incomaker_elt.standin.scales import SCALES
@@ -77,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--scale", choices=tuple(SCALES), default="small")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--today", type=_date, default=None, help="the world's today (ISO date)")
+    p.add_argument("--today", type=iso_date, default=None, help="the world's today (ISO date)")
     p.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail")
     p.add_argument(
         "--fault-kinds",
