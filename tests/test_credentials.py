@@ -157,6 +157,36 @@ def test_the_ui_shows_the_api_configuration_but_never_the_token(
         assert resources.incomaker_api.credentials() == ("https://api.example.com/v1", TOKEN)
 
 
+def test_a_run_against_the_standin_hands_its_address_over_and_names_its_token(
+    manifest: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`incomaker-elt run` without a token: the stand-in's address and today reach the
+    definitions as values; its one-off token goes by INCOMAKER_API_TOKEN, so the run's record
+    names the variable instead of holding the token."""
+    from incomaker_elt.orchestration.definitions import build_definitions
+    from incomaker_elt.run import StandInProcess, against_standin
+
+    monkeypatch.setenv("INCOMAKER_API_TOKEN", "")  # so that the test leaves it as it found it
+    standin = StandInProcess(
+        process=None,  # type: ignore[arg-type]  # only its address, token and today are read
+        base_url="http://127.0.0.1:8799",
+        token=TOKEN,
+        today=DEFAULT_TODAY,
+    )
+    settings = against_standin(_settings(tmp_path, None), standin)
+    assert (settings.base_url, settings.api_token) == ("http://127.0.0.1:8799", TOKEN)
+    assert settings.source_today == DEFAULT_TODAY and settings.requests_per_second is None
+
+    snapshot = RepositorySnap.from_def(build_definitions(settings).get_repository_def())
+    assert TOKEN not in serialize_value(snapshot)
+    shown = {resource.name: resource.configured_values for resource in snapshot.resources}
+    assert shown["incomaker_api"] == {
+        "base_url": '"http://127.0.0.1:8799"',
+        "requests_per_second": "null",
+        "token": ResourceConfigEnvVarSnap(name="INCOMAKER_API_TOKEN"),
+    }
+
+
 # ------------------------------------------------------------ a run with dlt's files only
 
 
