@@ -595,11 +595,11 @@ def print_table(runs: list[Run], full: Run) -> None:
         )
 
 
-def rereads(op, partitioned: set[str], refresh_days: int) -> str:
+def rereads(op, partitioned: set[str], range_days: int) -> str:
     """What a nightly run asks the API for, for one operation."""
     if op.name in partitioned:
         scope = "per record of the nightly range" if op.parent else "every day"
-        return f"{scope}: {refresh_days + 1} days"
+        return f"{scope}: {range_days} days"
     if op.parent:
         which = "changed" if op.parent.changed_only else "every"
         window = f", {op.lookback_days}-day lookback" if op.window else ""
@@ -617,7 +617,8 @@ def print_operations(run: Run, top: int) -> None:
 
     catalogue = default_catalogue()
     partitioned = {op.name for op in partitioned_operations(catalogue)}
-    refresh_days = max(op.lookback_days for op in catalogue if op.kind == "event")
+    first, last = (date.fromisoformat(day) for day in run.figures["days"].split(".."))
+    range_days = (last - first).days + 1  # the run's partition range
     known = {op.name: op for op in catalogue}
     total = max(run.total_requests, 1)
     print(f"\ntop operations by requests in the {run.label} ({run.total_requests:,} requests):")
@@ -625,7 +626,7 @@ def print_operations(run: Run, top: int) -> None:
     ranked = sorted(run.requests.items(), key=lambda item: -item[1])
     for name, count in ranked[:top]:
         op = known.get(name)
-        what = rereads(op, partitioned, refresh_days) if op else ""
+        what = rereads(op, partitioned, range_days) if op else ""
         rows = run.figures["rows_fetched"].get(name, 0)
         print(f"  {name:<32} {count:>9,} {count / total:>6.1%} {rows:>10,}  {what}")
     families: Counter[str] = Counter()
@@ -633,16 +634,16 @@ def print_operations(run: Run, top: int) -> None:
     members: dict[str, list[str]] = {}
     for name in sorted(set(run.requests) | set(run.figures["rows_fetched"])):
         op = known.get(name)
-        family = rereads(op, partitioned, refresh_days) if op else name
+        family = rereads(op, partitioned, range_days) if op else name
         families[family] += run.requests.get(name, 0)
         family_rows[family] += run.figures["rows_fetched"].get(name, 0)
         members.setdefault(family, []).append(name)
-    print(f"  by what they re-read:{'requests':>29} {'share':>6} {'rows':>10}  operations")
+    print(f"  by what they re-read:{'requests':>33} {'share':>6} {'rows':>10}  operations")
     for family, count in families.most_common():
         names = members[family]
         listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
         print(
-            f"    {family:<40} {count:>9,} {count / total:>6.1%} {family_rows[family]:>10,}"
+            f"    {family:<44} {count:>9,} {count / total:>6.1%} {family_rows[family]:>10,}"
             f"  {listed}"
         )
 
