@@ -75,6 +75,7 @@ def range_run(raw_assets, small_world):
     """One run over three daily partitions of three tables, as a UI backfill of a range runs."""
     from incomaker_elt.orchestration.ingestion_assets import build_raw_assets
     from incomaker_elt.orchestration.partitions import daily_partitions
+    from incomaker_elt.orchestration.resources import api_resource
     from incomaker_elt.orchestration.schedules import partition_range_tags
 
     settings, _ = raw_assets
@@ -86,6 +87,7 @@ def range_run(raw_assets, small_world):
             result = dg.materialize(
                 [events],
                 selection=[_raw(name) for name in WANTED],
+                resources={"incomaker_api": api_resource(settings)},
                 instance=instance,
                 tags=partition_range_tags(DAYS[0], DAYS[-1]),
             )

@@ -24,6 +24,7 @@ from incomaker_elt.orchestration.freshness import (
 )
 from incomaker_elt.orchestration.ingestion_assets import build_raw_assets
 from incomaker_elt.orchestration.partitions import daily_partitions, last_complete_day
+from incomaker_elt.orchestration.resources import IncomakerApi, api_resource
 from incomaker_elt.orchestration.schedules import partition_range_tags
 from incomaker_elt.standin import StandIn
 
@@ -102,12 +103,14 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, small_world):
         backfill = dg.materialize(
             [events, *checks],
             selection=dg.AssetSelection.assets(_raw("conversions")),  # its checks ride along
+            resources={"incomaker_api": api_resource(settings)},
             instance=instance,
             tags=partition_range_tags("2026-06-29", "2026-06-30"),
         )
         snapshot = dg.materialize(
             [snapshots, *checks],
             selection=dg.AssetSelection.assets(_raw("senders")),
+            resources={"incomaker_api": api_resource(settings)},
             instance=instance,
         )
         yield settings, events, snapshots, checks, instance, backfill, snapshot
@@ -127,7 +130,9 @@ def _evaluations(result) -> dict[dg.AssetCheckKey, object]:
 
 def _check_run(events, snapshots, checks, instance, keys):
     """What the sensor's run request becomes: a run of the checks alone."""
-    defs = dg.Definitions(assets=[events, snapshots], asset_checks=checks)
+    # The raw assets need the API resource to be defined; a run of the checks never asks it.
+    resources = {"incomaker_api": IncomakerApi()}
+    defs = dg.Definitions(assets=[events, snapshots], asset_checks=checks, resources=resources)
     job = defs.resolve_implicit_global_asset_job_def()
     return job.get_subset(asset_check_selection=set(keys)).execute_in_process(instance=instance)
 
@@ -170,6 +175,9 @@ def test_the_sensor_asks_again_only_when_the_answer_can_have_changed(loaded) -> 
     assert set(checks_due(instance, keys, date(2026, 7, 1))) == set(keys)
     # A table loaded since its last evaluation: that one.
     dg.materialize(
-        [snapshots], selection=dg.AssetSelection.assets(_raw("senders")), instance=instance
+        [snapshots],
+        selection=dg.AssetSelection.assets(_raw("senders")),
+        resources={"incomaker_api": api_resource(settings)},
+        instance=instance,
     )
     assert checks_due(instance, keys, STANDIN_TODAY) == [_check("senders")]

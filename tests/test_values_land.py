@@ -537,6 +537,7 @@ def test_the_materialisation_names_the_field_the_value_and_the_override(tmp_path
     from dagster_dlt import DagsterDltResource
 
     from incomaker_elt.orchestration.ingestion_assets import build_raw_assets
+    from incomaker_elt.orchestration.resources import api_resource
 
     names = {"senders", "orders", "order_detail", "conversions_totals"}
     catalogue = dataclasses.replace(
@@ -553,7 +554,7 @@ def test_the_materialisation_names_the_field_the_value_and_the_override(tmp_path
         events, _ = build_raw_assets(settings, catalogue, partitions)
         result = dg.materialize(
             [events],
-            resources={"dlt": DagsterDltResource()},
+            resources={"dlt": DagsterDltResource(), "incomaker_api": api_resource(settings)},
             partition_key="2026-06-13",  # orders 150..161: the odd ones among them
             instance=dg.DagsterInstance.ephemeral(),
         )
