@@ -385,7 +385,8 @@ def build(
     """`dbt build` (or `command`) on the warehouse of `settings`; raise TransformError naming
     what failed."""
     settings = settings or load_settings()
-    args = [command, *(["--select", *select] if select else []), *extra_args]
+    # one argument: dagster-dbt takes a single value after --select, dbt splits it on spaces
+    args = [command, *(["--select", " ".join(select)] if select else []), *extra_args]
     started = time.perf_counter()
     run = run_dbt(settings, args, extra_vars=extra_vars, log=_note)
     failures = _failures(run.results)
