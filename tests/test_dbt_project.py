@@ -4,6 +4,7 @@ sources, asset keys, schemas and documentation, and transform's error reporting.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,16 @@ def test_build_names_the_failed_tests(tmp_path: Path, monkeypatch: pytest.Monkey
     # the staging view read the hand-made raw table; a raw table nobody loaded reads as empty
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.sql("select count(*) from staging.stg_incomaker__orders").fetchall() == [(2,)]
+
+
+def test_the_manifest_is_parsed_again_only_when_the_project_changed() -> None:
+    """prepare_manifest skips dbt parse for an unchanged project, parses after a change, and
+    leaves no parse folder behind (each parse writes its own, then replaces the manifest whole)."""
+    manifest = transform.prepare_manifest()
+    parsed = manifest.stat().st_mtime_ns
+    assert transform.prepare_manifest().stat().st_mtime_ns == parsed  # unchanged: no parse
+    model = transform.DBT_PROJECT_DIR / "models" / "marts" / "conversions" / "fct_conversions.sql"
+    os.utime(model)  # same text, newer file: the fingerprint moves
+    assert transform.prepare_manifest().stat().st_mtime_ns > parsed
+    assert json.loads(manifest.read_text())["nodes"]
+    assert not list(transform.DBT_TARGET_DIR.glob("parse-*"))

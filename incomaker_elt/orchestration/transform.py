@@ -98,11 +98,54 @@ class ManifestPreparer(DbtProjectPreparer):
             self.prepare(project)
 
     def prepare(self, project: DbtProject) -> None:
-        args = ["parse", "--quiet", "--vars", json.dumps(dbt_vars())]
-        invocation = dbt_resource().cli(args, target_path=project.target_path, raise_on_error=False)
-        error = invocation.wait().get_error()
-        if error is not None:
-            raise TransformError(f"dbt parse failed: {error}")
+        """Parse unless the manifest is of the project as it is now; publish it atomically.
+
+        dbt writes manifest.json in place, so a process loading the definitions while another
+        parses could read half a file (seen with `make ui` beside a run). Each parse writes its
+        own folder, and its manifest and partial parse file replace the published ones whole.
+        """
+        target = Path(project.project_dir) / project.target_path
+        fingerprint = _project_fingerprint(Path(project.project_dir))
+        stamp = target / "manifest.fingerprint"
+        manifest = target / "manifest.json"
+        if manifest.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+            return
+        target.mkdir(parents=True, exist_ok=True)
+        own = target / f"parse-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        partial = target / "partial_parse.msgpack"
+        try:
+            own.mkdir()
+            if partial.exists():  # dbt re-parses only what changed since
+                shutil.copy2(partial, own / partial.name)
+            args = ["parse", "--quiet", "--vars", json.dumps(dbt_vars())]
+            invocation = dbt_resource().cli(args, target_path=own, raise_on_error=False)
+            error = invocation.wait().get_error()
+            if error is not None:
+                raise TransformError(f"dbt parse failed: {error}")
+            for name in (partial.name, manifest.name):
+                if (own / name).exists():
+                    os.replace(own / name, target / name)
+            (own / stamp.name).write_text(fingerprint)
+            os.replace(own / stamp.name, stamp)
+        finally:
+            shutil.rmtree(own, ignore_errors=True)
+
+
+def _project_fingerprint(project_dir: Path) -> str:
+    """What the manifest depends on: dbt's version, the vars, and every project file's size and
+    modification time (target/, logs/ and dbt_packages/ left out)."""
+    import hashlib
+
+    from dbt.version import __version__ as dbt_version
+
+    digest = hashlib.sha256(f"{dbt_version}\n{json.dumps(dbt_vars(), sort_keys=True)}".encode())
+    for path in sorted(project_dir.rglob("*")):
+        relative = path.relative_to(project_dir)
+        if relative.parts[0] in {"target", "logs", "dbt_packages"} or not path.is_file():
+            continue
+        status = path.stat()
+        digest.update(f"{relative}:{status.st_size}:{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 # DbtProject takes only the parse arguments of its default preparer, which starts the `dbt` on
