@@ -18,6 +18,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
+from dagster._core.utils import make_new_run_id
 
 from incomaker_elt.contract.catalogue import load_catalogue
 from incomaker_elt.contract.settings import PROJECT_ROOT, Settings
@@ -211,7 +212,10 @@ def test_a_nightly_tick_asks_for_yesterday_and_the_days_that_can_still_change(
 ) -> None:
     schedule = defs.get_repository_def().get_schedule_def("nightly_warehouse_refresh")
     tick = datetime(2026, 6, 30, 2, 0, tzinfo=ZoneInfo("Europe/Prague"))
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context,
+    ):
         requests = schedule.evaluate_tick(context).run_requests
     assert requests is not None and len(requests) == 1
     request = requests[0]
@@ -221,10 +225,53 @@ def test_a_nightly_tick_asks_for_yesterday_and_the_days_that_can_still_change(
     assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2026-06-29"
 
 
+def test_after_nights_without_a_refresh_the_range_reaches_back_to_the_last_one(
+    defs: dg.Definitions,
+) -> None:
+    """The last whole refresh loaded through 2026-06-22; a week of nights was missed. What it read
+    of 05-24 and later could still change (up to 30 days late), so the range starts at 05-24, not
+    at 05-30."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from incomaker_elt.orchestration.schedules import REFRESH_JOB_NAME
+
+    def add(status: dg.DagsterRunStatus, last: str, selection: frozenset | None = None) -> None:
+        instance.add_run(
+            DagsterRun(
+                job_name=REFRESH_JOB_NAME,
+                run_id=make_new_run_id(),
+                status=status,
+                tags={
+                    ASSET_PARTITION_RANGE_START_TAG: "2025-01-01",
+                    ASSET_PARTITION_RANGE_END_TAG: last,
+                },
+                asset_selection=selection,
+            )
+        )
+
+    schedule = defs.get_repository_def().get_schedule_def("nightly_warehouse_refresh")
+    tick = datetime(2026, 6, 30, 2, 0, tzinfo=ZoneInfo("Europe/Prague"))
+    with dg.instance_for_test() as instance:
+        add(dg.DagsterRunStatus.SUCCESS, "2026-06-22", frozenset())  # as `incomaker-elt run`
+        add(dg.DagsterRunStatus.FAILURE, "2026-06-27")  # loaded, but not a whole success
+        add(dg.DagsterRunStatus.SUCCESS, "2026-06-28", frozenset({dg.AssetKey("x")}))  # a part
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context:
+            (request,) = schedule.evaluate_tick(context).run_requests or []
+        assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-05-24"
+        assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2026-06-29"
+        add(dg.DagsterRunStatus.SUCCESS, "2026-06-28")  # last night's whole run: the usual 31 days
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context:
+            (request,) = schedule.evaluate_tick(context).run_requests or []
+        assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-05-30"
+
+
 def test_the_first_nights_clip_to_the_partitions_start(defs: dg.Definitions) -> None:
     schedule = defs.get_repository_def().get_schedule_def("nightly_warehouse_refresh")
     tick = datetime(2025, 1, 3, 2, 0, tzinfo=ZoneInfo("Europe/Prague"))
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context,
+    ):
         (request,) = schedule.evaluate_tick(context).run_requests or []
     assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2025-01-01"
     assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2025-01-02"
