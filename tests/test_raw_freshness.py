@@ -80,7 +80,10 @@ def test_the_nightly_run_against_a_frozen_source_loads_up_to_its_today(tmp_path:
     settings = _settings(tmp_path, source_today=STANDIN_TODAY)
     schedule = build_nightly_schedule(build_refresh_job(dg.AssetSelection.all()), settings, 30)
     tick = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context,
+    ):
         (request,) = schedule.evaluate_tick(context).run_requests or []
     assert request.tags["dagster/asset_partition_range_end"] == "2026-06-30"
 
