@@ -139,10 +139,16 @@ def _project_fingerprint(project_dir: Path) -> str:
     from dbt.version import __version__ as dbt_version
 
     digest = hashlib.sha256(f"{dbt_version}\n{json.dumps(dbt_vars(), sort_keys=True)}".encode())
-    for path in sorted(project_dir.rglob("*")):
-        relative = path.relative_to(project_dir)
-        if relative.parts[0] in {"target", "logs", "dbt_packages"} or not path.is_file():
+    sources = (
+        path
+        for top in project_dir.iterdir()
+        if top.name not in {"target", "logs", "dbt_packages"}
+        for path in ([top] if top.is_file() else top.rglob("*"))
+    )  # target/ holds every build's compiled SQL: not walked
+    for path in sorted(sources):
+        if not path.is_file():
             continue
+        relative = path.relative_to(project_dir)
         status = path.stat()
         digest.update(f"{relative}:{status.st_size}:{status.st_mtime_ns}\n".encode())
     return digest.hexdigest()
