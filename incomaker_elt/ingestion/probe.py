@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,7 +54,6 @@ KNOWN_POSITIONS = ("paging.offset", "number", "offset", "page", "paging.page")
 KNOWN_SIZES = ("paging.limit", "size", "limit", "paging.size")
 KNOWN_RECORDS = ("content", "items", "data", "results", "records")
 """Where bodies usually keep their records, preferred among lists of the same length."""
-_ENVELOPES = ("page", "paging", "pagination", "meta", "data", "_links")
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -96,42 +95,46 @@ class ApiSession:
     def ask(self, operation: str, path: str, params: Mapping[str, str]) -> Answer:
         key = (path, tuple(sorted(params.items())))
         if key not in self._answers:
-            self._answers[key] = self._ask(operation, path, dict(params))
+            try:
+                answer = Answer(200, self.client.get(operation, path, dict(params), _json))
+            except RequestRejected as exc:
+                answer = Answer(exc.status, None, exc.server_message)
+            except TokenRejected:
+                raise
+            except IngestionError as exc:  # kept failing (5xx, timeouts): no answer
+                answer = Answer(None, None, str(exc))
+            self._answers[key] = answer
         return self._answers[key]
-
-    def _ask(self, operation: str, path: str, params: dict[str, str]) -> Answer:
-        try:
-            return Answer(200, self.client.get(operation, path, params, _json))
-        except RequestRejected as exc:
-            return Answer(exc.status, None, exc.server_message)
-        except TokenRejected:
-            raise
-        except IngestionError as exc:  # kept failing (5xx, timeouts): no answer
-            return Answer(None, None, str(exc))
 
 
 # ----------------------------------------------------------------------------- bodies
 
 
-def _is_link_list(value: list[Any]) -> bool:
-    return bool(value) and all(isinstance(v, Mapping) and "href" in v for v in value)
+def _entries(body: Any) -> Iterator[tuple[str, Any]]:
+    """The values at the top level of a body and one level down, by dotted path."""
+    if not isinstance(body, Mapping):
+        return
+    for key, value in body.items():
+        yield key, value
+        if isinstance(value, Mapping):
+            for sub, inner in value.items():
+                yield f"{key}.{sub}", inner
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_record_list(value: Any) -> bool:
+    """A list of objects, but not a list of links."""
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        return False
+    return not (value and all("href" in v for v in value))
 
 
 def record_lists(body: Any) -> dict[str, list[Any]]:
     """The lists of objects in a body, at the top level or one level down, by dotted path."""
-    found: dict[str, list[Any]] = {}
-    if not isinstance(body, Mapping):
-        return found
-    for key, value in body.items():
-        if isinstance(value, list):
-            if all(isinstance(v, Mapping) for v in value) and not _is_link_list(value):
-                found[key] = value
-        elif isinstance(value, Mapping):
-            for sub, inner in value.items():
-                objects = isinstance(inner, list) and all(isinstance(v, Mapping) for v in inner)
-                if objects and not _is_link_list(inner):
-                    found[f"{key}.{sub}"] = inner
-    return found
+    return {path: value for path, value in _entries(body) if _is_record_list(value)}
 
 
 def locate_records(body: Any, expected: str) -> str | None:
@@ -148,27 +151,10 @@ def locate_records(body: Any, expected: str) -> str | None:
 
 
 def records_at(body: Any, path: str | None) -> list[dict[str, Any]]:
-    if path is None:
-        return []
-    if path == WHOLE_BODY:
-        return [body] if isinstance(body, Mapping) else []
     found = dig(body, path)
+    if path == WHOLE_BODY:
+        found = [found] if isinstance(found, Mapping) else None
     return list(found) if isinstance(found, list) else []
-
-
-def _numbers(body: Any) -> dict[str, int]:
-    """Whole-number values at the top level or one level down, by dotted path."""
-    found: dict[str, int] = {}
-    if not isinstance(body, Mapping):
-        return found
-    for key, value in body.items():
-        if isinstance(value, int) and not isinstance(value, bool):
-            found[key] = value
-        elif isinstance(value, Mapping):
-            for sub, inner in value.items():
-                if isinstance(inner, int) and not isinstance(inner, bool):
-                    found[f"{key}.{sub}"] = inner
-    return found
 
 
 def _first_present(body: Any, preferred: str | None, known: Iterable[str]) -> str | None:
@@ -182,7 +168,7 @@ def totals_keys(body: Any, dialect: Paging, records: int) -> dict[str, str | Non
     """The body's keys for total items and pages, next link, echoed position and size: the
     dialect's own where the body has them, else those of the known dialects, else a numeric
     key whose name says total or count."""
-    numbers = _numbers(body)
+    numbers = {path: value for path, value in _entries(body) if _is_int(value)}
     items = next((p for p in (dialect.total_items, *KNOWN_TOTAL_ITEMS) if p in numbers), None)
     pages = next((p for p in (dialect.total_pages, *KNOWN_TOTAL_PAGES) if p in numbers), None)
     for path, value in numbers.items():
@@ -210,11 +196,8 @@ def says_there_is_more(body: Any, records_path: str) -> bool:
     if records_path == WHOLE_BODY:
         return False
     held = len(records_at(body, records_path))
-    for path in KNOWN_TOTAL_ITEMS:
-        total = dig(body, path)
-        if isinstance(total, int) and not isinstance(total, bool) and total > held:
-            return True
-    return False
+    totals = [dig(body, path) for path in KNOWN_TOTAL_ITEMS]
+    return any(_is_int(total) and total > held for total in totals)
 
 
 def no_records_message(body: Any, op: Operation) -> str:
@@ -251,16 +234,13 @@ def paging_key(paging: Paging) -> tuple[Any, ...]:
     )
 
 
+_KNOWN_DIALECTS = (DIALECTS["offset"], DIALECTS["page"], replace(DIALECTS["page"], first_page=1))
+
+
 def candidate_dialects(catalogued: Paging) -> list[Paging]:
     """The catalogue's paging first, then the known dialects' parameters, each once."""
-    candidates = [
-        catalogued,
-        DIALECTS["offset"],
-        DIALECTS["page"],
-        replace(DIALECTS["page"], first_page=1),
-    ]
     unique: dict[tuple[Any, ...], Paging] = {}
-    for paging in candidates:
+    for paging in (catalogued, *_KNOWN_DIALECTS):
         unique.setdefault(paging_key(paging), paging)
     return list(unique.values())
 
@@ -306,8 +286,7 @@ def try_dialect(
         trial.reason = "page 2 repeats page 1"
         return trial
     if paging.style == "page" and paging.first_page > 0:
-        earlier = {**params, paging.page_param: str(paging.first_page - 1), paging.size_param: "2"}
-        before = session.ask(op.name, path, earlier)
+        before = session.ask(op.name, path, {**params, **paging.params(-1, size)})
         if before.ok and records_at(before.body, trial.records) not in ([], page_one):
             trial.reason = f"pages start at {paging.first_page - 1}"
             return trial
@@ -440,22 +419,22 @@ def json_kind(value: Any) -> str | None:
 def fits(kind: str, value: Any) -> bool:
     """A JSON value the pipeline can read as the catalogue type `kind`."""
     seen = json_kind(value)
-    if seen is None or seen == kind:
+    if kind == "timestamp" and seen == "string":
+        try:
+            datetime.fromisoformat(str(value))
+        except ValueError:
+            return False
         return True
-    if kind == "decimal":
-        return seen == "integer"
-    if kind == "timestamp":
-        if seen == "date":
-            return True
-        if seen == "string":
-            try:
-                datetime.fromisoformat(str(value))
-            except ValueError:
-                return False
-            return True
-    if kind == "string":
-        return seen in ("date", "timestamp")
-    return False
+    return seen is None or seen == kind or (kind, seen) in _READ_AS
+
+
+_READ_AS = {
+    ("decimal", "integer"),
+    ("timestamp", "date"),
+    ("string", "date"),
+    ("string", "timestamp"),
+}
+"""(catalogue type, type seen) pairs the pipeline reads as the catalogue type."""
 
 
 def is_uuid(value: Any) -> bool:
@@ -474,10 +453,6 @@ class FieldReport:
     """Contract field -> (catalogue type, type seen)."""
     uuid_ids: list[str] = field(default_factory=list)
     sampled: int = 0
-
-    @property
-    def differs(self) -> bool:
-        return bool(self.missing or self.extra or self.renames or self.types)
 
     def summary(self) -> str:
         if not self.sampled:
@@ -681,13 +656,11 @@ class Prober:
             return self.findings[op.name]
         parent_id = None
         if op.parent is not None:
-            parent = self.probe(self.catalogue.get(op.parent.resource))
-            parent_id = self._first_id(parent, op)
-            if parent_id is None:
-                finding = Finding(op.name, op.path, message=f"no id from {parent.name}")
-                self.findings[op.name] = finding
-                return finding
-        finding = self._probe(op, parent_id)
+            parent_id = self._first_id(self.probe(self.catalogue.get(op.parent.resource)), op)
+        if op.parent is not None and parent_id is None:
+            finding = Finding(op.name, op.path, message=f"no id from {op.parent.resource}")
+        else:
+            finding = self._probe(op, parent_id)
         self.findings[op.name] = finding
         return finding
 
@@ -714,8 +687,9 @@ class Prober:
         first = self._read_listing(finding, op, path, params)
         if first is None:
             return finding
-        finding.sample = records_at(first.body, self._records_path(finding, op))
-        finding.total = total_of(first.body, finding.paging, self._records_path(finding, op))
+        records = self._records_path(finding, op)
+        finding.sample = records_at(first.body, records)
+        finding.total = total_of(first.body, finding.paging, records)
         finding.fields = compare_fields(op, finding.sample)
         finding.ids = id_style(op, finding.sample, finding.fields)
         if windows is not None:
@@ -787,30 +761,25 @@ class Prober:
         windows: Windows,
         first: Answer,
     ) -> None:
-        records = self._records_path(finding, op)
-        wide = (finding.total, records_at(first.body, records))
-        narrow = self._window_answer(finding, op, path, {**windows.narrow, **id_params})
-        if isinstance(narrow, Answer):
-            finding.dates = _failed_window(finding, windows.narrow, narrow)
-            return
-        finding.nightly_total = (narrow if windows.nightly == windows.narrow else wide)[0]
-        finding.dates = window_verdict(wide, narrow)
-        if finding.dates != "ignored":
-            return
-        # All the data may lie in the narrow window (a young account): ask its first day too.
+        wide = (finding.total, records_at(first.body, self._records_path(finding, op)))
+        # All the data may lie in the narrow window (a young account): the first day is asked too.
         first_day = {"dateFrom": windows.wide["dateFrom"], "dateTo": windows.wide["dateFrom"]}
-        other = self._window_answer(finding, op, path, {**first_day, **id_params})
-        if isinstance(other, Answer):
-            finding.dates = _failed_window(finding, first_day, other)
-            return
-        finding.dates = window_verdict(wide, other)
-        if finding.dates == "ignored":
-            finding.notes.append(
-                f"dateFrom/dateTo {windows.narrow['dateFrom']}..{windows.narrow['dateTo']} and "
-                f"{first_day['dateFrom']}..{first_day['dateTo']} answer as "
-                f"{windows.wide['dateFrom']}..{windows.wide['dateTo']}: the API ignores the "
-                "window, so the proposal loads it whole every run"
-            )
+        for window in (windows.narrow, first_day):
+            answer = self._window_answer(finding, op, path, {**window, **id_params})
+            if isinstance(answer, Answer):
+                finding.dates = _failed_window(finding, window, answer)
+                return
+            if window is windows.narrow:
+                finding.nightly_total = (answer if windows.nightly == windows.narrow else wide)[0]
+            finding.dates = window_verdict(wide, answer)
+            if finding.dates != "ignored":
+                return
+        finding.notes.append(
+            f"dateFrom/dateTo {windows.narrow['dateFrom']}..{windows.narrow['dateTo']} and "
+            f"{first_day['dateFrom']}..{first_day['dateTo']} answer as "
+            f"{windows.wide['dateFrom']}..{windows.wide['dateTo']}: the API ignores the "
+            "window, so the proposal loads it whole every run"
+        )
 
 
 def _failed_window(finding: Finding, window: Mapping[str, str], answer: Answer) -> str:

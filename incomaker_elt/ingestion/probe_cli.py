@@ -84,7 +84,6 @@ def probe_and_report(
         merged_with_existing,
         override_text,
         probe_api,
-        read_override,
         report_table,
     )
     from incomaker_elt.ingestion.source import RunDates
@@ -120,15 +119,15 @@ def probe_and_report(
             file=sys.stderr,
         )
     elif report.proposal:
-        existing = [read_override(path) for path in catalogue.source[1:]]
-        proposal = merged_with_existing(report.proposal, existing[0] if existing else None)
+        in_use = next(iter(catalogue.source[1:]), None)
+        proposal = merged_with_existing(report.proposal, in_use)
         write.write_text(override_text(proposal, day, base_url))
         message = (
             f"\nproposed override written to {write}: read it, then set "
             f"INCOMAKER_CATALOGUE_OVERRIDES={write} and probe again"
         )
-        if catalogue.source[1:]:
-            message += f" (it includes the overrides of {catalogue.source[1]})"
+        if in_use:
+            message += f" (it includes the overrides of {in_use})"
         if as_json:
             print(message.strip(), file=sys.stderr)
         else:

@@ -10,7 +10,7 @@ Loading the catalogue with it makes every operation the probe saw match.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -42,54 +42,45 @@ def _pages(records: int | None, page_size: int, paged: bool) -> int | None:
     return max(1, math.ceil(records / page_size))
 
 
-class Estimates:
+def _own_records(finding: Finding, nightly: bool) -> int | None:
+    """Records of the operation's own window (one parent's, for a per-id operation)."""
+    if nightly and finding.nightly_total is not None:
+        return finding.nightly_total
+    return finding.total
+
+
+def fill_estimates(catalogue: Catalogue, findings: Mapping[str, Finding]) -> None:
     """Requests a first full load and a nightly run make, from the first pages' totals."""
 
-    def __init__(self, catalogue: Catalogue, findings: Mapping[str, Finding]) -> None:
-        self.catalogue = catalogue
-        self.findings = findings
-        self.page_size = catalogue.page_size
-
-    def records(self, name: str, nightly: bool) -> int | None:
+    def records(name: str, nightly: bool) -> int | None:
         """Records an operation yields in a run (all its parents' records, for per-id ones)."""
-        op, finding = self.catalogue.get(name), self.findings[name]
-        own = finding.total
-        if nightly and finding.nightly_total is not None:
-            own = finding.nightly_total
-        if op.records == WHOLE_BODY and finding.answered:
-            own = 1
+        op, finding = catalogue.get(name), findings[name]
+        own = 1 if op.records == WHOLE_BODY and finding.answered else _own_records(finding, nightly)
         if op.parent is None or own is None:
             return own
-        parents = self.records(op.parent.resource, nightly)
+        parents = records(op.parent.resource, nightly)
         return None if parents is None else parents * own
 
-    def requests(self, name: str, nightly: bool) -> int | None:
-        op, finding = self.catalogue.get(name), self.findings[name]
-        paging = finding.paging or op.paging
-        own = finding.nightly_total if nightly and finding.nightly_total is not None else None
-        own = finding.total if own is None else own
+    def requests(name: str, nightly: bool) -> int | None:
+        op, finding = catalogue.get(name), findings[name]
+        paged = (finding.paging or op.paging).is_paged
+        own = _own_records(finding, nightly)
         if op.parent is None:
-            return _pages(own, self.page_size, paging.is_paged)
-        parents = self.records(op.parent.resource, nightly)
+            return _pages(own, catalogue.page_size, paged)
+        parents = records(op.parent.resource, nightly)
         if parents is None or own is None:
             return None
         batch = op.parent.batch or 1
-        calls = math.ceil(parents / batch)
-        return calls * (_pages(own * batch, self.page_size, paging.is_paged) or 1)
+        return math.ceil(parents / batch) * (_pages(own * batch, catalogue.page_size, paged) or 1)
 
-    def fill(self) -> None:
-        for name, finding in self.findings.items():
-            if not finding.answered:
-                continue
-            finding.first_load = self.requests(name, nightly=False)
-            finding.nightly = self.requests(name, nightly=True)
-            op = self.catalogue.get(name)
-            if (
-                op.parent
-                and op.parent.changed_only
-                and not self.catalogue.get(op.parent.resource).window
-            ):
-                finding.estimate_note = "nightly: at most (only changed parents are asked)"
+    for name, finding in findings.items():
+        if not finding.answered:
+            continue
+        finding.first_load = requests(name, nightly=False)
+        finding.nightly = requests(name, nightly=True)
+        parent = catalogue.get(name).parent
+        if parent and parent.changed_only and not catalogue.get(parent.resource).window:
+            finding.estimate_note = "nightly: at most (only changed parents are asked)"
 
 
 # ----------------------------------------------------------------------------- proposal
@@ -221,8 +212,9 @@ def propose(catalogue: Catalogue, findings: Sequence[Finding]) -> dict[str, Any]
     return proposal
 
 
-def merged_with_existing(proposal: dict[str, Any], existing: Any) -> dict[str, Any]:
+def merged_with_existing(proposal: dict[str, Any], in_use: Path | None) -> dict[str, Any]:
     """The proposal on top of the override file already in use, so one file holds both."""
+    existing = yaml.safe_load(in_use.read_text()) if in_use and in_use.is_file() else None
     if not isinstance(existing, dict):
         return proposal
     merged: dict[str, Any] = {
@@ -279,18 +271,11 @@ def probe_api(
     catalogue: Catalogue,
     dates: RunDates,
     only: Sequence[str] | None = None,
-    report: Callable[[str], None] | None = None,
 ) -> ProbeReport:
     """Probe the selected operations (all by default; their parents are asked too, for ids)."""
-    session = ApiSession(client)
-    prober = Prober(session, catalogue, dates)
-    selected = catalogue.select(only)
-    for op in selected:
-        finding = prober.probe(op)
-        if report:
-            report(f"  {op.name:<36} {finding.status or '-'}")
-    Estimates(catalogue, prober.findings).fill()
-    findings = [prober.findings[op.name] for op in selected]
+    prober = Prober(ApiSession(client), catalogue, dates)
+    findings = [prober.probe(op) for op in catalogue.select(only)]
+    fill_estimates(catalogue, prober.findings)
     proposal = propose(catalogue, findings)
     return ProbeReport(findings, proposal, catalogue.page_size, client.requests)
 
@@ -412,8 +397,3 @@ def _notes(findings: Sequence[Finding]) -> list[str]:
             said.append(f.estimate_note)
         lines += [f"  {f.name}: {s}" for s in said]
     return lines
-
-
-def read_override(path: Path) -> Any:
-    """An override file already in use, to carry its entries into the new proposal."""
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
