@@ -137,7 +137,12 @@ def _resolve(path: str) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def _date(variable: str, value: str) -> date:
+def _env(variable: str, default: str) -> str:
+    return os.environ.get(variable) or default
+
+
+def _date(variable: str, default: str) -> date:
+    value = _env(variable, default)
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -146,7 +151,8 @@ def _date(variable: str, value: str) -> date:
         ) from None
 
 
-def _positive_int(variable: str, value: str) -> int:
+def _positive_int(variable: str, default: int) -> int:
+    value = _env(variable, str(default))
     try:
         number = int(value)
     except ValueError:
@@ -158,7 +164,8 @@ def _positive_int(variable: str, value: str) -> int:
     return number
 
 
-def _seconds(variable: str, value: str) -> float:
+def _seconds(variable: str, default: float) -> float:
+    value = _env(variable, str(default))
     try:
         seconds = float(value)
     except ValueError:
@@ -172,16 +179,13 @@ def _seconds(variable: str, value: str) -> float:
 
 def warehouse_lock_timeout() -> float:
     """INCOMAKER_WAREHOUSE_LOCK_TIMEOUT: how long a writer waits for the warehouse file."""
-    return _seconds(
-        "INCOMAKER_WAREHOUSE_LOCK_TIMEOUT",
-        os.environ.get("INCOMAKER_WAREHOUSE_LOCK_TIMEOUT") or str(DEFAULT_WAREHOUSE_LOCK_TIMEOUT),
-    )
+    return _seconds("INCOMAKER_WAREHOUSE_LOCK_TIMEOUT", DEFAULT_WAREHOUSE_LOCK_TIMEOUT)
 
 
 def serving_storage_version() -> str:
     """INCOMAKER_SERVING_STORAGE_VERSION: the oldest DuckDB that must open the serving copy, as
     `v1.4.0`, `1.4` or `latest`; returned as DuckDB's STORAGE_VERSION names it (`v1.4.0`)."""
-    value = os.environ.get("INCOMAKER_SERVING_STORAGE_VERSION") or DEFAULT_SERVING_STORAGE_VERSION
+    value = _env("INCOMAKER_SERVING_STORAGE_VERSION", DEFAULT_SERVING_STORAGE_VERSION)
     if value.strip().lower() == "latest":
         return "latest"
     match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", value.strip())
@@ -267,34 +271,28 @@ def check_warehouse_writable(settings: Settings) -> None:
 
 def load_settings() -> Settings:
     overrides = os.environ.get("INCOMAKER_CATALOGUE_OVERRIDES")
+    home = os.environ.get("DAGSTER_HOME")
+    today = os.environ.get("INCOMAKER_SOURCE_TODAY")
     base_url, token = api_address(), api_token()
     return Settings(
         warehouse_path=_resolve(os.environ.get("INCOMAKER_WAREHOUSE", DEFAULT_WAREHOUSE)),
         base_url=base_url,
         api_token=token,
         catalogue_overrides=_resolve(overrides) if overrides else None,
-        schedule_cron=os.environ.get("INCOMAKER_SCHEDULE_CRON") or DEFAULT_SCHEDULE_CRON,
-        schedule_timezone=os.environ.get("INCOMAKER_SCHEDULE_TIMEZONE")
-        or DEFAULT_SCHEDULE_TIMEZONE,
-        partitions_start=_date(
-            "INCOMAKER_PARTITIONS_START",
-            os.environ.get("INCOMAKER_PARTITIONS_START") or DEFAULT_PARTITIONS_START,
-        ),
+        schedule_cron=_env("INCOMAKER_SCHEDULE_CRON", DEFAULT_SCHEDULE_CRON),
+        schedule_timezone=_env("INCOMAKER_SCHEDULE_TIMEZONE", DEFAULT_SCHEDULE_TIMEZONE),
+        partitions_start=_date("INCOMAKER_PARTITIONS_START", DEFAULT_PARTITIONS_START),
         alert_webhook_url=os.environ.get("INCOMAKER_ALERT_WEBHOOK_URL") or None,
-        freshness_deadline_cron=os.environ.get("INCOMAKER_FRESHNESS_DEADLINE_CRON")
-        or DEFAULT_FRESHNESS_DEADLINE_CRON,
-        dagster_home=_resolve(os.environ["DAGSTER_HOME"])
-        if os.environ.get("DAGSTER_HOME")
-        else DEFAULT_DAGSTER_HOME,
+        freshness_deadline_cron=_env(
+            "INCOMAKER_FRESHNESS_DEADLINE_CRON", DEFAULT_FRESHNESS_DEADLINE_CRON
+        ),
+        dagster_home=_resolve(home) if home else DEFAULT_DAGSTER_HOME,
         ingest_concurrency=_positive_int(
-            "INCOMAKER_INGEST_CONCURRENCY",
-            os.environ.get("INCOMAKER_INGEST_CONCURRENCY") or str(DEFAULT_INGEST_CONCURRENCY),
+            "INCOMAKER_INGEST_CONCURRENCY", DEFAULT_INGEST_CONCURRENCY
         ),
         requests_per_second=requests_per_second(base_url, token),
         dlt_destination=os.environ.get("INCOMAKER_DLT_DESTINATION") or None,
         warehouse_lock_timeout=warehouse_lock_timeout(),
         serving_storage_version=serving_storage_version(),
-        source_today=_date("INCOMAKER_SOURCE_TODAY", os.environ["INCOMAKER_SOURCE_TODAY"])
-        if os.environ.get("INCOMAKER_SOURCE_TODAY")
-        else None,
+        source_today=_date("INCOMAKER_SOURCE_TODAY", today) if today else None,
     )

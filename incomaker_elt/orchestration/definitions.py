@@ -19,16 +19,12 @@ from incomaker_elt.orchestration.freshness import build_freshness_checks, build_
 from incomaker_elt.orchestration.ingestion_assets import api_specs, build_raw_assets
 from incomaker_elt.orchestration.partitions import daily_partitions
 from incomaker_elt.orchestration.publishing import build_serving_asset
-from incomaker_elt.orchestration.reconciliation import (
-    ReconciliationContext,
-    build_reconciliation_checks,
-)
+from incomaker_elt.orchestration.reconciliation import build_reconciliation_checks
 from incomaker_elt.orchestration.resources import api_resource, warehouse_resource
 from incomaker_elt.orchestration.schedules import build_nightly_schedule, build_refresh_job
+from incomaker_elt.orchestration.serving import SERVED_SCHEMAS
 from incomaker_elt.orchestration.transform import dbt_resource
 from incomaker_elt.orchestration.transform_assets import build_dbt_assets, unplanned_dbt_checks
-
-PUBLISHED_SCHEMAS = ("marts", "staging")
 
 
 def build_definitions(settings: Settings, catalogue: Catalogue | None = None) -> dg.Definitions:
@@ -36,9 +32,9 @@ def build_definitions(settings: Settings, catalogue: Catalogue | None = None) ->
     partitions = daily_partitions(settings)
     raw_events, raw_snapshots = build_raw_assets(settings, catalogue, partitions)
     dbt = build_dbt_assets(settings)
-    published = [key for key in dbt.keys if key.path[0] in PUBLISHED_SCHEMAS]
+    published = [key for key in dbt.keys if key.path[0] in SERVED_SCHEMAS]
     serving = build_serving_asset(settings, published)
-    reconciliation = build_reconciliation_checks(ReconciliationContext(catalogue=catalogue))
+    reconciliation = build_reconciliation_checks(catalogue)
     freshness = build_freshness_checks(settings, [raw_events], [raw_snapshots])
 
     # Runs build, check and publish; freshness is the sensor's business (it watches the clock).

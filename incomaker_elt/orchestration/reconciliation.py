@@ -27,6 +27,7 @@ from typing import Any
 import dagster as dg
 
 from incomaker_elt.contract.catalogue import Catalogue
+from incomaker_elt.contract.deliveries import DELIVERY_METRICS
 from incomaker_elt.contract.paging import WHOLE_BODY, PageTotals, dig, walk
 from incomaker_elt.ingestion.client import IngestionError
 from incomaker_elt.orchestration.partitions import day_ranges
@@ -203,39 +204,14 @@ def split_settled(
 
 # ------------------------------------------------------------------------ smartflow deliveries
 
-DELIVERY_FIGURES = (
-    "sent",
-    "delivered",
-    "bounced",
-    "opens",
-    "unique_opens",
-    "clicks",
-    "unique_clicks",
-    "unsubscribes",
-)
-_API_DELIVERY_FIELDS = dict(
-    zip(
-        DELIVERY_FIGURES,
-        (
-            "sent",
-            "delivered",
-            "bounced",
-            "opened",
-            "uniqueOpened",
-            "clicked",
-            "uniqueClicked",
-            "unsubscribed",
-        ),
-        strict=True,
-    )
-)
+DELIVERY_FIGURES = tuple(DELIVERY_METRICS.values())
 
 
 def api_delivery_daily(get: ApiGet, catalogue: Catalogue, first: date, last: date) -> Figures:
     records = _pages(get, catalogue, "deliveries_daily_results", _window(first, last))
     return {
         (date.fromisoformat(r["date"]), int(r["deliveryId"])): {
-            ours: int(r.get(theirs) or 0) for ours, theirs in _API_DELIVERY_FIELDS.items()
+            ours: int(r.get(theirs) or 0) for theirs, ours in DELIVERY_METRICS.items()
         }
         for r in records
     }
@@ -286,22 +262,12 @@ def covers(ranges: Sequence[tuple[date, date]], first: date, last: date) -> bool
 # ---------------------------------------------------------------------------- the asset checks
 
 
-@dataclass(frozen=True)
-class ReconciliationContext:
-    """What the checks need besides their resources (the API and the warehouse)."""
-
-    catalogue: Catalogue
-
-    def loaded_ranges(
-        self, instance: dg.DagsterInstance, operation: str
-    ) -> list[tuple[date, date]]:
-        """Contiguous day ranges of the operation's materialised partitions."""
-        return day_ranges(instance.get_materialized_partitions(_raw_key(operation)))
+def _loaded_ranges(instance: dg.DagsterInstance, operation: str) -> list[tuple[date, date]]:
+    """Contiguous day ranges of the operation's materialised partitions."""
+    return day_ranges(instance.get_materialized_partitions(_raw_key(operation)))
 
 
-def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetChecksDefinition]:
-    catalogue = rc.catalogue
-
+def build_reconciliation_checks(catalogue: Catalogue) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(
         asset=CONVERSIONS_MART,
         name="conversion_totals_match_api",
@@ -316,7 +282,7 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
     def conversion_totals_match_api(
         context: dg.AssetCheckExecutionContext, incomaker_api: IncomakerApi, warehouse: Warehouse
     ) -> dg.AssetCheckResult:
-        ranges = rc.loaded_ranges(context.instance, "conversions")
+        ranges = _loaded_ranges(context.instance, "conversions")
         if not ranges:
             return dg.AssetCheckResult(
                 passed=False, metadata={"reason": "no day of conversions has been loaded"}
@@ -362,7 +328,7 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
     def smartflow_daily_results_match_api(
         context: dg.AssetCheckExecutionContext, incomaker_api: IncomakerApi, warehouse: Warehouse
     ) -> dg.AssetCheckResult:
-        ranges = rc.loaded_ranges(context.instance, "delivery_recipient_activity")
+        ranges = _loaded_ranges(context.instance, "delivery_recipient_activity")
         if not ranges:
             return dg.AssetCheckResult(
                 passed=False, metadata={"reason": "no day of delivery activity has been loaded"}
@@ -410,7 +376,7 @@ def build_reconciliation_checks(rc: ReconciliationContext) -> list[dg.AssetCheck
             return dg.AssetCheckResult(
                 passed=False, metadata={"reason": "the RFM mart is empty: no orders loaded"}
             )
-        ranges = rc.loaded_ranges(context.instance, "orders")
+        ranges = _loaded_ranges(context.instance, "orders")
         window = {
             "window": f"{first}..{last}",
             "contacts": sum(v["contacts"] for v in ours.values()),

@@ -11,8 +11,8 @@ settings.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -27,7 +27,7 @@ from incomaker_elt.contract.settings import (
     api_token,
 )
 from incomaker_elt.ingestion.client import IncomakerClient, IngestionError, RetryPolicy
-from incomaker_elt.orchestration.warehouse import Access, exclusive, read_only
+from incomaker_elt.orchestration.warehouse import read_only
 
 
 class IncomakerApi(dg.ConfigurableResource):
@@ -112,20 +112,10 @@ class Warehouse(dg.ConfigurableResource):
         )
     )
 
-    @property
-    def file(self) -> Path:
-        return Path(self.path)
-
-    def exclusive(
-        self, log: Callable[[str], None] | None = None, *, access: Access = "write"
-    ) -> AbstractContextManager[None]:
-        """Hold the warehouse's lock while a step opens it (warehouse.exclusive)."""
-        return exclusive(self.file, log, access=access, timeout=self.lock_timeout)
-
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection, once no other process writes the file."""
-        with read_only(self.file, timeout=self.lock_timeout) as con:
+        with read_only(Path(self.path), timeout=self.lock_timeout) as con:
             yield con
 
 

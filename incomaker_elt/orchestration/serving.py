@@ -116,12 +116,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _remove_leftover_temporaries(serving_path: Path) -> None:
-    """Under the publishing lock any temporary file is a killed publish's: remove them all."""
-    for tmp in leftover_temporaries(serving_path):
-        _remove(tmp)
-
-
 def _release(version: str) -> tuple[int, int]:
     """(major, minor) of a DuckDB version such as `v1.4.0` or `2.0.1.dev12`."""
     match = re.match(r"v?(\d+)\.(\d+)", version)
@@ -173,12 +167,10 @@ def publish_serving_warehouse(
     warehouse_path: Path,
     serving_path: Path,
     *,
-    schemas: Sequence[str] = SERVED_SCHEMAS,
-    required_schemas: Sequence[str] = ("marts",),
     run_id: str | None = None,
     storage_version: str = DEFAULT_SERVING_STORAGE_VERSION,
 ) -> PublishedWarehouse:
-    """Copy `schemas` of the warehouse into a fresh file and atomically replace `serving_path`.
+    """Copy the served schemas into a fresh file and atomically replace `serving_path`.
 
     Every relation is copied as a table, views included: staging views select from raw tables that
     the serving copy does not hold. The working warehouse is attached read-only, so this must run
@@ -194,16 +186,10 @@ def publish_serving_warehouse(
     published_at = datetime.now(UTC)
     written_version = writable_storage_version(storage_version)
     with _publishing(serving_path):
-        _remove_leftover_temporaries(serving_path)
-        tables = _publish(
-            warehouse_path,
-            serving_path,
-            schemas,
-            required_schemas,
-            run_id,
-            published_at,
-            written_version,
-        )
+        # Under the publishing lock any temporary file is a killed publish's: remove them all.
+        for tmp in leftover_temporaries(serving_path):
+            _remove(tmp)
+        tables = _publish(warehouse_path, serving_path, run_id, published_at, written_version)
     return PublishedWarehouse(
         path=serving_path,
         published_at=published_at,
@@ -215,8 +201,6 @@ def publish_serving_warehouse(
 def _publish(
     warehouse_path: Path,
     serving_path: Path,
-    schemas: Sequence[str],
-    required_schemas: Sequence[str],
     run_id: str | None,
     published_at: datetime,
     storage_version: str,
@@ -233,13 +217,11 @@ def _publish(
         try:
             attach = f"attach {_quote(str(warehouse_path))} as source (read_only)"
             retry_while_locked(lambda: con.execute(attach), warehouse_path)
-            relations = _relations(con, "source", schemas)
-            present = {schema for schema, _ in relations}
-            missing = [s for s in required_schemas if s not in present]
-            if missing:
+            relations = _relations(con, "source", SERVED_SCHEMAS)
+            if "marts" not in {schema for schema, _ in relations}:
                 raise PublishError(
-                    f"warehouse {warehouse_path} has no relations in schema(s) "
-                    f"{', '.join(missing)}; build the dbt models before publishing"
+                    f"warehouse {warehouse_path} has no relations in schema(s) marts; build the "
+                    "dbt models before publishing"
                 )
             for schema in dict.fromkeys(schema for schema, _ in relations):
                 con.execute(f"create schema {_quote(schema)}")

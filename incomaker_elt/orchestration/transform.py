@@ -24,11 +24,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
-from dagster_dbt.dbt_project import DbtProjectPreparer
+from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from dagster_shared import record
 
 from incomaker_elt.contract.currency import REFERENCE_CURRENCY
@@ -89,13 +90,9 @@ def dbt_resource() -> DbtCliResource:
     return DbtCliResource(project_dir=DBT_PROJECT, dbt_executable=executable)
 
 
-class ManifestPreparer(DbtProjectPreparer):
+class ManifestPreparer(DagsterDbtProjectPreparer):
     """`dbt parse` with the vars every build passes, so that each build's copy of its partial
     parse file is valid; by the dbt beside this Python. Parsing never opens the warehouse."""
-
-    def prepare_if_dev(self, project: DbtProject) -> None:
-        if self.using_dagster_dev():
-            self.prepare(project)
 
     def prepare(self, project: DbtProject) -> None:
         """Parse unless the manifest is of the project as it is now; publish it atomically.
@@ -229,16 +226,16 @@ def _remove_if_unused(path: Path) -> bool:
     return True
 
 
-def remove_old_run_targets(target_dir: Path = DBT_TARGET_DIR) -> int:
+def remove_old_run_targets() -> int:
     """Delete earlier builds' artefact folders that no build is using; returns how many.
 
     The manifest and partial-parse files in target/ itself stay: Dagster and dbt read them.
     """
     removed = 0
-    for path in sorted((target_dir / "runs").glob("*")):
+    for path in sorted(RUN_TARGETS_DIR.glob("*")):
         if path.is_dir() and _remove_if_unused(path):
             removed += 1
-    for path in target_dir.glob("incomaker_dbt-*"):
+    for path in DBT_TARGET_DIR.glob("incomaker_dbt-*"):
         if _DAGSTER_DEFAULT_TARGET.match(path.name) and _age(path) > _LEGACY_SECONDS:
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
@@ -246,15 +243,15 @@ def remove_old_run_targets(target_dir: Path = DBT_TARGET_DIR) -> int:
 
 
 @contextmanager
-def run_target(run_id: str, target_dir: Path = DBT_TARGET_DIR) -> Iterator[Path]:
+def run_target(run_id: str) -> Iterator[Path]:
     """A new folder for one dbt command's artefacts, marked in use while the command runs.
 
     It starts with the partial-parse file of the prepared manifest (same project, vars and
     profile), so dbt need not parse the whole project again: a few seconds less per build.
     """
-    path = target_dir / "runs" / f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
+    path = RUN_TARGETS_DIR / f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
-    partial_parse = target_dir / "partial_parse.msgpack"
+    partial_parse = DBT_TARGET_DIR / "partial_parse.msgpack"
     if partial_parse.is_file():
         shutil.copy2(partial_parse, path / partial_parse.name)
     with open(path / _IN_USE, "w") as handle:
@@ -383,10 +380,6 @@ def run_dbt(
 # ------------------------------------------------------------------ `incomaker-elt transform`
 
 
-def _note(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def _status(result: Mapping[str, Any]) -> str:
     return str(result.get("status", "")).lower()
 
@@ -437,7 +430,8 @@ def build(
     # one argument: dagster-dbt takes a single value after --select, dbt splits it on spaces
     args = [command, *(["--select", " ".join(select)] if select else []), *extra_args]
     started = time.perf_counter()
-    run = run_dbt(settings, args, extra_vars=extra_vars, log=_note)
+    note = partial(print, file=sys.stderr, flush=True)
+    run = run_dbt(settings, args, extra_vars=extra_vars, log=note)
     failures = _failures(run.results)
     if run.error is not None or failures:
         raise TransformError(_error_message(command, failures, run.error), failures)

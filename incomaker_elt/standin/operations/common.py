@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
+from incomaker_elt.contract.deliveries import API_DELIVERY_METRICS as METRIC_NAMES
 from incomaker_elt.standin.operations.ask import Ask
-
-METRIC_NAMES = (
-    "sent",
-    "delivered",
-    "bounced",
-    "opened",
-    "uniqueOpened",
-    "clicked",
-    "uniqueClicked",
-    "unsubscribed",
-)
 
 # Counts of activity events (docs/world.md, "Sends, activity and results"): unique* count
 # distinct sends with at least one such event among the events grouped.
