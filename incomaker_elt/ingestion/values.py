@@ -221,15 +221,15 @@ def fit_boolean(value: Any) -> Fitted:
 
 
 def fit_date(value: Any) -> Fitted:
-    if isinstance(value, str):
-        found = _DATE.fullmatch(value)
-        if found:
-            try:
-                return date(*map(int, found.groups())), None, None
-            except ValueError:
-                return None, KEPT, "not a day of the calendar"
+    if not isinstance(value, str):
+        return None, KEPT, f"{_what(value)}, not a date"
+    found = _DATE.fullmatch(value)
+    if not found:
         return None, KEPT, "not an ISO date (YYYY-MM-DD)"
-    return None, KEPT, f"{_what(value)}, not a date"
+    try:
+        return date(*map(int, found.groups())), None, None
+    except ValueError:
+        return None, KEPT, "not a day of the calendar"
 
 
 def fit_timestamp(value: Any) -> Fitted:
@@ -238,28 +238,19 @@ def fit_timestamp(value: Any) -> Fitted:
     found = _TIMESTAMP.fullmatch(value.strip())
     if not found:
         return None, KEPT, "not an ISO timestamp"
-    year, month, day, hour, minute, second, fraction, offset = found.groups()
+    *moment_parts, fraction, offset = found.groups()
     digits = fraction or ""
-    finer = digits[6:].strip("0")
     try:
         zone = UTC
         if offset and offset not in ("Z", "z"):
             sign = -1 if offset[0] == "-" else 1
             hh, mm = offset[1:3], offset[-2:] if len(offset) > 3 else "00"
             zone = timezone(sign * timedelta(hours=int(hh), minutes=int(mm)))
-        moment = datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour or 0),
-            int(minute or 0),
-            int(second or 0),
-            int(digits[:6].ljust(6, "0")),
-            tzinfo=zone,
-        ).astimezone(UTC)
+        parts = (int(part or 0) for part in moment_parts)  # the time of day may be absent
+        moment = datetime(*parts, int(digits[:6].ljust(6, "0")), tzinfo=zone).astimezone(UTC)
     except ValueError as exc:
         return None, KEPT, f"not a valid timestamp ({exc})"
-    if finer:
+    if digits[6:].strip("0"):
         return moment, MICROSECONDS, f"{len(digits)} fractional digits; the column keeps 6"
     return moment, None, None
 
@@ -372,9 +363,6 @@ class ValueNotes:
         with self._lock:
             return list(self._notes.values())
 
-    def for_operation(self, operation: str) -> list[ValueNote]:
-        return [n for n in self.all() if n.operation == operation]
-
 
 class PageNotes:
     """Collects the notes of one decoded page (one note per field and outcome)."""
@@ -414,12 +402,10 @@ class KeyDoesNotFit(IngestionError):
     """A primary-key value the key's type cannot hold: the record could not be merged."""
 
     def __init__(self, note: ValueNote) -> None:
-        kind = note.fits
         super().__init__(
             f"{note.operation}: the key field {note.field} is {note.kind} in the catalogue, but "
             f"the API sent {note.example!r} ({note.reason}). Records are merged on their key, so "
             f"nothing of {note.operation} was loaded. Add to the catalogue overrides "
-            f"(INCOMAKER_CATALOGUE_OVERRIDES): operations: {{{note.operation}: {{fields: "
-            f"{{{note.field}: {kind}}}}}}}, and run again."
+            f"(INCOMAKER_CATALOGUE_OVERRIDES): {note.override}, and run again."
         )
         self.note = note
