@@ -451,7 +451,6 @@ class FieldReport:
     """Contract field -> the name the API gives it (new or changed)."""
     types: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Contract field -> (catalogue type, type seen)."""
-    uuid_ids: list[str] = field(default_factory=list)
     sampled: int = 0
 
     def summary(self) -> str:
@@ -514,12 +513,8 @@ def compare_fields(op: Operation, records: Sequence[Mapping[str, Any]]) -> Field
     report.extra = {k: _kind_of(v) for k, v in unknown.items() if k not in renames.values()}
     for name, kind in op.fields.items():
         values = _values(records, renames.get(name, op.api_name(name)))
-        if all(fits(kind, v) for v in values):
-            continue
-        seen = _kind_of(values) or kind
-        report.types[name] = (kind, seen)
-        if kind == "integer" and all(is_uuid(v) for v in values):
-            report.uuid_ids.append(name)
+        if not all(fits(kind, v) for v in values):
+            report.types[name] = (kind, _kind_of(values) or kind)
     return report
 
 
@@ -554,10 +549,8 @@ def probe_windows(op: Operation, dates: RunDates) -> Windows | None:
     if op.window:
         start = max(dates.start, dates.end - timedelta(days=op.lookback_days))
         nightly = {"dateFrom": start.isoformat(), "dateTo": dates.end.isoformat()}
-    narrow = nightly
-    if narrow == wide:
-        day = dates.end.isoformat()
-        narrow = {"dateFrom": day, "dateTo": day}
+    day = dates.end.isoformat()
+    narrow = nightly if nightly != wide else {"dateFrom": day, "dateTo": day}
     return Windows(wide, nightly, narrow)
 
 
@@ -693,7 +686,7 @@ class Prober:
         finding.fields = compare_fields(op, finding.sample)
         finding.ids = id_style(op, finding.sample, finding.fields)
         if windows is not None:
-            self._compare_windows(finding, op, path, id_params, windows, first)
+            self._compare_windows(finding, op, path, id_params, windows)
         return finding
 
     def _records_path(self, finding: Finding, op: Operation) -> str:
@@ -717,9 +710,8 @@ class Prober:
             finding.notes.append("catalogued as unpaged, but the answer gives a larger total")
         trials = []
         for dialect in candidate_dialects(op.paging):
-            trial = try_dialect(self.session, op, path, params, dialect)
-            trials.append(trial)
-            if trial.verdict == "confirmed":
+            trials.append(try_dialect(self.session, op, path, params, dialect))
+            if trials[-1].verdict == "confirmed":
                 break
         chosen = choose_dialect(trials)
         if chosen is None:
@@ -740,18 +732,6 @@ class Prober:
         finding.status, finding.message = None, f"no paging dialect worked ({reasons})"
         return None
 
-    def _window_answer(
-        self, finding: Finding, op: Operation, path: str, params: dict[str, str]
-    ) -> tuple[int | None, list[Any]] | Answer:
-        """The total and first records of one window; the Answer when it failed."""
-        paging = finding.paging or op.paging
-        query = {**params, **paging.params(0, PROBE_PAGE_SIZE)}
-        answer = self.session.ask(op.name, path, query)
-        if not answer.ok:
-            return answer
-        records = self._records_path(finding, op)
-        return total_of(answer.body, paging, records), records_at(answer.body, records)
-
     def _compare_windows(
         self,
         finding: Finding,
@@ -759,19 +739,23 @@ class Prober:
         path: str,
         id_params: dict[str, str],
         windows: Windows,
-        first: Answer,
     ) -> None:
-        wide = (finding.total, records_at(first.body, self._records_path(finding, op)))
+        """Whether the API honours dateFrom/dateTo: the total and first records of a narrower
+        window against the wide one's."""
+        wide = (finding.total, finding.sample)
+        paging, records = finding.paging or op.paging, self._records_path(finding, op)
         # All the data may lie in the narrow window (a young account): the first day is asked too.
         first_day = {"dateFrom": windows.wide["dateFrom"], "dateTo": windows.wide["dateFrom"]}
         for window in (windows.narrow, first_day):
-            answer = self._window_answer(finding, op, path, {**window, **id_params})
-            if isinstance(answer, Answer):
+            query = {**window, **id_params, **paging.params(0, PROBE_PAGE_SIZE)}
+            answer = self.session.ask(op.name, path, query)
+            if not answer.ok:
                 finding.dates = _failed_window(finding, window, answer)
                 return
+            seen = (total_of(answer.body, paging, records), records_at(answer.body, records))
             if window is windows.narrow:
-                finding.nightly_total = (answer if windows.nightly == windows.narrow else wide)[0]
-            finding.dates = window_verdict(wide, answer)
+                finding.nightly_total = (seen if windows.nightly == windows.narrow else wide)[0]
+            finding.dates = window_verdict(wide, seen)
             if finding.dates != "ignored":
                 return
         finding.notes.append(

@@ -133,23 +133,16 @@ def entry_changes(
 
 def differences(op: Operation, finding: Finding) -> list[str]:
     """The aspects of the entry the answer contradicts."""
-    found: list[str] = []
-    records = finding.records or op.records
-    if finding.found_path:
-        found.append("path")
-    if finding.paging is not None and not same_paging(
-        finding.paging, op.paging, records, op.records
-    ):
-        found.append("paging")
-    if records != op.records:
-        found.append("records")
-    if finding.fields.types or finding.fields.extra:
-        found.append("fields")
-    if finding.fields.renames:
-        found.append("names")
-    if finding.dates == "ignored":
-        found.append("dates")
-    return found
+    records, seen = finding.records or op.records, finding.paging
+    contradicted = {
+        "path": bool(finding.found_path),
+        "paging": seen is not None and not same_paging(seen, op.paging, records, op.records),
+        "records": records != op.records,
+        "fields": bool(finding.fields.types or finding.fields.extra),
+        "names": bool(finding.fields.renames),
+        "dates": finding.dates == "ignored",
+    }
+    return [aspect for aspect, differs in contradicted.items() if differs]
 
 
 def common_paging(catalogue: Catalogue, findings: Iterable[Finding]) -> Paging:
@@ -195,8 +188,7 @@ def propose(catalogue: Catalogue, findings: Sequence[Finding]) -> dict[str, Any]
     """The override (defaults and operations) that makes the catalogue match the findings."""
     default = shared_records(catalogue, findings, common_paging(catalogue, findings))
     proposal: dict[str, Any] = {}
-    changed_default = not same_paging(default, catalogue.paging, "", "")
-    if changed_default:
+    if not same_paging(default, catalogue.paging, "", ""):
         proposal["defaults"] = {"paging": as_spec(default)}
     operations: dict[str, Any] = {}
     for finding in findings:
@@ -323,24 +315,23 @@ def report_table(report: ProbeReport) -> list[str]:
         "nightly",
         "verdict",
     )
-    rows = []
-    for f in report.findings:
-        rows.append(
-            (
-                f.name,
-                str(f.status or "-"),
-                paging_label(f.paging) + (" *" if "paging" in f.differences else "")
-                if f.answered
-                else "-",
-                (f.records or "-") + (" *" if "records" in f.differences else ""),
-                f.dates,
-                f.fields.summary() if f.answered else "-",
-                f.ids,
-                _shown(f.first_load) if f.answered else "-",
-                _shown(f.nightly) if f.answered else "-",
-                f.verdict,
-            )
+    rows = [
+        (
+            f.name,
+            str(f.status or "-"),
+            paging_label(f.paging) + (" *" if "paging" in f.differences else "")
+            if f.answered
+            else "-",
+            (f.records or "-") + (" *" if "records" in f.differences else ""),
+            f.dates,
+            f.fields.summary() if f.answered else "-",
+            f.ids,
+            _shown(f.first_load) if f.answered else "-",
+            _shown(f.nightly) if f.answered else "-",
+            f.verdict,
         )
+        for f in report.findings
+    ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     right = {1, 7, 8}
 
