@@ -132,17 +132,13 @@ def _is_record_list(value: Any) -> bool:
     return not (value and all("href" in v for v in value))
 
 
-def record_lists(body: Any) -> dict[str, list[Any]]:
-    """The lists of objects in a body, at the top level or one level down, by dotted path."""
-    return {path: value for path, value in _entries(body) if _is_record_list(value)}
-
-
 def locate_records(body: Any, expected: str) -> str | None:
     """Where a body keeps its records: the expected place if it holds a list of objects, else
-    the (fullest) list of objects it has; None when it has none. `$`: the body is one record."""
+    the (fullest) list of objects it has, at the top level or one level down; None when it has
+    none. `$`: the body is one record."""
     if expected == WHOLE_BODY:
         return WHOLE_BODY if isinstance(body, Mapping) else None
-    lists = record_lists(body)
+    lists = {path: value for path, value in _entries(body) if _is_record_list(value)}
     if expected in lists:
         return expected
     if not lists:
@@ -227,11 +223,7 @@ def total_of(body: Any, paging: Paging | None, records_path: str | None) -> int 
 
 
 def paging_key(paging: Paging) -> tuple[Any, ...]:
-    return (
-        paging.style,
-        paging.query_params,
-        paging.first_page if paging.style == "page" else 0,
-    )
+    return (paging.style, paging.query_params, paging.first_page if paging.style == "page" else 0)
 
 
 _KNOWN_DIALECTS = (DIALECTS["offset"], DIALECTS["page"], replace(DIALECTS["page"], first_page=1))
@@ -416,6 +408,10 @@ def json_kind(value: Any) -> str | None:
     return "string"
 
 
+_READ_AS = {"decimal": ("integer",), "timestamp": ("date",), "string": ("date", "timestamp")}
+"""Catalogue type -> the other JSON kinds the pipeline reads as that type."""
+
+
 def fits(kind: str, value: Any) -> bool:
     """A JSON value the pipeline can read as the catalogue type `kind`."""
     seen = json_kind(value)
@@ -425,16 +421,7 @@ def fits(kind: str, value: Any) -> bool:
         except ValueError:
             return False
         return True
-    return seen is None or seen == kind or (kind, seen) in _READ_AS
-
-
-_READ_AS = {
-    ("decimal", "integer"),
-    ("timestamp", "date"),
-    ("string", "date"),
-    ("string", "timestamp"),
-}
-"""(catalogue type, type seen) pairs the pipeline reads as the catalogue type."""
+    return seen is None or seen == kind or seen in _READ_AS.get(kind, ())
 
 
 def is_uuid(value: Any) -> bool:

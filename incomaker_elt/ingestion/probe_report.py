@@ -1,6 +1,6 @@
 """What `incomaker-elt probe` makes of its findings (incomaker_elt/ingestion/probe.py): the
-requests a first load
-and a nightly run would make, the override that makes the catalogue match, and the report.
+requests a first load and a nightly run would make, the override that makes the catalogue match,
+and the report.
 
 The override has the format load_catalogue reads: `defaults:` (a paging dialect most operations
 share) and `operations:` (per entry: path, paging, records, fields, api_names, params/window).
