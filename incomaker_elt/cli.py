@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
+from incomaker_elt import run
 from incomaker_elt.contract.catalogue import CatalogueError
 from incomaker_elt.contract.settings import (
     ConfigurationError,
     check_warehouse_writable,
     load_settings,
 )
+from incomaker_elt.ingestion import cli as ingestion_cli
+from incomaker_elt.ingestion import probe_cli
+from incomaker_elt.standin import cli as standin_cli
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -119,17 +123,9 @@ def _parser() -> argparse.ArgumentParser:
 
     # Each stage of the flow registers its own subcommands: register(subparsers) adds parsers
     # whose defaults carry `handler`. Imports stay light; heavy libraries load in the handler.
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).register(sub)
+    for stage in (standin_cli, ingestion_cli, probe_cli, run):
+        stage.register(sub)
     return parser
-
-
-SUBCOMMAND_MODULES = (
-    "incomaker_elt.standin.cli",
-    "incomaker_elt.ingestion.cli",
-    "incomaker_elt.ingestion.probe_cli",
-    "incomaker_elt.run",
-)
 
 
 WAREHOUSE_WRITERS = frozenset({"ingest", "transform", "run"})
@@ -144,17 +140,10 @@ CONFIGURATION_EXIT = 2
 """Exit status of a run stopped by a setting (as argparse uses for a bad option)."""
 
 
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
-
-
 def _fail(command: str, message: object, status: int) -> int:
-    print(f"incomaker-elt {command}: {_one_line(message)}", file=sys.stderr)
+    one_line = " ".join(str(message).split())
+    print(f"incomaker-elt {command}: {one_line}", file=sys.stderr)
     return status
-
-
-def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_warehouse_writable(load_settings())
         if command in LOCKED_FOR_THE_WHOLE_COMMAND:
             settings = load_settings()
-            with exclusive(settings.warehouse_path, _note, timeout=settings.warehouse_lock_timeout):
+            note = partial(print, file=sys.stderr, flush=True)
+            with exclusive(settings.warehouse_path, note, timeout=settings.warehouse_lock_timeout):
                 return handler(args)
         return handler(args)
     except CatalogueError as exc:

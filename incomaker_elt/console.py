@@ -27,7 +27,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,17 +54,16 @@ _WARNING_WIDTH = 160
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _DBT_NODE = re.compile(r"^(\d+) of (\d+) (START|OK|PASS|WARN|FAIL|ERROR|SKIP|NO-OP)\b\s*(.*)$")
 _DBT_FOUND = re.compile(r"^Found (\d+) models?\b")
-_DBT_TESTS = re.compile(r"\b(\d+) (?:data )?tests?\b")
-_DBT_UNIT_TESTS = re.compile(r"\b(\d+) unit tests?\b")
+_DBT_TESTS = re.compile(r"\b(\d+) (?:data |unit )?tests?\b")
 _OWN_LOGGERS = ("dbt.stdout", "incomaker_elt.printed")
 """Loggers this console writes to itself (for the file): never echoed back to the console."""
 _NOISY_LIBRARIES = ("httpx", "httpcore", "urllib3", "asyncio", "filelock", "fsspec", "alembic")
 """Below WARNING these log every request or lock (thousands of lines) and say nothing of the run."""
 
 
-def log_file_path(folder: Path, run_id: str, now: datetime | None = None) -> Path:
+def log_file_path(folder: Path, run_id: str) -> Path:
     """`<folder>/run-<UTC time>-<run id prefix>.log`: one file per run, sorted by time."""
-    moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    moment = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return folder / f"run-{moment}-{run_id[:8]}.log"
 
 
@@ -97,11 +96,11 @@ class Stage:
     models_done: int = 0
     tests_total: int | None = None
     tests_done: int = 0
-    dbt_failures: int = 0
     # checks
     passed: int = 0
     warned: int = 0
-    check_failures: int = 0
+    # dbt and checks
+    failures: int = 0
     # publishing
     published: str = ""
 
@@ -118,7 +117,7 @@ class Stage:
         if self.name == "dbt":
             return self.models_done
         if self.name == "checks":
-            return self.passed + self.warned + self.check_failures
+            return self.passed + self.warned + self.failures
         return 1 if self.ended_at is not None and not self.failed else 0
 
     def describe(self) -> str:
@@ -128,27 +127,18 @@ class Stage:
         if self.name == "ingestion":
             pages = sum(pages for pages, _ in self.operations.values())
             rows = sum(rows for _, rows in self.operations.values())
-            return (
-                f"{of(self.done, self.total)} operations, {pages:,} pages, {rows:,} rows"
-                if self.operations or self.started_at is not None
-                else ""
-            )
+            return f"{of(self.done, self.total)} operations, {pages:,} pages, {rows:,} rows"
         if self.name == "dbt":
             if self.total is None and not self.models_done + self.tests_done:
                 return ""  # dbt is starting
             models = of(self.models_done, self.total)
             text = f"{models} models, {of(self.tests_done, self.tests_total)} tests"
-            return text + (f", {self.dbt_failures} failed" if self.dbt_failures else "")
+            return text + (f", {self.failures} failed" if self.failures else "")
         if self.name == "checks":
             text = f"{of(self.done, self.total)} checks: {self.passed:,} passed"
             text += f", {self.warned} warned" if self.warned else ""
-            return text + (f", {self.check_failures} failed" if self.check_failures else "")
+            return text + (f", {self.failures} failed" if self.failures else "")
         return self.published or ("publishing the serving warehouse" if self.running else "")
-
-    def outcome(self) -> str:
-        if self.failed:
-            return "FAILED"
-        return "done" if self.ended_at is not None else "not run"
 
 
 # -------------------------------------------------------------------------------- the console
@@ -186,8 +176,6 @@ class RunConsole:
         self._dbt_log = logging.getLogger("dbt.stdout")
         self._printed_log = logging.getLogger("incomaker_elt.printed")
 
-    # ------------------------------------------------------------------ what the run will do
-
     def expect(
         self,
         step_stages: Mapping[str, str],
@@ -203,22 +191,18 @@ class RunConsole:
             self.stages["ingestion"].total = operations
             self.stages["checks"].total = checks
 
-    # ------------------------------------------------------------------------ set-up, tear-down
-
     @contextmanager
     def capturing(self) -> Iterator[RunConsole]:
         """For the run: the log file, logging routed here, sys.stdout/stderr read line by line."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(self.log_path, encoding="utf-8")
-        file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(_FileFormatter())
         file_handler.addFilter(_not_page_progress)
         self._file_handler = file_handler
         root = logging.getLogger()
         saved_levels = {name: logging.getLogger(name).level for name in ("", *_NOISY_LIBRARIES)}
         saved_handlers = root.handlers[:]
-        python_handler = _PythonRecords(self)
-        root.handlers = [file_handler, python_handler]
+        root.handlers = [file_handler, _Records(self.on_python_record)]
         root.setLevel(logging.DEBUG)
         for name in _NOISY_LIBRARIES:
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -251,23 +235,21 @@ class RunConsole:
         if not self.live:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
-        from rich.text import Text
-
-        stages = self.stages
-
-        class StageTime(ProgressColumn):
-            """The stage's own clock: from its first step to its last (as in the summary)."""
-
-            def render(self, task: Any) -> Text:
-                seconds = stages[task.description].seconds or 0.0
-                return Text(f"{seconds:5.0f} s", style="progress.elapsed")
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self._progress = Progress(
             SpinnerColumn(finished_text=" "),
             TextColumn("{task.description:<11}"),
             BarColumn(bar_width=20),
-            StageTime(),
+            # The stage's own clock, as in the summary: its task is added when the stage begins
+            # and stopped when it ends.
+            TimeElapsedColumn(),
             TextColumn("{task.fields[detail]}"),
             console=Console(file=self.out, force_terminal=True),
             refresh_per_second=4,
@@ -282,13 +264,11 @@ class RunConsole:
             self._progress.stop()
             self._progress = None
 
-    # ----------------------------------------------------------------------------- the inputs
-
     def dagster_logger(self) -> dg.LoggerDefinition:
         """A Dagster logger that hands every event and message of the run to this console."""
         import dagster as dg
 
-        handler = _DagsterRecords(self)
+        handler = _Records(self.on_dagster_record)
 
         @dg.logger(description="incomaker-elt run: progress, warnings once, and the log file")
         def incomaker_console(_context: dg.InitLoggerContext) -> logging.Logger:
@@ -354,8 +334,6 @@ class RunConsole:
             (self._dbt_log if stream == "stdout" else self._printed_log).info(text)
         self._on_dbt_line(text.strip())
 
-    # ----------------------------------------------------------------------- stage bookkeeping
-
     def _on_event(self, event: Any) -> None:
         import dagster as dg
 
@@ -374,7 +352,7 @@ class RunConsole:
                 elif data.severity == dg.AssetCheckSeverity.WARN:
                     checks.warned += 1
                 else:
-                    checks.check_failures += 1
+                    checks.failures += 1
             self._show("checks")
             return
         if stage is None or step is None:
@@ -425,12 +403,8 @@ class RunConsole:
         with self._lock:
             stage = self.stages["dbt"]
             if found:
-                tests = _DBT_TESTS.search(text.split(",", 1)[-1])
-                units = _DBT_UNIT_TESTS.search(text)
                 stage.total = int(found.group(1))
-                stage.tests_total = (int(tests.group(1)) if tests else 0) + (
-                    int(units.group(1)) if units else 0
-                )
+                stage.tests_total = sum(int(n) for n in _DBT_TESTS.findall(text))
             node = _DBT_NODE.match(text)
             if node is None:
                 if found:
@@ -452,7 +426,7 @@ class RunConsole:
             else:
                 stage.tests_done += 1
             if status in ("FAIL", "ERROR"):
-                stage.dbt_failures += 1
+                stage.failures += 1
         self._show("dbt")
 
     def _begin(self, stage: Stage) -> None:
@@ -494,25 +468,25 @@ class RunConsole:
             task = self._tasks.get(name)
             if task is None:
                 return
-            total = stage.total if name != "publishing" else 1
+            total = 1 if name == "publishing" else stage.total
+            completed = stage.done
+            if final and not total:
+                total = completed = max(stage.done, 1)
             self._progress.update(
                 task,
-                detail=detail if not final or not stage.failed else f"{detail} (FAILED)",
-                completed=stage.done,
+                detail=f"{detail} (FAILED)" if final and stage.failed else detail,
+                completed=completed,
                 total=total or None,
             )
             if final:
-                if not total:
-                    self._progress.update(
-                        task, total=max(stage.done, 1), completed=max(stage.done, 1)
-                    )
                 self._progress.stop_task(task)
             return
         now = time.monotonic()
         with self._lock:
             due = now - self._last_plain.get(name, 0.0) >= self.plain_every_s
             if final:
-                ended = f"{name}: {stage.outcome()} in {stage.seconds or 0:.0f} s"
+                outcome = "FAILED" if stage.failed else "done"
+                ended = f"{name}: {outcome} in {stage.seconds or 0:.0f} s"
                 self._print(f"{ended}: {detail}" if detail else ended)
             elif due and detail and detail != self._last_detail.get(name):
                 self._last_plain[name] = now
@@ -526,8 +500,6 @@ class RunConsole:
             self.out.write(text + "\n")
             self.out.flush()
 
-    # -------------------------------------------------------------------------------- results
-
     def stage_seconds(self) -> dict[str, float]:
         return {
             name: stage.seconds for name, stage in self.stages.items() if stage.seconds is not None
@@ -537,26 +509,16 @@ class RunConsole:
 # ------------------------------------------------------------------------------- the plumbing
 
 
-class _DagsterRecords(logging.Handler):
-    def __init__(self, console: RunConsole) -> None:
-        super().__init__(logging.DEBUG)
-        self.console = console
+class _Records(logging.Handler):
+    """Hands each record to `on_record` (a method of the console)."""
+
+    def __init__(self, on_record: Callable[[logging.LogRecord], None]) -> None:
+        super().__init__()
+        self.on_record = on_record
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.console.on_dagster_record(record)
-        except Exception:
-            self.handleError(record)
-
-
-class _PythonRecords(logging.Handler):
-    def __init__(self, console: RunConsole) -> None:
-        super().__init__(logging.DEBUG)
-        self.console = console
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.console.on_python_record(record)
+            self.on_record(record)
         except Exception:
             self.handleError(record)
 

@@ -2,24 +2,13 @@
 
 Without an API token (INCOMAKER_API_TOKEN, or api_token under [sources.incomaker] in dlt's
 `.dlt/secrets.toml`) it starts the stand-in API in a child process on a free loopback port and
-points the pipeline at it, loading every day up to the stand-in's today. With a token and an
-address (INCOMAKER_BASE_URL, or base_url in `.dlt/config.toml`) it runs against that API up to
-yesterday. Either way the Dagster job that the nightly schedule runs is executed here, in this
-process, and a summary is printed: tables and rows, checks, the time per stage, and where the
-serving warehouse is. A failed run exits non-zero and says why. While it runs the console shows
-one progress line per stage and each warning once (incomaker_elt.console); everything Dagster,
-dlt and dbt log goes to a file in DAGSTER_HOME/run-logs, named in the summary; `--verbose` prints it
-all instead.
-
-The run is recorded in the Dagster instance of DAGSTER_HOME, like runs started from the UI or the
-schedule, so `make ui` shows it afterwards: its logs, materialisations, filled partitions and
-checks. A first load over the whole history materialises ~550 daily partitions of 14 raw tables;
-incomaker_elt.orchestration.run_history stores those events in batches (one SQLite transaction each
-instead of
-one commit per event, which would add minutes). Every step that opens the warehouse takes its lock
-file (incomaker_elt.orchestration.warehouse.exclusive), so this run and a UI run never write DuckDB
-at the same
-time.
+loads every day up to the stand-in's today; with a token and an address (INCOMAKER_BASE_URL, or
+base_url in `.dlt/config.toml`) it runs against that API up to yesterday. Either way this process
+executes the Dagster job that the nightly schedule runs, records it in the Dagster instance of
+DAGSTER_HOME (so `make ui` shows it afterwards; incomaker_elt.orchestration.run_history stores its
+~15,000 events of a first load in batches, not one commit each, which would add minutes), and
+prints a summary. A failed run exits non-zero and says why. The console shows one progress line
+per stage (incomaker_elt.console); the full log goes to DAGSTER_HOME/run-logs.
 
 `incomaker-elt ui` (make ui) starts the Dagster UI with the same environment.
 """
@@ -35,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,16 +57,12 @@ class RunError(RuntimeError):
     """The run could not start or did not finish; the message says what to do."""
 
 
-# ------------------------------------------------------------------------------ the stand-in
-
-
 @dataclass
 class StandInProcess:
     process: subprocess.Popen[str]
     base_url: str
     token: str
     today: date
-    output: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
         if self.process.stdin is not None:
@@ -90,14 +76,6 @@ class StandInProcess:
                 self.process.wait()
 
 
-def _standin_today(today: date | None) -> date:
-    if today is not None:
-        return today
-    from incomaker_elt.standin import DEFAULT_TODAY
-
-    return DEFAULT_TODAY
-
-
 @contextmanager
 def standin_process(scale: str, seed: int, today: date | None) -> Iterator[StandInProcess]:
     """`incomaker-elt simulate` on a free loopback port with a one-off token, stopped on exit.
@@ -108,8 +86,11 @@ def standin_process(scale: str, seed: int, today: date | None) -> Iterator[Stand
     its port taken. Call it from the main thread: on Linux the kernel's signal follows the thread
     that started the child.
     """
+    if today is None:
+        from incomaker_elt.standin import DEFAULT_TODAY
+
+        today = DEFAULT_TODAY
     token = secrets.token_urlsafe(24)
-    today = _standin_today(today)
     command = [
         sys.executable,
         "-m",
@@ -142,35 +123,29 @@ def standin_process(scale: str, seed: int, today: date | None) -> Iterator[Stand
         bufsize=1,
         cwd=PROJECT_ROOT,
     )
-    output: list[str] = []
-    found: list[str] = []
+    standin = StandInProcess(process, "", token, today)
+    last_lines: deque[str] = deque(maxlen=10)
     ready = threading.Event()
 
     def read() -> None:
         # Keeps draining the child's output for the whole run, so it never blocks on a full pipe.
         assert process.stdout is not None
         for line in process.stdout:
-            output.append(line.rstrip())
-            del output[:-50]
+            last_lines.append(line.rstrip())
             match = _URL.search(line)
-            if match and not found:
-                found.append(match.group(0).rstrip("/."))
+            if match and not ready.is_set():
+                standin.base_url = match.group(0).rstrip("/.")
                 ready.set()
         ready.set()
 
     threading.Thread(target=read, name="standin-output", daemon=True).start()
-    standin = StandInProcess(process, "", token, today, output)
     try:
-        if not ready.wait(_STANDIN_READY_SECONDS) or not found:
-            tail = "\n".join(output[-10:])
+        if not ready.wait(_STANDIN_READY_SECONDS) or not standin.base_url:
+            tail = "\n".join(last_lines)
             raise RunError(f"the stand-in API did not start:\n{tail}")
-        standin.base_url = found[0]
         yield standin
     finally:
         standin.stop()
-
-
-# ---------------------------------------------------------------------------- the summary
 
 
 @dataclass
@@ -268,9 +243,6 @@ def print_summary(summary: RunSummary, settings: Settings, api: str) -> None:
     print(f"  took {summary.seconds:.0f} s" + (f" ({stages})" if stages else ""))
 
 
-# --------------------------------------------------------------------------------- the run
-
-
 def partition_days(settings: Settings, last_day: date) -> tuple[str, str]:
     """First and last daily partition of a full run, clipped to the days Dagster knows."""
     from incomaker_elt.orchestration.partitions import daily_partitions
@@ -330,17 +302,17 @@ def _expect(
     import dagster as dg
 
     stages = step_stages(defs, job)
-    operations = checks = 0
-    for item in defs.assets or []:
-        if isinstance(item, dg.AssetsDefinition) and item.node_def.name in stages:
-            operations += sum(key.path[0] == RAW_DATASET for key in item.keys)
-            checks += len(item.check_keys)
-    for item in defs.asset_checks or []:
-        if item.node_def.name in stages:
-            checks += len(item.check_keys)
-    if selection is not None:  # a part of the job: the totals are not known here
+    if selection is not None:  # a part of the job: the checks it evaluates are not known here
         operations = sum(key.path[0] == RAW_DATASET for key in selection)
-        checks = 0
+        console.expect(stages, operations=operations or None)
+        return
+    in_job = [
+        item
+        for item in [*(defs.assets or []), *(defs.asset_checks or [])]
+        if isinstance(item, dg.AssetsDefinition) and item.node_def.name in stages
+    ]
+    operations = sum(key.path[0] == RAW_DATASET for item in in_job for key in item.keys)
+    checks = sum(len(item.check_keys) for item in in_job)
     console.expect(stages, operations=operations or None, checks=checks or None)
 
 
@@ -374,7 +346,8 @@ def run_pipeline(
     defs = build_definitions(settings)
     job = defs.resolve_job_def(REFRESH_JOB_NAME)
     _expect(console, defs, job, selection)
-    # The console's logger instead of Dagster's: progress, warnings once, everything in the file.
+    # The console's logger instead of Dagster's: progress and warnings once on the console,
+    # everything in the log file; every event stays in the run's record.
     job = dg.Definitions.merge(
         defs, dg.Definitions(loggers={LOGGER_NAME: console.dagster_logger()})
     ).resolve_job_def(REFRESH_JOB_NAME)
@@ -384,8 +357,6 @@ def run_pipeline(
         for run_id in fail_abandoned_runs(instance):
             console.warning(f"run {run_id[:8]} was left unfinished by a killed process: failed")
         result = job.execute_in_process(
-            # Progress and warnings on the console, all in the log file; every event stays in
-            # the run's record.
             run_config={"loggers": {LOGGER_NAME: {}}},
             instance=instance,
             tags={**partition_range_tags(first, last), **process_tags("incomaker-elt run")},
@@ -440,8 +411,7 @@ def run_command(args: argparse.Namespace) -> int:
     settings = load_settings()
     ensure_dagster_home(settings)
     folder = run_logs_folder(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_old_log_files(folder)
+    remove_old_log_files(folder)  # the console creates the folder
     log_path = log_file_path(folder, secrets.token_hex(4))
     console = RunConsole(log_path, verbose=args.verbose)
     try:
@@ -476,9 +446,6 @@ def run_command(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-# ------------------------------------------------------------------------------------ the UI
 
 
 def _dagster_dev(command: list[str], env: dict[str, str]) -> int:
@@ -526,16 +493,13 @@ def ui_command(args: argparse.Namespace) -> int:
             return _dagster_dev(command, env)
         with standin_process(args.scale, args.seed, args.today) as standin:
             env["INCOMAKER_BASE_URL"] = standin.base_url
-            env["INCOMAKER_API_TOKEN"] = standin.token
+            env[API_TOKEN_VARIABLE] = standin.token
             env["INCOMAKER_SOURCE_TODAY"] = standin.today.isoformat()
             print(f"stand-in API at {standin.base_url} (today {standin.today}); Dagster UI next")
             return _dagster_dev(command, env)
     except RunError as exc:
         print(f"incomaker-elt ui: {exc}", file=sys.stderr)
         return 1
-
-
-# ------------------------------------------------------------------------------ command line
 
 
 def _standin_options(parser: argparse.ArgumentParser) -> None:
