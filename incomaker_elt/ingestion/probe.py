@@ -254,36 +254,30 @@ def try_dialect(
     """Ask pages 1 and 2 of 2 records the way `paging` says, and judge whether it was obeyed."""
     size = PROBE_PAGE_SIZE
     first = session.ask(op.name, path, {**params, **paging.params(0, size)})
-    trial = PagingTrial(paging, first)
+    records = locate_records(first.body, paging.records_path(op.records)) if first.ok else None
+
+    def judged(reason: str, verdict: str = "rejected") -> PagingTrial:
+        return PagingTrial(paging, first, records, verdict, reason)
+
     if not first.ok:
-        trial.reason = f"HTTP {first.status}: {first.message}"
-        return trial
-    trial.records = locate_records(first.body, paging.records_path(op.records))
-    page_one = records_at(first.body, trial.records)
-    if trial.records is None:
-        trial.reason = "no list of records in the body"
-        return trial
+        return judged(f"HTTP {first.status}: {first.message}")
+    page_one = records_at(first.body, records)
+    if records is None:
+        return judged("no list of records in the body")
     if len(page_one) > size:
-        trial.reason = f"asked for {size} records, got {len(page_one)}"
-        return trial
+        return judged(f"asked for {size} records, got {len(page_one)}")
     if len(page_one) < size:
-        trial.verdict, trial.reason = "unconfirmed", "fewer than 3 records: paging not tested"
-        return trial
+        return judged("fewer than 3 records: paging not tested", "unconfirmed")
     second = session.ask(op.name, path, {**params, **paging.params(1, size)})
-    page_two = records_at(second.body, trial.records) if second.ok else None
-    if page_two is None:
-        trial.reason = f"page 2: HTTP {second.status}: {second.message}"
-        return trial
-    if page_two == page_one:
-        trial.reason = "page 2 repeats page 1"
-        return trial
+    if not second.ok:
+        return judged(f"page 2: HTTP {second.status}: {second.message}")
+    if records_at(second.body, records) == page_one:
+        return judged("page 2 repeats page 1")
     if paging.style == "page" and paging.first_page > 0:
         before = session.ask(op.name, path, {**params, **paging.params(-1, size)})
-        if before.ok and records_at(before.body, trial.records) not in ([], page_one):
-            trial.reason = f"pages start at {paging.first_page - 1}"
-            return trial
-    trial.verdict = "confirmed"
-    return trial
+        if before.ok and records_at(before.body, records) not in ([], page_one):
+            return judged(f"pages start at {paging.first_page - 1}")
+    return judged("", "confirmed")
 
 
 def _dialect_of_body(body: Any) -> str | None:

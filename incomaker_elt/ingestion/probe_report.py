@@ -374,16 +374,13 @@ def _notes(findings: Sequence[Finding]) -> list[str]:
                 "the contract and load as null; correct the entry if the API has dropped them)"
             )
         if report.extra:
-            said.append(
-                "extra fields: "
-                + ", ".join(f"{k} ({v or 'null'})" for k, v in report.extra.items())
-            )
+            extra = ", ".join(f"{k} ({v or 'null'})" for k, v in report.extra.items())
+            said.append(f"extra fields: {extra}")
         if report.renames:
             said.append("renamed: " + ", ".join(f"{k} -> {v}" for k, v in report.renames.items()))
         if report.types:
-            said.append(
-                "types: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in report.types.items())
-            )
+            types = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in report.types.items())
+            said.append(f"types: {types}")
         if f.estimate_note:
             said.append(f.estimate_note)
         lines += [f"  {f.name}: {s}" for s in said]
