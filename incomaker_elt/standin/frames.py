@@ -9,14 +9,13 @@ leave as numbers with two decimals (259.00).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
+from incomaker_elt.contract.catalogue import Operation
 from incomaker_elt.standin.dialect import shows_as_uuid, sql_timestamp, sql_uuid
 from incomaker_elt.standin.faults import DRIFT_FIELD
 
@@ -62,40 +61,30 @@ def _json_value(column: str, kind: str, sql_type: str = "", zone: str = "UTC") -
     raise TypeError(f"field {column!r} of type {kind} cannot come from a flat query")
 
 
-def _check_columns(
-    world: World, sql: str, params: dict[str, Any], fields: dict[str, str], name: str
-) -> dict[str, str]:
+def _check_columns(world: World, sql: str, params: dict[str, Any], op: Operation) -> dict[str, str]:
     columns = world.describe(sql, params)
-    missing = [f for f in fields if f not in columns]
-    extra = [c for c in columns if c not in fields]
+    missing = [f for f in op.fields if f not in columns]
+    extra = [c for c in columns if c not in op.fields]
     if missing or extra:
         raise TypeError(
-            f"{name}: query columns differ from the catalogue: missing {missing}, "
+            f"{op.name}: query columns differ from the catalogue: missing {missing}, "
             f"unexpected {extra}"
         )
-    for field, kind in fields.items():
+    for field, kind in op.fields.items():
         if kind == "decimal" and not columns[field].startswith(_INTEGER_TYPES):
             raise TypeError(
-                f"{name}: decimal field {field!r} must come from SQL as an integer "
+                f"{op.name}: decimal field {field!r} must come from SQL as an integer "
                 f"number of hundredths, not {columns[field]}"
             )
     return columns
 
 
-@dataclass(frozen=True)
-class Shape:
-    """How records are written: the API's field names and the zone of timestamps."""
-
-    names: dict[str, str] = dataclass_field(default_factory=dict)
-    zone: str = "UTC"
-
-
-def _json_object(fields: dict[str, str], columns: dict[str, str], shape: Shape) -> str:
+def _json_object(op: Operation, columns: dict[str, str], zone: str) -> str:
     """SQL giving a record's JSON object text followed by a comma, fields in catalogue order."""
     parts = " || ',' || ".join(
-        f"'{orjson.dumps(shape.names.get(f, f)).decode()}:' || "
-        f"{_json_value(f, kind, columns.get(f, ''), shape.zone)}"
-        for f, kind in fields.items()
+        f"'{orjson.dumps(op.api_name(f)).decode()}:' || "
+        f"{_json_value(f, kind, columns.get(f, ''), zone)}"
+        for f, kind in op.fields.items()
     )
     return f"'{{' || {parts} || '}},'"
 
@@ -103,16 +92,7 @@ def _json_object(fields: dict[str, str], columns: dict[str, str], shape: Shape) 
 class Frame:
     """An operation's records in final order, each as JSON text followed by a comma."""
 
-    def __init__(self, text: pa.Array) -> None:
-        text = text.cast(pa.large_string()) if text.type != pa.large_string() else text
-        offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)
-        data = text.buffers()[2]
-        self._set(
-            offsets[text.offset : text.offset + len(text) + 1],
-            memoryview(data) if data is not None else memoryview(b""),
-        )
-
-    def _set(self, offsets: np.ndarray, data: memoryview) -> None:
+    def __init__(self, offsets: np.ndarray, data: memoryview) -> None:
         self.length = len(offsets) - 1
         self._offsets = offsets
         self._data = data
@@ -121,11 +101,9 @@ class Frame:
     @classmethod
     def from_rows(cls, rows: list[bytes]) -> Frame:
         """A frame of records already rendered as JSON objects (each without the comma)."""
-        frame = cls.__new__(cls)
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum([len(r) + 1 for r in rows], out=offsets[1:])
-        frame._set(offsets, memoryview(b"".join(r + b"," for r in rows)))
-        return frame
+        return cls(offsets, memoryview(b"".join(r + b"," for r in rows)))
 
     @classmethod
     def from_query(
@@ -133,54 +111,38 @@ class Frame:
         world: World,
         sql: str,
         params: dict[str, Any],
-        fields: dict[str, str],
-        primary_key: tuple[str, ...],
-        name: str,
-        shape: Shape = Shape(),
-    ) -> Frame:
-        columns = _check_columns(world, sql, params, fields, name)
-        order = " ORDER BY " + ", ".join(f'"{k}"' for k in primary_key) if primary_key else ""
-        record = _json_object(fields, columns, shape)
-        table = world.arrow(f"SELECT {record} AS json FROM ({sql}) AS records{order}", params)
-        return cls(table.column("json").combine_chunks())
-
-    @classmethod
-    def grouped_query(
-        cls,
-        world: World,
-        sql: str,
-        params: dict[str, Any],
-        fields: dict[str, str],
-        primary_key: tuple[str, ...],
-        name: str,
-        key: str,
-        shape: Shape = Shape(),
-    ) -> tuple[Frame, np.ndarray]:
-        """The records of a query over many parent ids, ordered by the field `key` and then by
-        the primary key (so each key's records are a run, in the order a query for that key
-        alone gives), with each row's key."""
-        columns = _check_columns(world, sql, params, fields, name)
-        order = ", ".join(f'"{k}"' for k in (key, *primary_key))
-        table = world.arrow(
-            f'SELECT "{key}" AS key, {_json_object(fields, columns, shape)} AS json '
-            f"FROM ({sql}) AS records ORDER BY {order}",
-            params,
+        op: Operation,
+        zone: str,
+        key: str | None = None,
+    ) -> tuple[Frame, np.ndarray | None]:
+        """The records of a handler's query ordered by the primary key; for a query over many
+        parent ids, ordered by the field `key` first (so each key's records are a run, in the
+        order a query for that key alone gives), with each row's key."""
+        columns = _check_columns(world, sql, params, op)
+        keys = (key,) if key else ()
+        order = ", ".join(f'"{k}"' for k in (*keys, *op.primary_key))
+        select = "".join(f'"{k}" AS key, ' for k in keys)
+        query = f"SELECT {select}{_json_object(op, columns, zone)} AS json FROM ({sql}) AS records"
+        table = world.arrow(query + (f" ORDER BY {order}" if order else ""), params)
+        text = table.column("json").combine_chunks()
+        text = text.cast(pa.large_string()) if text.type != pa.large_string() else text
+        offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)
+        data = text.buffers()[2]
+        frame = cls(
+            offsets[text.offset : text.offset + len(text) + 1],
+            memoryview(data) if data is not None else memoryview(b""),
         )
-        keys = table.column("key").to_numpy()
-        return cls(table.column("json").combine_chunks()), keys
+        return frame, table.column("key").to_numpy() if key else None
 
     def __len__(self) -> int:
         return self.length
 
-    def json_rows(self, start: int, stop: int, drift: bool = False) -> str:
-        """Rows [start, stop) as JSON objects separated by commas."""
-        return self.json_bytes(start, stop, drift).decode()
-
     def json_bytes(
         self, start: int, stop: int, drift: bool = False, position: int | None = None
     ) -> bytes:
-        """Rows [start, stop); with drift, the row at `start` is the response's record number
-        `position` (default `start`), which picks its drift value."""
+        """Rows [start, stop) as JSON objects separated by commas; with drift, the row at
+        `start` is the response's record number `position` (default `start`), which picks its
+        drift value."""
         stop = min(stop, self.length)
         if start >= stop:
             return b""
@@ -195,27 +157,3 @@ class Frame:
             tier = DRIFT_VALUES[(first + i - start) % len(DRIFT_VALUES)]
             rows.append(record + f',"{DRIFT_FIELD}":"{tier}"}}'.encode())
         return b",".join(rows)
-
-
-class Records:
-    """Records built in Python (those with nested lists), with the same interface as Frame."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self._rows = rows
-        self.length = len(rows)
-        self.nbytes = 200 * self.length  # a rough size, for the cache's budget
-
-    def __len__(self) -> int:
-        return self.length
-
-    def json_rows(self, start: int, stop: int, drift: bool = False) -> str:
-        return self.json_bytes(start, stop, drift).decode()
-
-    def json_bytes(self, start: int, stop: int, drift: bool = False) -> bytes:
-        rows = self._rows[start:stop]
-        if drift:
-            rows = [
-                {**r, DRIFT_FIELD: DRIFT_VALUES[i % len(DRIFT_VALUES)]}
-                for i, r in enumerate(rows, start)
-            ]
-        return orjson.dumps(rows, option=JSON_OPTIONS)[1:-1]

@@ -16,14 +16,12 @@ not one 600 MB index) while a small world's operation is one block.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import orjson
 
 from incomaker_elt.contract.catalogue import Operation
-from incomaker_elt.standin.frames import JSON_OPTIONS, Frame
+from incomaker_elt.standin.frames import Frame
 from incomaker_elt.standin.operations.ask import Block
 
 ROWS_PER_BLOCK = 100_000
@@ -90,22 +88,10 @@ def indexable(value: Any, span: int | None) -> bool:
     return isinstance(value, int) and 0 < value < MAX_INDEXED_ID
 
 
-class _Keys:
-    """Sorted keys, looked up by binary search (integer ids) or a dict (cell codes)."""
-
-    def __init__(self, keys: np.ndarray) -> None:
-        self._numeric = keys.dtype.kind in "iu"
-        self._sorted = keys if self._numeric else np.empty(0, dtype=np.int64)
-        self._dict = {} if self._numeric else {k: i for i, k in enumerate(keys.tolist())}
-        self.nbytes = keys.nbytes + 100 * len(self._dict)
-
-    def find(self, value: Any) -> int | None:
-        if not self._numeric:
-            return self._dict.get(value)
-        if not isinstance(value, int):
-            return None
-        i = int(np.searchsorted(self._sorted, value))
-        return i if i < len(self._sorted) and self._sorted[i] == value else None
+def _find(keys: np.ndarray, value: Any) -> int | None:
+    """The position of `value` in the sorted `keys` (integer ids or cell codes), or None."""
+    i = int(np.searchsorted(keys, value))
+    return i if i < len(keys) and keys[i] == value else None
 
 
 class IdIndex:
@@ -118,44 +104,22 @@ class IdIndex:
         changes = np.flatnonzero(keys[1:] != keys[:-1]) + 1 if len(keys) else np.empty(0, int)
         self._starts = np.concatenate(([0], changes)).astype(np.int64)
         self._stops = np.concatenate((changes, [len(keys)])).astype(np.int64)
-        self._ids = _Keys(keys[self._starts] if len(keys) else keys)
+        self._ids = keys[self._starts] if len(keys) else keys
         # ids the operation knows; None: every id (absent ones have no records, not a 404)
-        self._known = None if known is None else _Keys(np.unique(known))
+        self._known = None if known is None else np.unique(known)
         self.missing = missing
-        self.nbytes = (
-            frame.nbytes
-            + 8 * (len(frame) + 1)
-            + self._starts.nbytes
-            + self._stops.nbytes
-            + self._ids.nbytes
-            + (self._known.nbytes if self._known is not None else 0)
-        )
+        arrays = [self._starts, self._stops, self._ids, *([] if known is None else [self._known])]
+        self.nbytes = frame.nbytes + 8 * (len(frame) + 1) + sum(a.nbytes for a in arrays)
 
     def knows(self, value: Any) -> bool:
-        return self._known is None or self._known.find(value) is not None
+        return self._known is None or _find(self._known, value) is not None
 
     def rows(self, value: Any) -> tuple[int, int]:
         """The id's rows [start, stop) in the frame; empty when it has none."""
-        i = self._ids.find(value)
+        i = _find(self._ids, value)
         if i is None:
             return 0, 0
         return int(self._starts[i]), int(self._stops[i])
-
-
-def python_index(
-    op: Operation,
-    records: list[dict[str, Any]],
-    known: np.ndarray | None,
-    missing: str,
-    render: Callable[[dict[str, Any]], dict[str, Any]],
-) -> IdIndex:
-    """An index of records built in Python (details with nested lists), each rendered as the
-    one-id answer renders it: in the catalogue's dialect, orjson with the service's options."""
-    key = key_field(op)
-    order = (key, *op.primary_key)
-    records = sorted(records, key=lambda r: tuple(r[k] for k in order))
-    frame = Frame.from_rows([orjson.dumps(render(r), option=JSON_OPTIONS) for r in records])
-    return IdIndex(frame, np.array([r[key] for r in records]), known, missing)
 
 
 class Rows:
@@ -168,9 +132,6 @@ class Rows:
 
     def __len__(self) -> int:
         return self.length
-
-    def json_rows(self, start: int, stop: int, drift: bool = False) -> str:
-        return self.json_bytes(start, stop, drift).decode()
 
     def json_bytes(self, start: int, stop: int, drift: bool = False) -> bytes:
         parts, position = [], 0

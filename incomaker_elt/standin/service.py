@@ -26,14 +26,13 @@ from incomaker_elt.standin.calendar import DEFAULT_TODAY, check_today
 from incomaker_elt.standin.dialect import render_record
 from incomaker_elt.standin.errors import ApiError, not_found
 from incomaker_elt.standin.faults import (
-    DRIFT_FIELD,
     FAULT_HEADER,
     FaultPlan,
     Faults,
     parse_header,
     plan,
 )
-from incomaker_elt.standin.frames import DRIFT_VALUES, JSON_OPTIONS, Frame, Records, Shape
+from incomaker_elt.standin.frames import JSON_OPTIONS, Frame
 from incomaker_elt.standin.operations import Ask, Sql, all_handlers
 from incomaker_elt.standin.operations.ask import Block
 from incomaker_elt.standin.params import parse_path_value, parse_query
@@ -44,7 +43,6 @@ from incomaker_elt.standin.perid import (
     ids_per_block,
     indexable,
     key_field,
-    python_index,
 )
 from incomaker_elt.standin.requestlog import RequestLog, RequestRecord, request_log
 from incomaker_elt.standin.world import World, build_world
@@ -92,7 +90,7 @@ class ResultCache:
 
     @staticmethod
     def _size(value: Any) -> int:
-        return value.nbytes if isinstance(value, Frame | Records | IdIndex) else 1_000
+        return value.nbytes if isinstance(value, Frame | IdIndex) else 1_000
 
     def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:
@@ -125,13 +123,12 @@ class ResultCache:
             self._entries.clear()
 
 
-def _body(records_path: str, envelope: dict[str, Any], rows: str) -> bytes:
+def _body(records_path: str, envelope: dict[str, Any], rows: bytes) -> bytes:
     """A JSON body: the envelope with the records (JSON text, comma-separated) at their path."""
     body: dict[str, Any] = {}
     put(body, records_path, _RECORDS)
     _merge(body, envelope)
-    text = orjson.dumps(body).decode()
-    return text.replace(f'"{_RECORDS}"', f"[{rows}]", 1).encode()
+    return orjson.dumps(body).replace(f'"{_RECORDS}"'.encode(), b"[" + rows + b"]", 1)
 
 
 _RECORDS = "__standin_records__"
@@ -185,10 +182,6 @@ class StandIn:
         if missing:
             raise ValueError(f"no stand-in handler for catalogue operations: {missing}")
         self._handlers = handlers
-        self._shapes = {
-            op.name: Shape(dict(op.api_names), self.catalogue.timestamp_zone)
-            for op in self.catalogue
-        }
         self._routes = _routes(self.catalogue)
         self._cache = ResultCache()
         # Per-id indexes (incomaker_elt/standin/perid.py) apart from the lists, so that walking ids
@@ -322,19 +315,14 @@ class StandIn:
                 self._today,
             )
             result = self._cache.get(key, lambda: self._records(op, path_values, params))
-        if isinstance(result, dict):  # a whole body built by its handler
-            record = render_record(op, result, self.catalogue.timestamp_zone)
-            if fault.drift:
-                record[DRIFT_FIELD] = DRIFT_VALUES[0]
-            return orjson.dumps(record, option=JSON_OPTIONS)
         if op.records == WHOLE_BODY:
             if not len(result):
                 raise not_found(f"no {op.name} record for {raw_path}")
-            return result.json_rows(0, 1, fault.drift).encode()
+            return result.json_bytes(0, 1, fault.drift)
         if not op.is_paged:
-            return _body(op.records_path, {}, result.json_rows(0, len(result), fault.drift))
+            return _body(op.records_path, {}, result.json_bytes(0, len(result), fault.drift))
         total = len(result)
-        rows = result.json_rows(start, start + size, fault.drift) if start < total else ""
+        rows = result.json_bytes(start, start + size, fault.drift)
         paging = op.paging
         return _body(
             op.records_path,
@@ -373,52 +361,32 @@ class StandIn:
             runs.append((index.frame, *index.rows(value)))
         return Rows(runs)
 
-    def _render(self, op: Operation) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        return partial(render_record, op, zone_name=self.catalogue.timestamp_zone)
-
     def _index(self, op: Operation, block: Block, params: dict[str, Any], today: date) -> IdIndex:
         ask = Ask(self.world, op, today, params, {}, block=block)
-        result = self._handlers[op.name](ask)
+        frame, keys = self._frame(op, self._handlers[op.name](ask), key_field(op))
         known = None
         if ask.known_ids is not None:
             known = np.array([r[0] for r in ask.rows(ask.known_ids)])
-        if isinstance(result, Sql):
-            frame, keys = Frame.grouped_query(
-                self.world,
-                result.text,
-                result.params,
-                op.fields,
-                op.primary_key,
-                op.name,
-                key_field(op),
-                self._shapes[op.name],
-            )
-            return IdIndex(frame, keys, known, ask.missing)
-        if isinstance(result, list):
-            return python_index(op, result, known, ask.missing, self._render(op))
-        raise TypeError(f"{op.name}: a handler in block mode answers Sql or a list of records")
+        assert keys is not None
+        return IdIndex(frame, keys, known, ask.missing)
 
-    def _records(
-        self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]
-    ) -> Frame | Records | dict[str, Any]:
+    def _records(self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]) -> Frame:
         ask = Ask(self.world, op, self._today, params, path_values)
-        result = self._handlers[op.name](ask)
+        return self._frame(op, self._handlers[op.name](ask))[0]
+
+    def _frame(
+        self, op: Operation, result: Sql | list[dict[str, Any]], key: str | None = None
+    ) -> tuple[Frame, np.ndarray | None]:
+        """A handler's records in final order (by `key` first, in block mode) as a frame."""
+        zone = self.catalogue.timestamp_zone
         if isinstance(result, Sql):
-            return Frame.from_query(
-                self.world,
-                result.text,
-                result.params,
-                op.fields,
-                op.primary_key,
-                op.name,
-                self._shapes[op.name],
-            )
-        if isinstance(result, dict):
-            return result
-        if op.primary_key:
-            result = sorted(result, key=lambda r: tuple(r[k] for k in op.primary_key))
-        render = self._render(op)
-        return Records([render(r) for r in result])
+            return Frame.from_query(self.world, result.text, result.params, op, zone, key)
+        order = (key, *op.primary_key) if key else op.primary_key
+        records = sorted(result, key=lambda r: tuple(r[k] for k in order))
+        frame = Frame.from_rows(
+            [orjson.dumps(render_record(op, r, zone), option=JSON_OPTIONS) for r in records]
+        )
+        return frame, np.array([r[key] for r in records]) if key else None
 
     # -- ways to reach it
     def transport(self):  # -> httpx.BaseTransport (httpx imported lazily)

@@ -15,7 +15,7 @@ from typing import Any
 
 from incomaker_elt.standin.operations.ask import Ask, Sql
 
-Result = Sql | list[dict[str, Any]] | dict[str, Any]
+Result = Sql | list[dict[str, Any]]
 Handler = Callable[[Ask], Result]
 HANDLERS: dict[str, Handler] = {}
 

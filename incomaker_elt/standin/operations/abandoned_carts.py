@@ -29,7 +29,7 @@ def abandoned_carts(a: Ask) -> Sql:
 
 
 @handles("abandoned_cart_detail")
-def abandoned_cart_detail(a: Ask) -> dict[str, Any] | list[dict[str, Any]]:
+def abandoned_cart_detail(a: Ask) -> list[dict[str, Any]]:
     """The cart with its items; in block mode, every cart of the block."""
     a.require_id(
         "cartId", f"SELECT cart_id FROM carts WHERE created_at < {a.cutoff}", "cart_id", "cart"
@@ -57,4 +57,4 @@ def abandoned_cart_detail(a: Ask) -> dict[str, Any] | list[dict[str, Any]]:
         cart["amountWTax"] /= 100
         cart["amountWTaxReference"] /= 100
         cart["items"] = items.get(cart["cartId"], [])
-    return carts if a.grouped else carts[0]
+    return carts

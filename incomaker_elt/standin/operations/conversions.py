@@ -24,7 +24,7 @@ def _average(total_cents: int, count: int) -> float:
 
 
 @handles("conversions_totals")
-def conversions_totals(a: Ask) -> dict[str, Any]:
+def conversions_totals(a: Ask) -> list[dict[str, Any]]:
     """The documented ConversionAggregate, field for field (seed: GET /conversions/totals)."""
     source = f"{visible_conversions(a)} WHERE true {_filters(a)}"
     per_currency = a.rows(f"""
@@ -48,18 +48,20 @@ def conversions_totals(a: Ask) -> dict[str, Any]:
         }
         for currency, n, wo, w, ref_wo, ref_w in per_currency
     ]
-    return {
-        "uniqueContacts": unique_contacts,
-        "averageUniqueConversion": _average(w_ref, unique_contacts),
-        "conversions": {
-            "conversionsAmountWoTax": wo_ref / 100,
-            "conversionsAmountWTax": w_ref / 100,
-            "conversionsNumber": number,
-            "currency": "CZK",
-            "averageConversion": _average(w_ref, number),
-            "breakdown": breakdown,
-        },
-    }
+    return [
+        {
+            "uniqueContacts": unique_contacts,
+            "averageUniqueConversion": _average(w_ref, unique_contacts),
+            "conversions": {
+                "conversionsAmountWoTax": wo_ref / 100,
+                "conversionsAmountWTax": w_ref / 100,
+                "conversionsNumber": number,
+                "currency": "CZK",
+                "averageConversion": _average(w_ref, number),
+                "breakdown": breakdown,
+            },
+        }
+    ]
 
 
 @handles("conversions_by_timeframe")

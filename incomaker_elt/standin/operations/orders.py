@@ -26,7 +26,7 @@ def orders(a: Ask) -> Sql:
 
 
 @handles("order_detail")
-def order_detail(a: Ask) -> dict[str, Any] | list[dict[str, Any]]:
+def order_detail(a: Ask) -> list[dict[str, Any]]:
     """The order with its items; in block mode, every order of the block."""
     a.require_id(
         "orderId",
@@ -61,7 +61,7 @@ def order_detail(a: Ask) -> dict[str, Any] | list[dict[str, Any]]:
         for key in ("amountWoTax", "amountWTax", "amountWoTaxReference", "amountWTaxReference"):
             order[key] = order[key] / 100
         order["items"] = items.get(order["orderId"], [])
-    return orders if a.grouped else orders[0]
+    return orders
 
 
 @handles("order_recommendation")
