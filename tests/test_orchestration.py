@@ -183,7 +183,7 @@ def test_the_refresh_job_builds_everything_but_leaves_freshness_to_its_sensor(
     assert selected_checks >= RECONCILIATION_CHECKS
     assert not {c for c in selected_checks if c.name == "freshness_check"}
     # dbt's tests run inside the dbt build, outside the run's plan (transform_assets.
-    # unplanned_dbt_checks): a failed run then shows no "Execution failed" for tests never run.
+    # builds_tests_unplanned): a failed run then shows no "Execution failed" for tests never run.
     dbt_checks = set(defs.resolve_asset_graph().asset_check_keys) - RECONCILIATION_CHECKS
     assert not {c for c in dbt_checks if c.name != "freshness_check"} & selected_checks
 

@@ -20,15 +20,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from test_serving import read_published_tables
 
 from incomaker_elt import run
 from incomaker_elt.cli import main
 from incomaker_elt.contract.settings import PROJECT_ROOT, ConfigurationError, load_settings
-from incomaker_elt.orchestration.serving import (
-    leftover_temporaries,
-    publish_serving_warehouse,
-    read_published_tables,
-)
+from incomaker_elt.orchestration.serving import leftover_temporaries, publish_serving_warehouse
 from incomaker_elt.orchestration.warehouse import (
     WarehouseBusy,
     connect,

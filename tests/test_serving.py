@@ -10,11 +10,21 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from incomaker_elt.orchestration.serving import (
-    PublishError,
-    publish_serving_warehouse,
-    read_published_tables,
-)
+from incomaker_elt.orchestration.serving import PublishError, publish_serving_warehouse
+
+
+def read_published_tables(serving_path: Path) -> dict[str, int]:
+    """Row count per table of the serving warehouse, opened read-only as a BI tool would."""
+    with duckdb.connect(str(serving_path), read_only=True) as con:
+        relations = con.execute(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema <> 'main' order by 1, 2"
+        ).fetchall()
+        count = 'select count(*) from "{}"."{}"'
+        return {
+            f"{schema}.{name}": con.execute(count.format(schema, name)).fetchone()[0]
+            for schema, name in relations
+        }
 
 
 def _make_warehouse(path: Path, orders: int) -> None:

@@ -76,11 +76,7 @@ class Paging:
     @property
     def query_params(self) -> tuple[str, ...]:
         """The query parameters this dialect adds to a request."""
-        if self.style == "offset":
-            return (self.offset_param, self.size_param)
-        if self.style == "page":
-            return (self.page_param, self.size_param)
-        return ()
+        return tuple(self.params_at(0, 1))
 
     def page_count(self, body_totals: PageTotals, size: int) -> int | None:
         """How many pages the listing has, when the first body says so; else None."""
@@ -248,14 +244,13 @@ def paging_from(spec: Any, base: Paging | None = None, where: str = "paging") ->
 
 def as_spec(paging: Paging) -> dict[str, Any]:
     """The keys of a Paging that differ from its style's dialect, for writing an override."""
-    name = {"offset": "offset", "page": "page", "none": "none"}[paging.style]
-    reference = DIALECTS[name]
+    reference = DIALECTS[paging.style]
     changed = {
         f.name: getattr(paging, f.name)
         for f in fields(Paging)
         if getattr(paging, f.name) != getattr(reference, f.name)
     }
-    return {"dialect": name, **changed}
+    return {"dialect": paging.style, **changed}
 
 
 # ----------------------------------------------------------------------------- bodies

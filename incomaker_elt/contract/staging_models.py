@@ -63,6 +63,10 @@ class Column:
     type: str  # SQL type in staging
     api_field: str  # camelCase path in the API record
 
+    def select(self, relation: str = "") -> str:
+        read = f"{relation}{self.raw}"
+        return read if self.raw == self.name else f"{read} as {self.name}"
+
 
 def sql_type(field: str, field_type: str) -> str:
     if field_type == "decimal":
@@ -146,9 +150,9 @@ def grain(op: Operation) -> list[str]:
     return key_columns(op)
 
 
-def _jinja_list(pairs: list[tuple[str, str]], indent: str) -> str:
-    inner = ",\n".join(f"{indent}    ['{a}', '{b}']" for a, b in pairs)
-    return f"[\n{inner}\n{indent}]"
+def _jinja_list(pairs: list[tuple[str, str]]) -> str:
+    inner = ",\n".join(f"        ['{a}', '{b}']" for a, b in pairs)
+    return f"[\n{inner}\n    ]"
 
 
 def meta_columns(op: Operation) -> list[tuple[str, str]]:
@@ -213,11 +217,11 @@ def staging_sql(op: Operation, ops: dict[str, Operation]) -> str:
             "_params as query_params",
             f"{{{{ is_latest_snapshot({fetch_partition(op, ops)}) }}}} as is_latest_snapshot",
         ]
-    select += [c.raw if c.raw == c.name else f"{c.raw} as {c.name}" for c in columns]
+    select += [c.select() for c in columns]
     select += ["_dlt_load_id", "_dlt_id", "{{ dlt_loaded_at() }} as _loaded_at"]
     select_sql = ",\n".join(f"    {s}" for s in select)
-    cols = _jinja_list([(c.raw, c.type) for c in columns], "    ")
-    meta = _jinja_list(meta_columns(op), "    ")
+    cols = _jinja_list([(c.raw, c.type) for c in columns])
+    meta = _jinja_list(meta_columns(op))
     current = current_rows(op, ops)
     current_cte = f",\n\nstill_returned as (\n{{{{ {current} }}}}\n)" if current else ""
     return (
@@ -240,19 +244,12 @@ def parent_columns(op: Operation) -> list[str]:
     return key_columns(op)
 
 
-def child_grain(child: Child) -> list[str]:
-    keys = [c for c in parent_columns(child.op) if c != "is_latest_snapshot"]
-    return [*keys, "list_index"]
-
-
 def child_sql(child: Child) -> str:
     columns = child.columns
     parent_cols = parent_columns(child.op)
     meta = [("_dlt_parent_id", "varchar"), ("_dlt_list_idx", "bigint"), ("_dlt_id", "varchar")]
     select = [f"parent.{c}" for c in parent_cols]
-    select += [
-        f"source.{c.raw}" if c.raw == c.name else f"source.{c.raw} as {c.name}" for c in columns
-    ]
+    select += [c.select("source.") for c in columns]
     select += ["source._dlt_list_idx as list_index", "source._dlt_id"]
     select_sql = ",\n".join(f"    {s}" for s in select)
     parent_select = ",\n".join(f"        {c}" for c in [*parent_cols, "_dlt_id"])
@@ -266,8 +263,7 @@ def child_sql(child: Child) -> str:
         "),\n\n"
         "source as (\n"
         f"{{{{ incomaker_source('{child.table}', "
-        f"{_jinja_list([(c.raw, c.type) for c in columns], '    ')}, "
-        f"{_jinja_list(meta, '    ')}) }}}}\n"
+        f"{_jinja_list([(c.raw, c.type) for c in columns])}, {_jinja_list(meta)}) }}}}\n"
         ")\n\n"
         "select\n"
         f"{select_sql}\n"
@@ -275,6 +271,29 @@ def child_sql(child: Child) -> str:
         "inner join parent\n"
         "    on source._dlt_parent_id = parent._dlt_id\n"
     )
+
+
+SNAPSHOT_COLUMNS = {
+    "snapshot_date": "Date the snapshot was taken (the ingestion's today).",
+    "query_params": "JSON text of the query parameters the snapshot was taken with.",
+    "is_latest_snapshot": (
+        "True for rows the latest snapshot returned (the latest load of the newest snapshot "
+        "date; per parent id where a run snapshots only some parents)."
+    ),
+}
+LOAD_COLUMNS = {
+    "_dlt_load_id": "dlt load that wrote this version of the row.",
+    "_dlt_id": "dlt row id; nested lists refer to it.",
+    "_loaded_at": "When that load started (UTC).",
+}
+CHILD_COLUMNS = {
+    "list_index": "Position in the parent's list, from 0.",
+    "_dlt_id": "dlt row id.",
+}
+
+
+def _docs(descriptions: dict[str, str]) -> list[dict]:
+    return [{"name": name, "description": text} for name, text in descriptions.items()]
 
 
 def _column_doc(c: Column) -> dict:
@@ -308,31 +327,9 @@ def current_words(op: Operation, ops: dict[str, Operation]) -> str:
 
 
 def model_doc(op: Operation, ops: dict[str, Operation]) -> dict:
-    columns: list[dict] = []
-    if op.kind == "aggregate":
-        columns += [
-            {
-                "name": "snapshot_date",
-                "description": "Date the snapshot was taken (the ingestion's today).",
-            },
-            {
-                "name": "query_params",
-                "description": "JSON text of the query parameters the snapshot was taken with.",
-            },
-            {
-                "name": "is_latest_snapshot",
-                "description": (
-                    "True for rows the latest snapshot returned (the latest load of the newest "
-                    "snapshot date; per parent id where a run snapshots only some parents)."
-                ),
-            },
-        ]
+    columns = _docs(SNAPSHOT_COLUMNS) if op.kind == "aggregate" else []
     columns += [_column_doc(c) for c in scalar_columns(op.fields, op.nested)]
-    columns += [
-        {"name": "_dlt_load_id", "description": "dlt load that wrote this version of the row."},
-        {"name": "_dlt_id", "description": "dlt row id; nested lists refer to it."},
-        {"name": "_loaded_at", "description": "When that load started (UTC)."},
-    ]
+    columns += _docs(LOAD_COLUMNS)
     key_words = ", ".join(op.primary_key) or "the query"
     current = current_words(op, ops)
     return {
@@ -348,22 +345,17 @@ def model_doc(op: Operation, ops: dict[str, Operation]) -> dict:
 
 
 def child_doc(child: Child) -> dict:
-    parent_keys = parent_columns(child.op)
-    columns = [
-        {"name": c, "description": f"Parent's `{c}` ({model_name(child.op)})."} for c in parent_keys
-    ]
+    parent = model_name(child.op)
+    columns = _docs({c: f"Parent's `{c}` ({parent})." for c in parent_columns(child.op)})
     columns += [_column_doc(c) for c in child.columns]
-    columns += [
-        {"name": "list_index", "description": "Position in the parent's list, from 0."},
-        {"name": "_dlt_id", "description": "dlt row id."},
-    ]
+    columns += _docs(CHILD_COLUMNS)
     return {
         "name": child.model,
         "description": (
             f"The `{child.path}` list of {model_name(child.op)}, one row per element, for the "
             "parent versions staging keeps."
         ),
-        "data_tests": _grain_tests(child_grain(child)),
+        "data_tests": _grain_tests([*grain(child.op), "list_index"]),
         "columns": columns,
     }
 
@@ -457,10 +449,11 @@ def stale_files() -> list[Path]:
     """Generated files that are missing, differ, or are no longer generated."""
     expected = expected_files()
     stale = [p for p, text in expected.items() if not p.is_file() or p.read_text() != text]
-    for path in STAGING_DIR.rglob("stg_incomaker__*.sql"):
-        if path not in expected:
-            stale.append(path)
-    return stale
+    return stale + _no_longer_generated(expected)
+
+
+def _no_longer_generated(expected: dict[Path, str]) -> list[Path]:
+    return [p for p in STAGING_DIR.rglob("stg_incomaker__*.sql") if p not in expected]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -473,9 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stale: {path.relative_to(PROJECT_ROOT)}")
         return 1 if stale else 0
     expected = expected_files()
-    for path in STAGING_DIR.rglob("stg_incomaker__*.sql"):
-        if path not in expected:
-            path.unlink()
+    for path in _no_longer_generated(expected):
+        path.unlink()
     for path, text in expected.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -24,7 +24,7 @@ from incomaker_elt.orchestration.resources import api_resource, warehouse_resour
 from incomaker_elt.orchestration.schedules import build_nightly_schedule, build_refresh_job
 from incomaker_elt.orchestration.serving import SERVED_SCHEMAS
 from incomaker_elt.orchestration.transform import dbt_resource
-from incomaker_elt.orchestration.transform_assets import build_dbt_assets, unplanned_dbt_checks
+from incomaker_elt.orchestration.transform_assets import build_dbt_assets
 
 
 def build_definitions(settings: Settings, catalogue: Catalogue | None = None) -> dg.Definitions:
@@ -38,9 +38,10 @@ def build_definitions(settings: Settings, catalogue: Catalogue | None = None) ->
     freshness = build_freshness_checks(settings, [raw_events], [raw_snapshots])
 
     # Runs build, check and publish; freshness is the sensor's business (it watches the clock).
-    # The dbt tests run inside the dbt build but stay out of the run's plan (unplanned_dbt_checks).
+    # The dbt tests run inside the dbt build but stay out of the run's plan
+    # (transform_assets.builds_tests_unplanned).
     freshness_keys = [key for checks in freshness for key in checks.check_keys]
-    unplanned = [*freshness_keys, *unplanned_dbt_checks(dbt)]
+    unplanned = [*freshness_keys, *dbt.check_keys]
     refresh = build_refresh_job(dg.AssetSelection.all() - dg.AssetSelection.checks(*unplanned))
     refresh_days = max(op.lookback_days for op in catalogue if op.kind == "event")
     return dg.Definitions(

@@ -256,20 +256,3 @@ def _publish(
         raise
     return tables
 
-
-def read_published_tables(serving_path: Path) -> dict[str, int]:
-    """Row count per table of the serving warehouse, opened read-only as a BI tool would."""
-    con = duckdb.connect(str(serving_path), read_only=True)
-    try:
-        relations = con.execute(
-            "select table_schema, table_name from information_schema.tables "
-            "where table_schema <> 'main' order by 1, 2"
-        ).fetchall()
-        return {
-            f"{schema}.{name}": con.execute(
-                f"select count(*) from {_quote(schema)}.{_quote(name)}"
-            ).fetchone()[0]
-            for schema, name in relations
-        }
-    finally:
-        con.close()

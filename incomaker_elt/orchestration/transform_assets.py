@@ -119,21 +119,14 @@ def with_view_row_counts(
 def builds_tests_unplanned(context: dg.AssetExecutionContext) -> bool:
     """Whether this step builds every model with none of the dbt checks in the run's plan.
 
-    That is the refresh job (`unplanned_dbt_checks`). Dagster marks every check a run planned
-    and never evaluated as "Execution failed" once the run has failed, although it never ran:
-    after a failed load all ~200 dbt checks turned red. Left out of the plan, a dbt test that
-    runs is recorded as an evaluation all the same, and one that does not run (its step skipped,
-    or its model skipped by dbt) keeps showing its last result.
+    That is the refresh job, which leaves the dbt tests out of its plan. Dagster marks every
+    check a run planned and never evaluated as "Execution failed" once the run has failed,
+    although it never ran: after a failed load all ~200 dbt checks turned red. Left out of the
+    plan, a dbt test that runs is recorded as an evaluation all the same, and one that does not
+    run (its step skipped, or its model skipped by dbt) keeps showing its last result.
     """
-    assets_def = context.assets_def
-    return not context.selected_asset_check_keys and set(context.selected_asset_keys) == set(
-        assets_def.keys
-    )
-
-
-def unplanned_dbt_checks(dbt: dg.AssetsDefinition) -> set[dg.AssetCheckKey]:
-    """The dbt tests, which the refresh job leaves out of its plan (`builds_tests_unplanned`)."""
-    return set(dbt.check_keys)
+    selected = set(context.selected_asset_keys)
+    return not context.selected_asset_check_keys and selected == set(context.assets_def.keys)
 
 
 def as_step_events(events: list[Any], assets_def: dg.AssetsDefinition) -> list[Any]:
