@@ -306,27 +306,23 @@ def choose_dialect(trials: Sequence[PagingTrial]) -> PagingTrial | None:
 
 def described_paging(trial: PagingTrial, op: Operation) -> tuple[Paging, str]:
     """The dialect as the body shows it (its totals and link keys), and the entry's records."""
-    body, chosen = trial.first.body, trial.paging
-    base = chosen
+    body, base = trial.first.body, trial.paging
     keys_of = _dialect_of_body(body)
-    if keys_of and paging_key(DIALECTS[keys_of]) == paging_key(chosen):
-        base = replace(DIALECTS[keys_of], first_page=chosen.first_page)
+    if keys_of and paging_key(DIALECTS[keys_of]) == paging_key(base):
+        base = replace(DIALECTS[keys_of], first_page=base.first_page)
     found = trial.records or op.records
-    paging_records, entry_records = base.records, op.records
-    if paging_records is not None and found != paging_records:
-        paging_records = None
-    if paging_records is None:
-        entry_records = found
+    if base.records is not None and found == base.records:  # where the dialect keeps them
+        paging_records, entry_records = base.records, op.records
+    else:
+        paging_records, entry_records = None, found
     keys = totals_keys(body, base, len(records_at(body, found)))
     return replace(base, records=paging_records, **keys), entry_records
 
 
 def same_paging(a: Paging, b: Paging, a_records: str, b_records: str) -> bool:
     """The two read a listing the same way (what ingestion uses; echoed fields aside)."""
-    if a.style != b.style:
-        return False
-    if a.style == "none":
-        return True
+    if "none" in (a.style, b.style):
+        return a.style == b.style
     return (
         paging_key(a) == paging_key(b)
         and a.records_path(a_records) == b.records_path(b_records)
@@ -369,10 +365,7 @@ def path_variants(template: str) -> list[str]:
     variants: list[str] = []
     for parts in spelled:
         path = "/" + "/".join(parts)
-        if path.startswith("/v1/"):
-            variants += [path, path[3:]]
-        else:
-            variants += [path, "/v1" + path]
+        variants += [path, path[3:] if path.startswith("/v1/") else "/v1" + path]
     unique = [v for v in dict.fromkeys(variants) if v != template]
     return unique[:MAX_PATH_VARIANTS]
 
