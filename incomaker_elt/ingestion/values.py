@@ -311,12 +311,10 @@ class ValueNote:
         """The catalogue override that types the field so that its values fit."""
         if self.outcome != KEPT:
             return None
-        kind = self.fits
-        *parents, name = self.field.split(".")
-        if not parents:
-            return f"operations: {{{self.operation}: {{fields: {{{name}: {kind}}}}}}}"
-        owner = ".".join(parents)
-        return f"operations: {{{self.operation}: {{nested: {{{owner}: {{{name}: {kind}}}}}}}}}"
+        owner, _, name = self.field.rpartition(".")
+        typed = f"{{{name}: {self.fits}}}"
+        entry = f"nested: {{{owner}: {typed}}}" if owner else f"fields: {typed}"
+        return f"operations: {{{self.operation}: {{{entry}}}}}"
 
     def describe(self) -> str:
         """One line for the user: what came, what was done, what would type it."""
