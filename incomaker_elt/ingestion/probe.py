@@ -602,9 +602,8 @@ def find_path(
     if answer.status != 404:
         return op.path, answer
     for template in path_variants(op.path):
-        other, _ = _call(op, template, parent_id)
-        tried = session.ask(op.name, other, query)
-        if tried.status is not None and tried.status != 404:
+        tried = session.ask(op.name, _call(op, template, parent_id)[0], query)
+        if tried.status not in (None, 404):
             return template, tried
     return op.path, answer
 
@@ -751,8 +750,5 @@ def _failed_window(finding: Finding, window: Mapping[str, str], answer: Answer) 
 def paging_label(paging: Paging | None) -> str:
     if paging is None:
         return "?"
-    if paging.style == "offset":
-        return f"{paging.offset_param}/{paging.size_param}"
-    if paging.style == "page":
-        return f"{paging.page_param}/{paging.size_param} from {paging.first_page}"
-    return "none"
+    label = "/".join(paging.query_params) or "none"  # offset/limit, page/size
+    return f"{label} from {paging.first_page}" if paging.style == "page" else label

@@ -250,13 +250,6 @@ class ProbeReport:
     def all_match(self) -> bool:
         return len(self.matching) == len(self.findings)
 
-    def totals(self) -> tuple[int, int, bool]:
-        """Requests of a first full load and of a nightly run; False if some are unknown."""
-        known = all(f.first_load is not None for f in self.findings)
-        first = sum(f.first_load or 0 for f in self.findings)
-        nightly = sum(f.nightly or 0 for f in self.findings)
-        return first, nightly, known
-
 
 def probe_api(
     client: IncomakerClient,
@@ -347,7 +340,9 @@ def report_table(report: ProbeReport) -> list[str]:
     notes = _notes(report.findings)
     if notes:
         lines += ["", "notes:", *notes]
-    first, nightly, known = report.totals()
+    first = sum(f.first_load or 0 for f in report.findings)
+    nightly = sum(f.nightly or 0 for f in report.findings)
+    known = all(f.first_load is not None for f in report.findings)
     approx = "" if known else " (at least: some operations gave no totals)"
     lines += [
         "",
