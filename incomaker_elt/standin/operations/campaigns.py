@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from incomaker_elt.standin.operations import handles
 from incomaker_elt.standin.operations.ask import Ask, Sql
 from incomaker_elt.standin.operations.common import (
+    CAMPAIGN,
     METRICS,
     activity_list,
-    conversion_rows,
     daily_results,
     events_by_today,
     link_clicks,
     recipient_statistics,
+    source_conversions,
     visible_conversions,
     zero_filled,
 )
 
-
-def _require_campaign(a: Ask) -> None:
-    a.require_id(
-        "campaignId",
-        f"SELECT campaign_id FROM campaigns WHERE sent_at < {a.cutoff}",
-        "campaign_id",
-        "campaign",
-    )
-
-
-def _this_campaign(a: Ask) -> str:
-    return f" AND {a.is_id('campaign_id', 'campaignId')}"
+for name, handler in (
+    ("campaigns_daily_results", daily_results),
+    ("campaign_conversions", source_conversions),
+    ("campaign_recipients", recipient_statistics),
+    ("campaign_recipient_activity", activity_list),
+    ("campaign_link_clicks", link_clicks),
+):
+    handles(name)(partial(handler, CAMPAIGN))
 
 
 @handles("campaigns")
@@ -67,12 +65,6 @@ def campaigns_by_language(a: Ask) -> Sql:
     """)
 
 
-@handles("campaigns_daily_results")
-def campaigns_daily_results(a: Ask) -> Sql:
-    where = a.window("occurred_at::DATE") + a.among("campaignId", "campaign_id")
-    return a.sql(daily_results(a, "campaign_id", "campaignId", where))
-
-
 @handles("campaigns_monthly_summary")
 def campaigns_monthly_summary(a: Ask) -> Sql:
     counted = ("sent", "delivered", "opened", "clicked", "unsubscribed")
@@ -99,49 +91,35 @@ def campaigns_monthly_summary(a: Ask) -> Sql:
     """)
 
 
-def _opens_and_clicks(a: Ask) -> str:
+def _histogram(field: str, bucket: str, a: Ask) -> Sql:
+    """Opens and clicks of campaign e-mails per hour of the day (UTC), day or month."""
     where = (
         "AND campaign_id IS NOT NULL AND event_type IN ('opened', 'clicked')"
         + a.window("occurred_at::DATE")
-        + a.among("campaignId", "campaign_id")
+        + CAMPAIGN.asked(a)
     )
-    return events_by_today(a, where)
-
-
-_OPENED_CLICKED = """
-    count(*) FILTER (WHERE event_type = 'opened') AS "opened",
-    count(*) FILTER (WHERE event_type = 'clicked') AS "clicked"
-"""
-
-
-@handles("campaigns_hourly_histogram")
-def campaigns_hourly_histogram(a: Ask) -> Sql:
-    """All 24 hours of the day (UTC), zero where nothing happened."""
+    counted = f"""
+        SELECT {bucket} AS "{field}",
+               count(*) FILTER (WHERE event_type = 'opened') AS "opened",
+               count(*) FILTER (WHERE event_type = 'clicked') AS "clicked"
+        FROM {events_by_today(a, where)} GROUP BY ALL
+    """
+    if field != "hour":
+        return a.sql(counted)
+    # all 24 hours, zero where nothing happened
     return a.sql(f"""
-        WITH counted AS (
-            SELECT hour(occurred_at) AS hour, {_OPENED_CLICKED}
-            FROM {_opens_and_clicks(a)} GROUP BY ALL
-        )
         SELECT h.range AS "hour", coalesce(c.opened, 0) AS "opened",
                coalesce(c.clicked, 0) AS "clicked"
-        FROM range(24) h LEFT JOIN counted c ON c.hour = h.range
+        FROM range(24) h LEFT JOIN ({counted}) c ON c.hour = h.range
     """)
 
 
-@handles("campaigns_daily_histogram")
-def campaigns_daily_histogram(a: Ask) -> Sql:
-    return a.sql(f"""
-        SELECT occurred_at::DATE AS "date", {_OPENED_CLICKED}
-        FROM {_opens_and_clicks(a)} GROUP BY ALL
-    """)
-
-
-@handles("campaigns_monthly_histogram")
-def campaigns_monthly_histogram(a: Ask) -> Sql:
-    return a.sql(f"""
-        SELECT strftime(occurred_at, '%Y-%m') AS "month", {_OPENED_CLICKED}
-        FROM {_opens_and_clicks(a)} GROUP BY ALL
-    """)
+for name, field, bucket in (
+    ("campaigns_hourly_histogram", "hour", "hour(occurred_at)"),
+    ("campaigns_daily_histogram", "date", "occurred_at::DATE"),
+    ("campaigns_monthly_histogram", "month", "strftime(occurred_at, '%Y-%m')"),
+):
+    handles(name)(partial(_histogram, field, bucket))
 
 
 @handles("senders")
@@ -151,24 +129,22 @@ def senders(a: Ask) -> Sql:
 
 @handles("campaign_contacts_timeline")
 def campaign_contacts_timeline(a: Ask) -> Sql:
-    _require_campaign(a)
     return a.sql(f"""
         SELECT campaign_id AS "campaignId", date_trunc('hour', occurred_at) AS "hour",
                count(DISTINCT contact_id) FILTER (WHERE event_type = 'opened') AS "contactsOpened",
                count(DISTINCT contact_id) FILTER (WHERE event_type = 'clicked')
                    AS "contactsClicked"
-        FROM {events_by_today(a, _this_campaign(a) + " AND event_type IN ('opened', 'clicked')")}
+        FROM {events_by_today(a, CAMPAIGN.scope(a) + " AND event_type IN ('opened', 'clicked')")}
         GROUP BY ALL
     """)
 
 
 @handles("campaign_contacts")
 def campaign_contacts(a: Ask) -> Sql:
-    _require_campaign(a)
     return a.sql(f"""
         WITH converted AS (
             SELECT DISTINCT campaign_id, contact_id
-            FROM {visible_conversions(a, _this_campaign(a))}
+            FROM {visible_conversions(a, CAMPAIGN.scope(a))}
         )
         SELECT s.campaign_id AS "campaignId", s.contact_id AS "contactId", c.email,
                count(e.event_id) FILTER (WHERE e.event_type = 'opened') > 0 AS "opened",
@@ -178,7 +154,7 @@ def campaign_contacts(a: Ask) -> Sql:
         JOIN contacts c USING (contact_id)
         LEFT JOIN events e ON e.send_id = s.send_id AND e.occurred_at < {a.cutoff}
         LEFT JOIN converted v ON v.contact_id = s.contact_id AND v.campaign_id = s.campaign_id
-        WHERE s.sent_at < {a.cutoff} AND {a.is_id("s.campaign_id", "campaignId")}
+        WHERE s.sent_at < {a.cutoff} {CAMPAIGN.asked(a, "s.")}
         GROUP BY ALL
     """)
 
@@ -249,28 +225,3 @@ def campaign_ab_tests(a: Ask) -> list[dict[str, Any]]:
             }
         )
     return records
-
-
-@handles("campaign_conversions")
-def campaign_conversions(a: Ask) -> Sql:
-    _require_campaign(a)
-    return a.sql(conversion_rows(a, _this_campaign(a), a.op.fields))
-
-
-@handles("campaign_recipients")
-def campaign_recipients(a: Ask) -> Sql:
-    _require_campaign(a)
-    where = f" AND {a.is_id('s.campaign_id', 'campaignId')}"
-    return a.sql(recipient_statistics(a, "campaign_id", "campaignId", where))
-
-
-@handles("campaign_recipient_activity")
-def campaign_recipient_activity(a: Ask) -> Sql:
-    _require_campaign(a)
-    return a.sql(activity_list(a, "campaign_id", "campaignId", _this_campaign(a)))
-
-
-@handles("campaign_link_clicks")
-def campaign_link_clicks(a: Ask) -> Sql:
-    _require_campaign(a)
-    return a.sql(link_clicks(a, "campaign_id", "campaignId", _this_campaign(a)))

@@ -7,16 +7,16 @@ from typing import Any
 from incomaker_elt.standin.money import half_up_div
 from incomaker_elt.standin.operations import handles
 from incomaker_elt.standin.operations.ask import Ask, Sql
-from incomaker_elt.standin.operations.common import conversion_rows, visible_conversions
-
-
-def _filters(a: Ask) -> str:
-    return a.window("date") + a.among("country", "country") + a.among("currency", "currency")
+from incomaker_elt.standin.operations.common import (
+    conversion_filters,
+    conversion_rows,
+    visible_conversions,
+)
 
 
 @handles("conversions")
 def conversions(a: Ask) -> Sql:
-    return a.sql(conversion_rows(a, _filters(a), a.op.fields))
+    return a.sql(conversion_rows(a))
 
 
 def _average(total_cents: int, count: int) -> float:
@@ -26,7 +26,7 @@ def _average(total_cents: int, count: int) -> float:
 @handles("conversions_totals")
 def conversions_totals(a: Ask) -> list[dict[str, Any]]:
     """The documented ConversionAggregate, field for field (seed: GET /conversions/totals)."""
-    source = f"{visible_conversions(a)} WHERE true {_filters(a)}"
+    source = f"{visible_conversions(a)} WHERE true {conversion_filters(a)}"
     per_currency = a.rows(f"""
         SELECT currency, count(*), sum(amount_wo)::BIGINT, sum(amount_w)::BIGINT,
                sum(amount_wo_ref)::BIGINT, sum(amount_w_ref)::BIGINT
@@ -75,7 +75,7 @@ def conversions_by_timeframe(a: Ask) -> Sql:
                sum(amount_w)::BIGINT AS "conversionsAmountWTax",
                sum(amount_wo_ref)::BIGINT AS "conversionAmountWoTaxReference",
                sum(amount_w_ref)::BIGINT AS "conversionAmountWTaxReference"
-        FROM {visible_conversions(a)} WHERE true {_filters(a)}
+        FROM {visible_conversions(a)} WHERE true {conversion_filters(a)}
         GROUP BY ALL
     """)
 
@@ -87,6 +87,6 @@ def conversions_history(a: Ask) -> Sql:
                count(DISTINCT contact_id) AS "uniqueContacts",
                sum(amount_wo_ref)::BIGINT AS "conversionAmountWoTaxReference",
                sum(amount_w_ref)::BIGINT AS "conversionAmountWTaxReference"
-        FROM {visible_conversions(a)} WHERE true {_filters(a)}
+        FROM {visible_conversions(a)} WHERE true {conversion_filters(a)}
         GROUP BY date
     """)

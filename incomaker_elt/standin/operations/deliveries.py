@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from incomaker_elt.standin.operations import handles
 from incomaker_elt.standin.operations.ask import Ask, Sql
 from incomaker_elt.standin.operations.common import (
+    DELIVERY,
     METRICS,
     activity_list,
-    conversion_rows,
     daily_results,
     events_by_today,
     link_clicks,
     recipient_statistics,
+    source_conversions,
     visible_conversions,
     zero_filled,
 )
 
-
-def _require_delivery(a: Ask) -> None:
-    a.require_id(
-        "deliveryId",
-        f"SELECT delivery_id FROM deliveries WHERE created_at < {a.cutoff}",
-        "delivery_id",
-        "delivery",
-    )
-
-
-def _this_delivery(a: Ask) -> str:
-    return f" AND {a.is_id('delivery_id', 'deliveryId')}"
+for name, handler in (
+    ("deliveries_daily_results", daily_results),
+    ("delivery_conversions", source_conversions),
+    ("delivery_specific_conversions", source_conversions),
+    ("delivery_recipients", recipient_statistics),
+    ("delivery_recipient_activity", activity_list),
+    ("delivery_link_clicks", link_clicks),
+):
+    handles(name)(partial(handler, DELIVERY))
 
 
 @handles("deliveries")
@@ -42,57 +42,18 @@ def deliveries(a: Ask) -> Sql:
     """)
 
 
-@handles("delivery_conversions")
-def delivery_conversions(a: Ask) -> Sql:
-    where = (
-        " AND delivery_id IS NOT NULL"
-        + a.window("date")
-        + a.among("country", "country")
-        + a.among("currency", "currency")
-        + a.among("deliveryId", "delivery_id")
-    )
-    return a.sql(conversion_rows(a, where, a.op.fields))
-
-
-@handles("delivery_specific_conversions")
-def delivery_specific_conversions(a: Ask) -> Sql:
-    _require_delivery(a)
-    return a.sql(conversion_rows(a, _this_delivery(a) + a.window("date"), a.op.fields))
-
-
-@handles("delivery_recipients")
-def delivery_recipients(a: Ask) -> Sql:
-    _require_delivery(a)
-    where = f" AND {a.is_id('s.delivery_id', 'deliveryId')}" + a.window("s.sent_at::DATE")
-    return a.sql(recipient_statistics(a, "delivery_id", "deliveryId", where))
-
-
-@handles("delivery_recipient_activity")
-def delivery_recipient_activity(a: Ask) -> Sql:
-    where = a.window("occurred_at::DATE") + a.among("deliveryId", "delivery_id")
-    return a.sql(activity_list(a, "delivery_id", "deliveryId", where))
-
-
-@handles("delivery_link_clicks")
-def delivery_link_clicks(a: Ask) -> Sql:
-    _require_delivery(a)
-    where = _this_delivery(a) + a.window("occurred_at::DATE")
-    return a.sql(link_clicks(a, "delivery_id", "deliveryId", where))
-
-
 @handles("delivery_detail")
 def delivery_detail(a: Ask) -> Sql:
     """Totals over all of the delivery's activity and conversions by today (zero without any)."""
-    _require_delivery(a)
     return a.sql(f"""
         WITH metrics AS (
-            SELECT delivery_id, {METRICS} FROM {events_by_today(a, _this_delivery(a))}
+            SELECT delivery_id, {METRICS} FROM {events_by_today(a, DELIVERY.scope(a))}
             GROUP BY delivery_id
         ),
         converted AS (
             SELECT delivery_id, count(*) AS n, sum(amount_wo_ref)::BIGINT AS wo,
                    sum(amount_w_ref)::BIGINT AS w
-            FROM {visible_conversions(a, _this_delivery(a))}
+            FROM {visible_conversions(a, DELIVERY.asked(a))}
             GROUP BY delivery_id
         )
         SELECT d.delivery_id AS "deliveryId", d.smartflow_id AS "smartflowId", d.name,
@@ -116,12 +77,6 @@ def deliveries_by_language(a: Ask) -> Sql:
         JOIN deliveries d USING (delivery_id)
         GROUP BY d.language
     """)
-
-
-@handles("deliveries_daily_results")
-def deliveries_daily_results(a: Ask) -> Sql:
-    where = a.window("occurred_at::DATE") + a.among("deliveryId", "delivery_id")
-    return a.sql(daily_results(a, "delivery_id", "deliveryId", where))
 
 
 @handles("smartflow_daily_detail")
