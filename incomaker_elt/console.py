@@ -80,10 +80,6 @@ class Stage:
     """What the console knows of one stage; `describe()` is its progress line."""
 
     name: str
-    steps: set[str] = field(default_factory=set)
-    """The job's steps in this stage; the stage ends when each has ended or was skipped."""
-    running: set[str] = field(default_factory=set)
-    ended: set[str] = field(default_factory=set)
     started_at: float | None = None
     ended_at: float | None = None
     failed: bool = False
@@ -138,7 +134,7 @@ class Stage:
             text = f"{of(self.done, self.total)} checks: {self.passed:,} passed"
             text += f", {self.warned} warned" if self.warned else ""
             return text + (f", {self.failures} failed" if self.failures else "")
-        return self.published or ("publishing the serving warehouse" if self.running else "")
+        return self.published or ("" if self.ended_at else "publishing the serving warehouse")
 
 
 # -------------------------------------------------------------------------------- the console
@@ -186,8 +182,6 @@ class RunConsole:
         """The job's steps by stage, the operations to load and the checks to evaluate."""
         with self._lock:
             self.step_stage = dict(step_stages)
-            for step, stage in step_stages.items():
-                self.stages[stage].steps.add(step)
             self.stages["ingestion"].total = operations
             self.stages["checks"].total = checks
 
@@ -338,8 +332,7 @@ class RunConsole:
         import dagster as dg
 
         kind = event.event_type
-        step = event.step_key
-        stage = self.stages.get(self.step_stage.get(step or "", ""))
+        stage = self.stages.get(self.step_stage.get(event.step_key or "", ""))
         if kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             data = event.asset_check_evaluation_data
             with self._lock:
@@ -355,36 +348,26 @@ class RunConsole:
                     checks.failures += 1
             self._show("checks")
             return
-        if stage is None or step is None:
+        if stage is None:
             return
-        earlier: list[Stage] = []
+        if kind == dg.DagsterEventType.STEP_START:
+            # execute_in_process runs one step at a time, the stages in order: once a later stage
+            # starts, the earlier ones are over; the last one ends with the run (finish()).
+            for name in STAGES[: STAGES.index(stage.name)]:
+                if self.stages[name].started_at is not None:
+                    self._end(self.stages[name])
         with self._lock:
             if kind == dg.DagsterEventType.STEP_START:
-                earlier = [self.stages[name] for name in STAGES[: STAGES.index(stage.name)]]
                 self._begin(stage)
-                stage.running.add(step)
-                stage.ended.discard(step)
-            elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-                stage.running.discard(step)
-                stage.ended.add(step)
-                stage.failed |= kind == dg.DagsterEventType.STEP_FAILURE
-            elif kind == dg.DagsterEventType.STEP_SKIPPED:
-                stage.ended.add(step)
+            elif kind == dg.DagsterEventType.STEP_FAILURE:
+                stage.failed = True
             elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION and stage.name == "ingestion":
                 # Per-id operations end with their parents' listing: done when their table is.
                 stage.operations_done.add(event.asset_key.path[-1])
             elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION and stage.name == "publishing":
                 tables = event.step_materialization_data.materialization.metadata.get("tables")
                 stage.published = f"published {tables.value} tables" if tables else "published"
-            finished = stage.started_at is not None and not stage.running
-            finished = finished and stage.steps <= stage.ended
-        # The stages run in order: once a later one starts, an earlier one that is idle is over.
-        for before in earlier:
-            if before.started_at is not None and not before.running:
-                self._end(before)
         self._show(stage.name)
-        if finished:
-            self._end(stage)
 
     def _on_operation(self, record: logging.LogRecord) -> None:
         operation = getattr(record, "operation", None)
@@ -454,7 +437,7 @@ class RunConsole:
             self._show("checks")
 
     def finish(self) -> None:
-        """The run is over: every stage that started has ended (a failed step ends its stage)."""
+        """The run is over: every stage that started has ended."""
         for stage in self.stages.values():
             if stage.started_at is not None:
                 self._end(stage)
