@@ -1,10 +1,11 @@
 """A week of incremental runs leaves the warehouse a fresh full load would build.
 
-A warehouse is loaded whole at TODAY, then the stand-in's today moves a week on and the same
-warehouse gets an ordinary incremental run and `dbt run`. A second warehouse is loaded whole at
-that later today. Every mart and every staging model (its current rows: latest snapshots of
-aggregates) must be row-for-row the same in both (tests/warehouse_compare.py). `dbt run`, not
-`build`: the data tests are test_marts.py's business, this one is about what the models hold.
+A warehouse is loaded whole a week before TODAY, then the stand-in's today moves a week on to
+TODAY and the same warehouse gets an ordinary incremental run and `dbt run`. The other warehouse
+is loaded whole at TODAY: the session's fresh full load (tests/conftest.py `full_load`, read
+only). Every mart and every staging model (its current rows: latest snapshots of aggregates)
+must be row-for-row the same in both (tests/warehouse_compare.py). `dbt run` on the incremental
+one: the data tests are test_marts.py's business, this one is about what the models hold.
 
 What this guards: a week moves every contact's recency, so RFM answers change for contacts that
 did not change; RFM cells empty and disappear; recommendations are recomputed for old orders. Any
@@ -28,7 +29,8 @@ from incomaker_elt.standin import StandIn
 TOKEN = "standin-token"
 HISTORY_START = date(2025, 1, 1)
 TODAY = date(2026, 6, 30)
-A_WEEK_LATER = TODAY + timedelta(days=7)
+"""The shared full load's today (the stand-in's default)."""
+A_WEEK_EARLIER = TODAY - timedelta(days=7)
 
 
 def _settings(folder: Path) -> Settings:
@@ -42,25 +44,26 @@ def _settings(folder: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def warehouses(small_world, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(incremental, full): loaded at TODAY then a week later, and loaded at the later day."""
+def warehouses(
+    small_world, full_load, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """(incremental, full): loaded a week before TODAY then at TODAY, and loaded at TODAY."""
+    assert (full_load.today, full_load.start) == (TODAY, HISTORY_START)
     root = tmp_path_factory.mktemp("incremental_vs_full")
     incremental = _settings(root / "incremental")
-    standin = StandIn(small_world, today=TODAY, token=TOKEN)
-    run_ingestion(incremental, start=HISTORY_START, end=TODAY, transport=standin.transport())
-    standin.set_today(A_WEEK_LATER)
+    standin = StandIn(small_world, today=A_WEEK_EARLIER, token=TOKEN)
+    first = run_ingestion(
+        incremental, start=HISTORY_START, end=A_WEEK_EARLIER, transport=standin.transport()
+    )
+    standin.set_today(TODAY)
     later = run_ingestion(
-        incremental, start=HISTORY_START, end=A_WEEK_LATER, transport=standin.transport()
+        incremental, start=HISTORY_START, end=TODAY, transport=standin.transport()
     )
     transform.build(incremental, command="run")
-
-    full = _settings(root / "full")
-    fresh = StandIn(small_world, today=A_WEEK_LATER, token=TOKEN)
-    first = run_ingestion(full, start=HISTORY_START, end=A_WEEK_LATER, transport=fresh.transport())
-    transform.build(full, command="run")
-    # The later run is incremental, not a disguised full load.
+    # The later run is incremental, not a disguised full load (the first one was a full load).
     assert later.requests < first.requests / 2, (later.requests, first.requests)
-    return incremental.warehouse_path, full.warehouse_path
+    assert later.requests < full_load.ingestion.requests / 2
+    return incremental.warehouse_path, full_load.warehouse
 
 
 def test_every_mart_and_staging_model_equals_a_fresh_full_load(warehouses) -> None:

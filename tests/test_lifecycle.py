@@ -5,7 +5,9 @@ always a complete publication.
 Small on purpose, to stay in `make test`: the small world, one night, two disruptions, at most
 one kill that costs a dbt build, and the first load and the fresh load by commands rather than
 through the job (a job over the whole history records an event per day and table: minutes).
-The fresh full load is built once per today per session. `make test-lifecycle`
+The fresh full load is the session's (tests/conftest.py `full_load`, at the stand-in's default
+today, where the lifecycle ends), shared with the other tests that compare with one and only
+read here (the check of the checks changes a copy). `make test-lifecycle`
 (bench/lifecycle.py) runs more seeds and longer lifecycles. Other seeds:
 
     INCOMAKER_LIFECYCLE_SEEDS=7,8 .venv/bin/pytest tests/test_lifecycle.py
@@ -28,7 +30,6 @@ from lifecycle import (
     KILL_TRANSFORM,
     Lifecycle,
     LifecycleOutcome,
-    References,
     Shape,
     describe_differences,
     duplicate_keys,
@@ -39,7 +40,7 @@ from lifecycle import (
 SHAPE = Shape(
     nights=1,
     disruptions=2,
-    first_today=date(2026, 6, 28),
+    first_today=date(2026, 6, 29),  # the last night's today is the shared full load's
     max_dbt_kills=1,
     first_load_builds=False,
     first_load_via="commands",
@@ -47,8 +48,8 @@ SHAPE = Shape(
     longest_backfill_days=60,
 )
 DEFAULT_SEEDS = (6,)
-"""Seed 6: a first load at 2026-06-28 (faults), `incomaker-elt transform` killed 8.4 s in,
-today moves to 2026-06-29, a Dagster backfill of four event tables over 2025-04-07..19 (faults
+"""Seed 6: a first load at 2026-06-29 (faults), `incomaker-elt transform` killed 8.4 s in,
+today moves to 2026-06-30, a Dagster backfill of four event tables over 2025-04-07..19 (faults
 and drift), the clean nightly run."""
 SEEDS = (
     tuple(int(s) for s in os.environ.get("INCOMAKER_LIFECYCLE_SEEDS", "").split(",") if s.strip())
@@ -63,16 +64,21 @@ def _partitioned() -> list[str]:
     return [op.name for op in partitioned_operations(default_catalogue())]
 
 
-@pytest.fixture(scope="session")
-def references(small_world, tmp_path_factory: pytest.TempPathFactory) -> References:
-    return References(tmp_path_factory.mktemp("lifecycle-references"), small_world)
+@pytest.fixture(scope="module")
+def reference(full_load) -> Path:
+    """The fresh full load at the lifecycle's last today (the session's, read-only)."""
+    assert (full_load.today, full_load.start) == (SHAPE.final_today, SHAPE.partitions_start), (
+        "the lifecycle must end at the shared full load's today and start where it starts"
+    )
+    return full_load.warehouse
 
 
 @pytest.fixture(scope="module", params=SEEDS, ids=lambda seed: f"seed{seed}")
 def lifecycle(
     request: pytest.FixtureRequest,
     small_world,
-    references: References,
+    reference: Path,
+    full_load,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> LifecycleOutcome:
     from incomaker_elt.orchestration.transform import prepare_manifest
@@ -80,11 +86,8 @@ def lifecycle(
     prepare_manifest()
     seed = request.param
     steps = plan_lifecycle(seed, SHAPE, _partitioned())
-    reference, seconds = references.get(
-        SHAPE.final_today, SHAPE.partitions_start, SHAPE.first_load_via
-    )
     root = tmp_path_factory.mktemp(f"lifecycle-seed{seed}")
-    outcome = Lifecycle(root, small_world).run(seed, SHAPE, steps, reference, seconds)
+    outcome = Lifecycle(root, small_world).run(seed, SHAPE, steps, reference, full_load.seconds)
     print(outcome.plan_text())
     return outcome
 
@@ -137,13 +140,12 @@ def test_the_serving_copy_is_always_a_complete_publication(lifecycle: LifecycleO
 
 
 def test_the_checks_see_a_changed_mart_row_and_a_repeated_key(
-    references: References, tmp_path: Path
+    reference: Path, tmp_path: Path
 ) -> None:
     """The property's checks are not vacuous: one changed mart row and one repeated raw key in
     a copy of the fresh load are both found, with the table named."""
-    reference, _ = references.get(SHAPE.final_today, SHAPE.partitions_start, SHAPE.first_load_via)
     copy = tmp_path / "changed.duckdb"
-    shutil.copy(reference, copy)
+    shutil.copyfile(reference, copy)
     con = duckdb.connect(str(copy))
     try:
         con.execute(
