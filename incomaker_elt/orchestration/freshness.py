@@ -166,21 +166,18 @@ def build_freshness_checks(
 # --------------------------------------------------------------------------------- the sensor
 
 
-def _in_flight(
-    instance: dg.DagsterInstance, record: AssetCheckExecutionRecord | None, sensor_name: str
-) -> bool:
+def _in_flight(instance: dg.DagsterInstance, record: AssetCheckExecutionRecord | None) -> bool:
     """A run this sensor launched for the check has not finished yet."""
     if record is None or record.status != AssetCheckExecutionRecordStatus.PLANNED:
         return False
     run = instance.get_run_by_id(record.run_id)
-    return bool(run and not run.is_finished and run.tags.get("dagster/sensor_name") == sensor_name)
+    return bool(
+        run and not run.is_finished and run.tags.get("dagster/sensor_name") == FRESHNESS_SENSOR_NAME
+    )
 
 
 def checks_due(
-    instance: dg.DagsterInstance,
-    keys: Sequence[dg.AssetCheckKey],
-    expected: date,
-    sensor_name: str = FRESHNESS_SENSOR_NAME,
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey], expected: date
 ) -> list[dg.AssetCheckKey]:
     """The checks whose answer may have changed since their last evaluation.
 
@@ -195,7 +192,7 @@ def checks_due(
     due = []
     for key in keys:
         summary = summaries.get(key)
-        if summary and _in_flight(instance, summary.last_check_execution_record, sensor_name):
+        if summary and _in_flight(instance, summary.last_check_execution_record):
             continue
         completed = summary.last_completed_check_execution_record if summary else None
         evaluation = completed.evaluation if completed else None

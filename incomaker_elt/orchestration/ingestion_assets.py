@@ -319,12 +319,6 @@ def load(
         raise _families_failure(summary, selected)
 
 
-def run_last_day(context: dg.AssetExecutionContext, settings: Settings) -> date:
-    """The last day this run loads: its partition (range) end, else the source's last complete
-    day (yesterday for the real API, a frozen stand-in's today)."""
-    return last_partition_day(context.run.tags) or last_complete_day(settings)
-
-
 def _definition_source(
     settings: Settings, catalogue: Catalogue, operations: Sequence[Operation]
 ) -> tuple[DltSource, dlt.Pipeline]:
@@ -377,7 +371,9 @@ def build_raw_assets(
     def incomaker_raw_snapshots(
         context: dg.AssetExecutionContext, incomaker_api: IncomakerApi
     ) -> Iterator[dg.MaterializeResult]:
-        dates = RunDates(settings.partitions_start, run_last_day(context, settings))
+        # The run's partition (range) end, else the source's last complete day.
+        last = last_partition_day(context.run.tags) or last_complete_day(settings)
+        dates = RunDates(settings.partitions_start, last)
         yield from load(context, settings, catalogue, others, dates, api=incomaker_api)
 
     return [incomaker_raw_events, incomaker_raw_snapshots]

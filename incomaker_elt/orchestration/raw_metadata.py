@@ -38,21 +38,16 @@ from incomaker_elt.ingestion.records import (
 )
 from incomaker_elt.ingestion.values import RAW_SUFFIX
 
-DLT_LOAD_ID = "_dlt_load_id"
-DLT_PARENT_ID = "_dlt_parent_id"
-DLT_LIST_IDX = "_dlt_list_idx"
-DLT_ROOT_ID = "_dlt_root_id"
-
 _DLT_COLUMNS = {
-    DLT_LOAD_ID: "dlt load that last wrote the row (`_dlt_loads.load_id`)",
+    "_dlt_load_id": "dlt load that last wrote the row (`_dlt_loads.load_id`)",
     DLT_ID: "dlt's id of the row",
-    DLT_PARENT_ID: "`_dlt_id` of the row in the parent table this element belongs to",
-    DLT_LIST_IDX: "position of the element in its list in the API's record (from 0)",
-    DLT_ROOT_ID: "`_dlt_id` of the row in the operation's table this element belongs to",
+    "_dlt_parent_id": "`_dlt_id` of the row in the parent table this element belongs to",
+    "_dlt_list_idx": "position of the element in its list in the API's record (from 0)",
+    "_dlt_root_id": "`_dlt_id` of the row in the operation's table this element belongs to",
     SNAPSHOT_DATE: "day the aggregate was asked for (the run's last day): one snapshot per day",
     PARAMS: "query parameters that produced the snapshot (JSON, keys sorted)",
 }
-_HINT_TYPE_NAMES = {"text": "text", "bigint": "bigint", "bool": "boolean", "date": "date"}
+_HINT_TYPE_NAMES = {"bool": "boolean"}
 
 
 @dataclass(frozen=True)
@@ -144,7 +139,7 @@ def catalogue_columns(op: Operation, catalogue: Catalogue | None = None) -> dict
     for name, hint in column_hints(op).items():
         description = described.get(name) or _DLT_COLUMNS.get(name, "")
         root.append(Column(name, _type_name(hint), description, hint.get("nullable", True)))
-    dlt_columns = [DLT_LOAD_ID] + ([DLT_ID] if has_nested_lists(op) else [])
+    dlt_columns = ["_dlt_load_id"] + ([DLT_ID] if has_nested_lists(op) else [])
     for name in dlt_columns:
         root.append(Column(name, "text", _DLT_COLUMNS[name], nullable=False))
     tables = {op.name: root}
@@ -159,8 +154,8 @@ def catalogue_columns(op: Operation, catalogue: Catalogue | None = None) -> dict
             for name, hint in hints["columns"].items()
         ]
         columns += [
-            Column(name, "text" if name != DLT_LIST_IDX else "bigint", _DLT_COLUMNS[name], False)
-            for name in (DLT_ROOT_ID, DLT_PARENT_ID, DLT_LIST_IDX, DLT_ID)
+            Column(name, "bigint" if name == "_dlt_list_idx" else "text", _DLT_COLUMNS[name], False)
+            for name in ("_dlt_root_id", "_dlt_parent_id", "_dlt_list_idx", DLT_ID)
         ]
         tables[f"{op.name}__{path}"] = columns
     return tables

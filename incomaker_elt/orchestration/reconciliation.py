@@ -19,9 +19,10 @@ requires the warehouse not to exceed the API. Older days must match exactly.
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -121,9 +122,7 @@ def api_session(api: IncomakerApi) -> Iterator[ApiGet]:
     except IngestionError as exc:
         raise dg.Failure(f"nothing to reconcile against: {exc}") from None
 
-    def decode(body: bytes) -> Any:
-        return json.loads(body, parse_float=Decimal)
-
+    decode = partial(json.loads, parse_float=Decimal)
     with client:
         yield lambda operation, path, params: client.get(operation, path, params, decode)
 
@@ -287,26 +286,17 @@ def build_reconciliation_checks(catalogue: Catalogue) -> list[dg.AssetChecksDefi
             return dg.AssetCheckResult(
                 passed=False, metadata={"reason": "no day of conversions has been loaded"}
             )
-        last_day = ranges[-1][1]
-        settled_until = last_day - timedelta(days=catalogue.get("conversions").lookback_days)
-        differences: list[Difference] = []
-        periods = []
+        settled_until = ranges[-1][1] - timedelta(days=catalogue.get("conversions").lookback_days)
+        parts = list(split_settled(ranges, settled_until))
         with warehouse.read_only() as con:
-            ours = {
-                (first, last): warehouse_conversion_totals(con, first, last)
-                for first, last, _ in split_settled(ranges, settled_until)
-            }
+            ours = [warehouse_conversion_totals(con, first, last) for first, last, _ in parts]
+        differences: list[Difference] = []
         with api_session(incomaker_api) as get:
-            for first, last, settled in split_settled(ranges, settled_until):
+            for (first, last, settled), figures in zip(parts, ours, strict=True):
                 theirs = api_conversion_totals(get, first, last)
-                found = compare(
-                    ours[(first, last)], theirs, CONVERSION_FIGURES, warehouse_may_lag=not settled
-                )
-                differences += [
-                    Difference((f"{first}..{last}", *d.key), d.figure, d.warehouse, d.api)
-                    for d in found
-                ]
-                periods.append(f"{first}..{last} ({'exact' if settled else 'may lag'})")
+                found = compare(figures, theirs, CONVERSION_FIGURES, warehouse_may_lag=not settled)
+                differences += [replace(d, key=(f"{first}..{last}", *d.key)) for d in found]
+        periods = [f"{a}..{b} ({'exact' if settled else 'may lag'})" for a, b, settled in parts]
         return _result(
             differences,
             {"periods": ", ".join(periods), "settled_until": settled_until.isoformat()},

@@ -26,7 +26,7 @@ from incomaker_elt.contract.settings import (
     Settings,
     api_token,
 )
-from incomaker_elt.ingestion.client import IncomakerClient, IngestionError, RetryPolicy
+from incomaker_elt.ingestion.client import IncomakerClient, IngestionError
 from incomaker_elt.orchestration.warehouse import read_only
 
 
@@ -65,13 +65,12 @@ class IncomakerApi(dg.ConfigurableResource):
             raise IngestionError(NO_API_TOKEN)
         return self.base_url, token
 
-    def client(self, *, max_in_flight: int, retry: RetryPolicy | None = None) -> IncomakerClient:
+    def client(self, *, max_in_flight: int) -> IncomakerClient:
         """A client of the API (auth, retries, the request rate); close it when done."""
         base_url, token = self.credentials()
         return IncomakerClient(
             base_url,
             token,
-            retry=retry,
             max_in_flight=max_in_flight,
             requests_per_second=self.requests_per_second,
         )

@@ -181,10 +181,9 @@ def wait_until_free(
 
 def _holder_note(handle_path: Path) -> str:
     try:
-        note = handle_path.read_text().strip()
+        return handle_path.read_text().strip() or "another run"
     except OSError:
         return "another run"
-    return note or "another run"
 
 
 @contextmanager
