@@ -58,8 +58,6 @@ from incomaker_elt.orchestration.raw_metadata import (
 from incomaker_elt.orchestration.resources import IncomakerApi
 from incomaker_elt.orchestration.warehouse import DUCKDB_POOL, exclusive
 
-API_PREFIX = "incomaker_api"
-RAW_GROUP = "incomaker_raw"
 API_GROUP = "incomaker_api"
 
 INGESTION_RETRY = dg.RetryPolicy(
@@ -78,7 +76,7 @@ def raw_asset_key(operation: str) -> dg.AssetKey:
 
 
 def api_asset_key(operation: str) -> dg.AssetKey:
-    return dg.AssetKey([API_PREFIX, operation])
+    return dg.AssetKey([API_GROUP, operation])
 
 
 def partitioned_operations(catalogue: Catalogue) -> tuple[Operation, ...]:
@@ -126,7 +124,7 @@ class IncomakerDltTranslator(DagsterDltTranslator):
         return spec.replace_attributes(
             key=raw_asset_key(op.name),
             deps=[api_asset_key(op.name)],
-            group_name=RAW_GROUP,
+            group_name=RAW_DATASET,
             description=asset_description(op),
             kinds={"dlt", "duckdb"},
             tags={"incomaker/kind": op.kind},

@@ -31,6 +31,7 @@ from incomaker_elt.contract.catalogue import Catalogue
 from incomaker_elt.contract.deliveries import DELIVERY_METRICS
 from incomaker_elt.contract.paging import WHOLE_BODY, PageTotals, dig, walk
 from incomaker_elt.ingestion.client import IngestionError
+from incomaker_elt.orchestration.ingestion_assets import raw_asset_key
 from incomaker_elt.orchestration.partitions import day_ranges
 from incomaker_elt.orchestration.resources import IncomakerApi, Warehouse
 from incomaker_elt.orchestration.warehouse import DUCKDB_POOL
@@ -43,10 +44,6 @@ DELIVERY_DAILY_MART = dg.AssetKey(["marts", "delivery_daily"])
 RFM_MART = dg.AssetKey(["marts", "rfm_contacts"])
 
 _MAX_LISTED = 20
-
-
-def _raw_key(operation: str) -> dg.AssetKey:
-    return dg.AssetKey(["incomaker_raw", operation])
 
 
 # --------------------------------------------------------------------------------- comparison
@@ -263,7 +260,7 @@ def covers(ranges: Sequence[tuple[date, date]], first: date, last: date) -> bool
 
 def _loaded_ranges(instance: dg.DagsterInstance, operation: str) -> list[tuple[date, date]]:
     """Contiguous day ranges of the operation's materialised partitions."""
-    return day_ranges(instance.get_materialized_partitions(_raw_key(operation)))
+    return day_ranges(instance.get_materialized_partitions(raw_asset_key(operation)))
 
 
 def build_reconciliation_checks(catalogue: Catalogue) -> list[dg.AssetChecksDefinition]:
@@ -272,7 +269,7 @@ def build_reconciliation_checks(catalogue: Catalogue) -> list[dg.AssetChecksDefi
         name="conversion_totals_match_api",
         blocking=True,
         pool=DUCKDB_POOL,
-        additional_deps=[_raw_key("conversions")],
+        additional_deps=[raw_asset_key("conversions")],
         description=(
             "Conversions, amounts without and with tax, and amounts in the reference currency per "
             "currency, for the days loaded, equal GET /conversions/totals for the same days."
@@ -308,7 +305,7 @@ def build_reconciliation_checks(catalogue: Catalogue) -> list[dg.AssetChecksDefi
         name="smartflow_daily_results_match_api",
         blocking=True,
         pool=DUCKDB_POOL,
-        additional_deps=[_raw_key("delivery_recipient_activity")],
+        additional_deps=[raw_asset_key("delivery_recipient_activity")],
         description=(
             "Per day and smartflow delivery, sent, delivered, bounced, opens, unique opens, "
             "clicks, unique clicks and unsubscribes counted from the send events equal "
@@ -349,7 +346,7 @@ def build_reconciliation_checks(catalogue: Catalogue) -> list[dg.AssetChecksDefi
         name="rfm_cells_match_api",
         blocking=False,
         pool=DUCKDB_POOL,
-        additional_deps=[_raw_key("orders")],
+        additional_deps=[raw_asset_key("orders")],
         description=(
             "Contacts per RFM cell (R, F and M scores) equal the API's RFM cube for the same "
             "analysis window. Without every order of the window loaded the scores cannot agree, "
