@@ -84,6 +84,8 @@ def sql_timestamp(column: str, zone: str) -> str:
 
 
 def _render_value(field: str, kind: str | None, value: Any, zone: ZoneInfo | None) -> Any:
+    if kind == "decimal" and isinstance(value, int) and not isinstance(value, bool):
+        return value / 100  # integer hundredths, as queries give them
     if kind == "string" and isinstance(value, int) and not isinstance(value, bool):
         return to_uuid(field, value) if is_id_field(field) else str(value)
     if isinstance(value, datetime):

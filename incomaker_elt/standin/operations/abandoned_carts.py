@@ -37,24 +37,15 @@ def abandoned_cart_detail(a: Ask) -> list[dict[str, Any]]:
     carts = a.arrow(f"""
         SELECT {_cart_columns(a)} FROM carts
         WHERE {a.is_id("cart_id", "cartId")} AND created_at < {a.cutoff}
-        ORDER BY cart_id
     """).to_pylist()
-    items: dict[int, list[dict[str, Any]]] = {}
-    for cart_id, product, name, quantity, price in a.rows(f"""
-        SELECT i.cart_id, i.product_id, p.name, i.quantity, i.price_w
+    return a.nest(
+        carts,
+        "cartId",
+        "items",
+        f"""
+        SELECT i.cart_id AS "cartId", i.product_id AS "productId", p.name AS "productName",
+               i.quantity, i.price_w AS "priceWTax"
         FROM cart_items i JOIN products p USING (product_id)
         WHERE {a.is_id("i.cart_id", "cartId")} ORDER BY i.cart_id, i.line_number
-    """):
-        items.setdefault(cart_id, []).append(
-            {
-                "productId": product,
-                "productName": name,
-                "quantity": quantity,
-                "priceWTax": price / 100,
-            }
-        )
-    for cart in carts:
-        cart["amountWTax"] /= 100
-        cart["amountWTaxReference"] /= 100
-        cart["items"] = items.get(cart["cartId"], [])
-    return carts
+    """,
+    )

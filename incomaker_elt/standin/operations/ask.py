@@ -130,3 +130,15 @@ class Ask:
 
     def arrow(self, text: str) -> pa.Table:
         return self.world.arrow(text, dict(self.bound))
+
+    def nest(
+        self, records: list[dict[str, Any]], key: str, field: str, text: str
+    ) -> list[dict[str, Any]]:
+        """The records, each with the list `field` of the rows of the query `text` that share
+        its `key` (a column the rows then drop), in the query's order."""
+        rows: dict[Any, list[dict[str, Any]]] = {}
+        for row in self.arrow(text).to_pylist():
+            rows.setdefault(row.pop(key), []).append(row)
+        for record in records:
+            record[field] = rows.get(record[key], [])
+        return records

@@ -55,27 +55,24 @@ def contacts_details(a: Ask) -> list[dict[str, Any]]:
         ids_sql = a.bind("ids", list(ids))
         asked = f"list_contains({ids_sql}, contact_id)"
         member = f"list_contains({ids_sql}, m.contact_id)"
-    table = a.arrow(f"""
+    contacts = a.arrow(f"""
         SELECT {CONTACT_COLUMNS}, left_at AS "unsubscribedAt", orders_count AS "ordersCount",
                spent AS "totalSpentWTaxReference", first_order_at AS "firstOrderAt",
                last_order_at AS "lastOrderAt"
         FROM ({_contacts_as_of_today(a)})
         WHERE {asked}
-        ORDER BY contact_id
-    """)
-    memberships: dict[int, list[dict[str, Any]]] = {}
-    for contact_id, segment_id, name in a.rows(f"""
-        SELECT m.contact_id, s.segment_id, s.name
+    """).to_pylist()
+    return a.nest(
+        contacts,
+        "contactId",
+        "segments",
+        f"""
+        SELECT m.contact_id AS "contactId", s.segment_id AS "segmentId", s.name
         FROM segment_members m JOIN segments s USING (segment_id)
         WHERE {member} AND s.created_at < {a.cutoff}
         ORDER BY m.contact_id, s.segment_id
-    """):
-        memberships.setdefault(contact_id, []).append({"segmentId": segment_id, "name": name})
-    records = table.to_pylist()
-    for record in records:
-        record["totalSpentWTaxReference"] = record["totalSpentWTaxReference"] / 100
-        record["segments"] = memberships.get(record["contactId"], [])
-    return records
+    """,
+    )
 
 
 @handles("contacts_recommendation")

@@ -37,31 +37,19 @@ def order_detail(a: Ask) -> list[dict[str, Any]]:
     orders = a.arrow(f"""
         SELECT {ORDER_COLUMNS} FROM orders o
         WHERE {a.is_id("o.order_id", "orderId")} AND o.created_at < {a.cutoff}
-        ORDER BY o.order_id
     """).to_pylist()
-    items: dict[int, list[dict[str, Any]]] = {}
-    for order_id, line, product, name, quantity, unit, wo, w in a.rows(f"""
-        SELECT i.order_id, i.line_number, i.product_id, p.name, i.quantity, i.unit_price_w,
-               i.amount_wo, i.amount_w
+    return a.nest(
+        orders,
+        "orderId",
+        "items",
+        f"""
+        SELECT i.order_id AS "orderId", i.line_number AS "lineNumber", i.product_id AS "productId",
+               p.name AS "productName", i.quantity, i.unit_price_w AS "unitPriceWTax",
+               i.amount_wo AS "amountWoTax", i.amount_w AS "amountWTax"
         FROM order_items i JOIN products p USING (product_id)
         WHERE {a.is_id("i.order_id", "orderId")} ORDER BY i.order_id, i.line_number
-    """):
-        items.setdefault(order_id, []).append(
-            {
-                "lineNumber": line,
-                "productId": product,
-                "productName": name,
-                "quantity": quantity,
-                "unitPriceWTax": unit / 100,
-                "amountWoTax": wo / 100,
-                "amountWTax": w / 100,
-            }
-        )
-    for order in orders:
-        for key in ("amountWoTax", "amountWTax", "amountWoTaxReference", "amountWTaxReference"):
-            order[key] = order[key] / 100
-        order["items"] = items.get(order["orderId"], [])
-    return orders
+    """,
+    )
 
 
 @handles("order_recommendation")

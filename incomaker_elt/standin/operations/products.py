@@ -19,12 +19,21 @@ def _product_columns(a: Ask) -> str:
     """
 
 
-def _lines_by_today(a: Ask, window: bool) -> str:
-    """Distinct (order, product) pairs of orders placed by today (and in the window)."""
+def _pairs(a: Ask, window: bool, having: str = "") -> str:
+    """CTEs: lines, the distinct (order, product) pairs of orders placed by today (and in the
+    window); bought, each product's orders; pairs, the orders holding each two products."""
     return f"""
-        SELECT DISTINCT i.order_id, i.product_id
-        FROM order_items i JOIN orders o USING (order_id)
-        WHERE o.created_at < {a.cutoff} {a.window("o.created_at::DATE") if window else ""}
+        lines AS (
+            SELECT DISTINCT i.order_id, i.product_id
+            FROM order_items i JOIN orders o USING (order_id)
+            WHERE o.created_at < {a.cutoff} {a.window("o.created_at::DATE") if window else ""}
+        ),
+        bought AS (SELECT product_id, count(*) AS orders FROM lines GROUP BY product_id),
+        pairs AS (
+            SELECT x.product_id, y.product_id AS other, count(*) AS together
+            FROM lines x JOIN lines y ON x.order_id = y.order_id AND x.product_id <> y.product_id
+            GROUP BY ALL {having}
+        )
     """
 
 
@@ -32,13 +41,7 @@ def recommendations(a: Ask, top: int = 3) -> str:
     """The recommendation model as of today: for each product, the products most often in the
     same order; score = share of the product's orders that also hold the other (0..1)."""
     return f"""
-        WITH lines AS ({_lines_by_today(a, window=False)}),
-        bought AS (SELECT product_id, count(*) AS orders FROM lines GROUP BY product_id),
-        pairs AS (
-            SELECT x.product_id, y.product_id AS other, count(*) AS together
-            FROM lines x JOIN lines y ON x.order_id = y.order_id AND x.product_id <> y.product_id
-            GROUP BY ALL
-        ),
+        WITH {_pairs(a, window=False)},
         ranked AS (
             SELECT p.product_id, p.other AS recommended_product_id,
                    (2 * p.together * 100 + b.orders) // (2 * b.orders) AS score,
@@ -99,14 +102,8 @@ def product_purchases(a: Ask) -> Sql:
 def products_bought_together(a: Ask) -> Sql:
     """Pairs in at least two orders; support and confidence are percentages."""
     return a.sql(f"""
-        WITH lines AS ({_lines_by_today(a, window=True)}),
-        total AS (SELECT count(DISTINCT order_id) AS orders FROM lines),
-        bought AS (SELECT product_id, count(*) AS orders FROM lines GROUP BY product_id),
-        pairs AS (
-            SELECT x.product_id, y.product_id AS other, count(*) AS together
-            FROM lines x JOIN lines y ON x.order_id = y.order_id AND x.product_id <> y.product_id
-            GROUP BY ALL HAVING count(*) >= 2
-        )
+        WITH {_pairs(a, window=True, having="HAVING count(*) >= 2")},
+        total AS (SELECT count(DISTINCT order_id) AS orders FROM lines)
         SELECT p.product_id AS "productId", p.other AS "otherProductId",
                p.together AS "ordersCount",
                (2 * p.together * 10000 + t.orders) // (2 * t.orders) AS "support",

@@ -7,6 +7,7 @@ contacts and segments always add up to one another.
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 from incomaker_elt.standin.operations import handles
 from incomaker_elt.standin.operations.ask import Ask, Sql
@@ -66,37 +67,23 @@ def _half_up(total: str, count: str) -> str:
     return f"(2 * {total} + {count}) // (2 * {count})"
 
 
-def _heatmap(a: Ask, x: str, y: str) -> Sql:
+def _cube(scores: str, a: Ask) -> Sql:
+    """Contacts and monetary per combination of the scores; the cube keeps the scores asked."""
     return a.sql(f"""
-        SELECT {x}, {y}, count(*) AS "contactsCount", sum(monetary)::BIGINT AS "monetary"
-        FROM ({scored(a)}) GROUP BY ALL
-    """)
-
-
-@handles("rfm_heatmap_recency_frequency")
-def rfm_heatmap_recency_frequency(a: Ask) -> Sql:
-    return _heatmap(a, "r", "f")
-
-
-@handles("rfm_heatmap_recency_monetary")
-def rfm_heatmap_recency_monetary(a: Ask) -> Sql:
-    return _heatmap(a, "r", "m")
-
-
-@handles("rfm_heatmap_frequency_monetary")
-def rfm_heatmap_frequency_monetary(a: Ask) -> Sql:
-    return _heatmap(a, "f", "m")
-
-
-@handles("rfm_cube")
-def rfm_cube(a: Ask) -> Sql:
-    return a.sql(f"""
-        SELECT r, f, m, count(*) AS "contactsCount", sum(monetary)::BIGINT AS "monetary"
+        SELECT {scores}, count(*) AS "contactsCount", sum(monetary)::BIGINT AS "monetary"
         FROM ({scored(a)})
         WHERE true {a.among("r", "r")} {a.among("f", "f")} {a.among("m", "m")}
         GROUP BY ALL
     """)
 
+
+for name, scores in (
+    ("rfm_heatmap_recency_frequency", "r, f"),
+    ("rfm_heatmap_recency_monetary", "r, m"),
+    ("rfm_heatmap_frequency_monetary", "f, m"),
+    ("rfm_cube", "r, f, m"),
+):
+    handles(name)(partial(_cube, scores))
 
 # dimension -> (score column, value in hundredths)
 _DIMENSIONS = {
@@ -115,26 +102,15 @@ def _distribution(dimension: str) -> str:
     """
 
 
-@handles("rfm_recency_distribution")
-def rfm_recency_distribution(a: Ask) -> Sql:
-    return _single_distribution(a, "recency")
-
-
-@handles("rfm_frequency_distribution")
-def rfm_frequency_distribution(a: Ask) -> Sql:
-    return _single_distribution(a, "frequency")
-
-
-@handles("rfm_monetary_distribution")
-def rfm_monetary_distribution(a: Ask) -> Sql:
-    return _single_distribution(a, "monetary")
-
-
-def _single_distribution(a: Ask, dimension: str) -> Sql:
+def _single_distribution(dimension: str, a: Ask) -> Sql:
     return a.sql(f"""
         WITH scored AS ({scored(a)})
         SELECT score, "minValue", "maxValue", "contactsCount" FROM ({_distribution(dimension)})
     """)
+
+
+for dimension in _DIMENSIONS:
+    handles(f"rfm_{dimension}_distribution")(partial(_single_distribution, dimension))
 
 
 @handles("rfm_distributions")
@@ -143,24 +119,21 @@ def rfm_distributions(a: Ask) -> Sql:
     return a.sql(f"WITH scored AS ({scored(a)}) {parts}")
 
 
-def _averages() -> str:
-    return f"""
-        sum(monetary)::BIGINT AS "monetary",
-        {_half_up("sum(recency_days) * 100", "count(*)")} AS "averageRecencyDays",
-        {_half_up("sum(frequency) * 100", "count(*)")} AS "averageFrequency",
-        {_half_up("sum(monetary)", "count(*)")} AS "averageMonetary"
-    """
-
-
-@handles("rfm_cells")
-def rfm_cells(a: Ask) -> Sql:
-    """share: the cell's percentage of the scored contacts."""
+def _shares(columns: str, a: Ask) -> Sql:
+    """Per cell or segment; share: its percentage of the scored contacts."""
     return a.sql(f"""
-        SELECT cell, r, f, m, segment, count(*) AS "contactsCount",
+        SELECT {columns}, count(*) AS "contactsCount",
                {_half_up("count(*) * 10000", "sum(count(*)) OVER ()")} AS "share",
-               {_averages()}
+               sum(monetary)::BIGINT AS "monetary",
+               {_half_up("sum(recency_days) * 100", "count(*)")} AS "averageRecencyDays",
+               {_half_up("sum(frequency) * 100", "count(*)")} AS "averageFrequency",
+               {_half_up("sum(monetary)", "count(*)")} AS "averageMonetary"
         FROM ({scored(a)}) GROUP BY ALL
     """)
+
+
+handles("rfm_cells")(partial(_shares, "cell, r, f, m, segment"))
+handles("rfm_segments")(partial(_shares, "segment"))
 
 
 @handles("rfm_cell_detail")
@@ -207,16 +180,6 @@ def rfm_contact_detail(a: Ask) -> Sql:
                s.first_order_at AS "firstOrderAt", s.last_order_at AS "lastOrderAt"
         FROM contacts c LEFT JOIN ({scored(a)}) s USING (contact_id)
         WHERE {a.is_id("c.contact_id", "contactId")}
-    """)
-
-
-@handles("rfm_segments")
-def rfm_segments(a: Ask) -> Sql:
-    return a.sql(f"""
-        SELECT segment, count(*) AS "contactsCount",
-               {_half_up("count(*) * 10000", "sum(count(*)) OVER ()")} AS "share",
-               {_averages()}
-        FROM ({scored(a)}) GROUP BY ALL
     """)
 
 
