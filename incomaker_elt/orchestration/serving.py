@@ -211,10 +211,8 @@ def _publish(
     tables: dict[str, int] = {}
     try:
         # The setting applies to the database this connection creates: the new file itself.
-        con = duckdb.connect(
-            str(tmp_path), config={"storage_compatibility_version": storage_version}
-        )
-        try:
+        config = {"storage_compatibility_version": storage_version}
+        with duckdb.connect(str(tmp_path), config=config) as con:
             attach = f"attach {_quote(str(warehouse_path))} as source (read_only)"
             retry_while_locked(lambda: con.execute(attach), warehouse_path)
             relations = _relations(con, "source", SERVED_SCHEMAS)
@@ -235,8 +233,6 @@ def _publish(
                 [published_at, run_id, warehouse_path.name, storage_version],
             )
             con.execute("checkpoint")
-        finally:
-            con.close()
         if wal_path.exists():
             raise PublishError(
                 f"the serving copy {tmp_path} still has a write-ahead log after its checkpoint; "
@@ -255,4 +251,3 @@ def _publish(
             _remove(leftover)
         raise
     return tables
-

@@ -202,44 +202,39 @@ def _age(path: Path) -> float:
         return 0.0
 
 
-def _remove_if_unused(path: Path) -> bool:
+def _remove_if_unused(path: Path) -> None:
     """Delete a build's folder unless a build holds its `.in-use` lock (it may be another
     warehouse's build in this same project folder)."""
     marker = path / _IN_USE
     if not marker.exists():
-        if _age(path) < _YOUNG_SECONDS:  # just made; its builder is about to lock it
-            return False
-        shutil.rmtree(path, ignore_errors=True)
-        return True
+        if _age(path) >= _YOUNG_SECONDS:  # younger: just made, its builder is about to lock it
+            shutil.rmtree(path, ignore_errors=True)
+        return
     if fcntl is None:
-        return False
+        return
     try:
         handle = open(marker, "a+")  # noqa: SIM115 - held while the folder is removed
     except FileNotFoundError:
-        return False
+        return
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False
+            return
         shutil.rmtree(path, ignore_errors=True)
-    return True
 
 
-def remove_old_run_targets() -> int:
-    """Delete earlier builds' artefact folders that no build is using; returns how many.
+def remove_old_run_targets() -> None:
+    """Delete earlier builds' artefact folders that no build is using.
 
     The manifest and partial-parse files in target/ itself stay: Dagster and dbt read them.
     """
-    removed = 0
     for path in sorted(RUN_TARGETS_DIR.glob("*")):
-        if path.is_dir() and _remove_if_unused(path):
-            removed += 1
+        if path.is_dir():
+            _remove_if_unused(path)
     for path in DBT_TARGET_DIR.glob("incomaker_dbt-*"):
         if _DAGSTER_DEFAULT_TARGET.match(path.name) and _age(path) > _LEGACY_SECONDS:
             shutil.rmtree(path, ignore_errors=True)
-            removed += 1
-    return removed
 
 
 @contextmanager

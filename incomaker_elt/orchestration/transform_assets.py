@@ -102,7 +102,7 @@ def with_view_row_counts(
         con = connect(warehouse_path, read_only=True, timeout=_COUNT_WAIT_SECONDS)
     except WarehouseBusy:
         return events  # counts are a courtesy: they never fail the build
-    try:
+    with con:
         for i, relation in pending:
             try:
                 (rows,) = con.execute(f"select count(*) from {relation}").fetchone()
@@ -111,8 +111,6 @@ def with_view_row_counts(
             events[i] = events[i].with_metadata(
                 {**events[i].metadata, "dagster/row_count": dg.MetadataValue.int(int(rows))}
             )
-    finally:
-        con.close()
     return events
 
 

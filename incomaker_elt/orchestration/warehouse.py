@@ -250,9 +250,8 @@ def read_only(
         raise FileNotFoundError(
             f"warehouse {warehouse_path} does not exist; materialise the raw tables first"
         )
-    with exclusive(warehouse_path, access="read", timeout=timeout):
-        con = connect(warehouse_path, read_only=True, timeout=timeout)
-        try:
-            yield con
-        finally:
-            con.close()
+    with (
+        exclusive(warehouse_path, access="read", timeout=timeout),
+        connect(warehouse_path, read_only=True, timeout=timeout) as con,
+    ):
+        yield con
