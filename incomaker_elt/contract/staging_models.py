@@ -155,13 +155,6 @@ def _jinja_list(pairs: list[tuple[str, str]]) -> str:
     return f"[\n{inner}\n    ]"
 
 
-def meta_columns(op: Operation) -> list[tuple[str, str]]:
-    meta = [("_dlt_load_id", "varchar"), ("_dlt_id", "varchar")]
-    if op.kind == "aggregate":
-        meta += [("_snapshot_date", "date"), ("_params", "varchar")]
-    return meta
-
-
 def listed_whole(op: Operation, ops: dict[str, Operation]) -> bool:
     """Every run fetches all of it: no window of its own, not only for changed parents, and fed
     (if per-id) by a parent that is itself listed whole. Its latest fetch is the whole truth."""
@@ -208,10 +201,11 @@ def current_rows(op: Operation, ops: dict[str, Operation]) -> str | None:
 def staging_sql(op: Operation, ops: dict[str, Operation]) -> str:
     columns = scalar_columns(op.fields, op.nested)
     dedupe_keys = raw_key_columns(op)
-    if op.kind == "aggregate":
-        dedupe_keys = ["_snapshot_date", "_params", *dedupe_keys]
+    meta = [("_dlt_load_id", "varchar"), ("_dlt_id", "varchar")]
     select = []
     if op.kind == "aggregate":
+        dedupe_keys = ["_snapshot_date", "_params", *dedupe_keys]
+        meta += [("_snapshot_date", "date"), ("_params", "varchar")]
         select += [
             "_snapshot_date as snapshot_date",
             "_params as query_params",
@@ -221,13 +215,13 @@ def staging_sql(op: Operation, ops: dict[str, Operation]) -> str:
     select += ["_dlt_load_id", "_dlt_id", "{{ dlt_loaded_at() }} as _loaded_at"]
     select_sql = ",\n".join(f"    {s}" for s in select)
     cols = _jinja_list([(c.raw, c.type) for c in columns])
-    meta = _jinja_list(meta_columns(op))
+    meta_list = _jinja_list(meta)
     current = current_rows(op, ops)
     current_cte = f",\n\nstill_returned as (\n{{{{ {current} }}}}\n)" if current else ""
     return (
         f"{HEADER}\n"
         "with source as (\n"
-        f"{{{{ incomaker_source('{op.name}', {cols}, {meta}) }}}}\n"
+        f"{{{{ incomaker_source('{op.name}', {cols}, {meta_list}) }}}}\n"
         "),\n\n"
         "latest as (\n"
         f"{{{{ latest_per_key('source', {dedupe_keys}) }}}}\n"

@@ -92,11 +92,6 @@ def partitioned_operations(catalogue: Catalogue) -> tuple[Operation, ...]:
     return tuple(op for op in catalogue if fed_by_event(op))
 
 
-def unpartitioned_operations(catalogue: Catalogue) -> tuple[Operation, ...]:
-    partitioned = {op.name for op in partitioned_operations(catalogue)}
-    return tuple(op for op in catalogue if op.name not in partitioned)
-
-
 def api_specs(catalogue: Catalogue) -> list[dg.AssetSpec]:
     """The API's operations as external assets: where each raw table's data comes from."""
     return [
@@ -334,7 +329,7 @@ def build_raw_assets(
 ) -> list[dg.AssetsDefinition]:
     translator = IncomakerDltTranslator(catalogue=catalogue)
     events = partitioned_operations(catalogue)
-    others = unpartitioned_operations(catalogue)
+    others = tuple(op for op in catalogue if op not in events)
     event_source, dlt_pipeline = _definition_source(settings, catalogue, events)
     other_source, _ = _definition_source(settings, catalogue, others)
 

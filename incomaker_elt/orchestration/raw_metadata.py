@@ -14,7 +14,7 @@ for a per-id operation its parent's window field when it has it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -92,12 +92,6 @@ def _field_roles(op: Operation, catalogue: Catalogue | None) -> dict[str, list[s
     return roles
 
 
-def _describe(api_path: str, kind: str, roles: Iterable[str]) -> str:
-    text = f"`{api_path}` in the API's record ({kind})"
-    extra = "; ".join(roles)
-    return f"{text}; {extra}" if extra else text
-
-
 def _scalar_descriptions(
     fields: Mapping[str, str],
     nested: Mapping[str, Mapping[str, str]],
@@ -119,7 +113,8 @@ def _scalar_descriptions(
             )
         elif kind != "list":
             column = prefix + snake(field)
-            out[column] = _describe(path, kind, roles.get(field, []))
+            described = f"`{path}` in the API's record ({kind})"
+            out[column] = "; ".join([described, *roles.get(field, [])])
             out[column + RAW_SUFFIX] = (
                 f"exact text of `{path}` where the value did not fit {kind} "
                 f"(`{column}` is then NULL)"
@@ -145,9 +140,10 @@ def catalogue_columns(op: Operation, catalogue: Catalogue | None = None) -> dict
     tables = {op.name: root}
     for (path,), hints in nested_hints(op).items():
         dotted = _dotted_list_path(op, path)
-        sub_fields = op.nested.get(dotted, {})
+        first, *rest = dotted.split(".")
+        api_path = ".".join([op.api_name(first), *rest])
         child_described = _scalar_descriptions(
-            sub_fields, {}, lambda f: f, {}, api_prefix=f"{_api_dotted(op, dotted)}[]."
+            op.nested.get(dotted, {}), {}, lambda f: f, {}, api_prefix=f"{api_path}[]."
         )
         columns = [
             Column(name, _type_name(hint), child_described.get(name, ""), True)
@@ -167,11 +163,6 @@ def _dotted_list_path(op: Operation, snake_path: str) -> str:
         if "__".join(snake(part) for part in dotted.split(".")) == snake_path:
             return dotted
     return snake_path
-
-
-def _api_dotted(op: Operation, dotted: str) -> str:
-    first, *rest = dotted.split(".")
-    return ".".join([op.api_name(first), *rest])
 
 
 def column_schema(
