@@ -123,8 +123,7 @@ def simulate(args: argparse.Namespace) -> int:
             seed=args.fault_seed,
         )
         dialect = args.catalogue or os.environ.get(DIALECT_ENV)
-        setting = "--catalogue" if args.catalogue else DIALECT_ENV
-        catalogue = load_catalogue(Path(dialect).resolve() if dialect else None, setting)
+        catalogue = load_catalogue(Path(dialect).resolve() if dialect else None)
         started = time.perf_counter()
         world = build_world(args.seed, args.scale)
         standin = StandIn(world, today=today, token=token, faults=faults, catalogue=catalogue)

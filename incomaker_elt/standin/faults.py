@@ -70,20 +70,9 @@ class FaultPlan:
     drift: bool = False
 
 
-def plan(kind: str | None, faults: Faults, slow: float | None = None) -> FaultPlan:
-    if kind is None:
-        return FaultPlan(drift=faults.drift)
-    if kind in ERROR_STATUSES:
-        return FaultPlan(status=ERROR_STATUSES[kind], drift=faults.drift)
-    if kind == "truncate":
-        return FaultPlan(truncate=True, drift=faults.drift)
-    if kind == "slow":
-        return FaultPlan(delay=faults.slow_seconds if slow is None else slow, drift=faults.drift)
-    return FaultPlan(drift=True)
-
-
 def parse_header(value: str, faults: Faults) -> FaultPlan:
-    """`X-Standin-Fault: 503`, `slow=2.5`, `drift`, or several joined by commas."""
+    """`X-Standin-Fault: 503`, `slow=2.5`, `drift`, or several joined by commas (or one of the
+    kinds `faults` decides on)."""
     status, truncate, delay, drift = None, False, 0.0, faults.drift
     for part in (p.strip() for p in value.split(",")):
         name, _, arg = part.partition("=")

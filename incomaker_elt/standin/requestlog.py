@@ -41,14 +41,8 @@ class RequestLog:
         with self._lock:
             return len(self._records)
 
-    def __getitem__(self, index: int) -> RequestRecord:
-        with self._lock:
-            return self._records[index]
-
 
 request_log = RequestLog()
 """Every request answered by any StandIn in this process."""
 
-
-def clear_log() -> None:
-    request_log.clear()
+clear_log = request_log.clear

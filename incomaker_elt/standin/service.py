@@ -30,7 +30,6 @@ from incomaker_elt.standin.faults import (
     FaultPlan,
     Faults,
     parse_header,
-    plan,
 )
 from incomaker_elt.standin.frames import JSON_OPTIONS, Frame
 from incomaker_elt.standin.operations import Ask, Sql, all_handlers
@@ -58,19 +57,12 @@ class Reply:
     delay: float = 0.0  # seconds to wait before answering (the slow fault)
 
 
-@dataclass(frozen=True)
-class Route:
-    op: Operation
-    pattern: re.Pattern[str]
-
-
-def _routes(catalogue: Catalogue) -> list[Route]:
+def _routes(catalogue: Catalogue) -> list[tuple[re.Pattern[str], Operation]]:
     routes = []
-    for op in catalogue:
-        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(op.path.rstrip("/")))
-        routes.append(Route(op, re.compile(f"^{regex}/?$")))
     # Literal segments win over placeholders: /deliveries/conversions is not delivery "conversions".
-    routes.sort(key=lambda r: (len(r.op.path_params), -len(r.op.path)))
+    for op in sorted(catalogue, key=lambda op: (len(op.path_params), -len(op.path))):
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(op.path.rstrip("/")))
+        routes.append((re.compile(f"^{regex}/?$"), op))
     return routes
 
 
@@ -94,13 +86,10 @@ class ResultCache:
 
     def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
             computing = self._computing.setdefault(key, threading.Lock())
         with computing:
             with self._lock:
-                if key in self._entries:  # computed while this request waited
+                if key in self._entries:  # cached, or computed while this request waited
                     self._entries.move_to_end(key)
                     return self._entries[key]
             try:
@@ -117,10 +106,6 @@ class ResultCache:
                     _, dropped = self._entries.popitem(last=False)
                     total -= self._size(dropped)
         return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
 
 
 def _body(records_path: str, envelope: dict[str, Any], rows: bytes) -> bytes:
@@ -233,10 +218,10 @@ class StandIn:
         return scheme.lower() == "bearer" and credentials.strip() == self._token
 
     def _route(self, path: str) -> tuple[Operation, dict[str, str]] | None:
-        for route in self._routes:
-            match = route.pattern.match(path)
+        for pattern, op in self._routes:
+            match = pattern.match(path)
             if match:
-                return route.op, match.groupdict()
+                return op, match.groupdict()
         return None
 
     def _answer(
@@ -260,13 +245,9 @@ class StandIn:
         if method not in (op.method, "HEAD"):
             return _error(ApiError(405, f"{path} answers {op.method} only"), {"Allow": op.method})
 
-        header_fault = _header(headers, FAULT_HEADER)
+        kind = _header(headers, FAULT_HEADER) or self.faults.decide(number)
         try:
-            fault = (
-                parse_header(header_fault, self.faults)
-                if header_fault
-                else plan(self.faults.decide(number), self.faults)
-            )
+            fault = parse_header(kind, self.faults) if kind else FaultPlan(drift=self.faults.drift)
         except ValueError as exc:
             return _error(ApiError(400, str(exc), FAULT_HEADER))
         if fault.status is not None:

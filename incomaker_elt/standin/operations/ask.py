@@ -72,15 +72,10 @@ class Ask:
         """Answering a block of ids at once rather than one id."""
         return self.block is not None
 
-    def id(self, name: str) -> str:
-        if self.block is not None:
-            raise RuntimeError(f"{self.op.name}: use is_id for the id condition in block mode")
-        return self.bind(f"path_{name}", self.path[name])
-
     def is_id(self, column: str, name: str) -> str:
         """The condition that `column` is the asked id (or, in block mode, one of the block's)."""
         if self.block is None:
-            return f"{column} = {self.id(name)}"
+            return f"{column} = {self.bind(f'path_{name}', self.path[name])}"
         if self.block.lo is None:
             return "true"
         return (
