@@ -39,10 +39,6 @@ from incomaker_elt.orchestration.warehouse import DUCKDB_POOL
 Key = tuple[Any, ...]
 Figures = dict[Key, dict[str, Any]]
 
-CONVERSIONS_MART = dg.AssetKey(["marts", "fct_conversions"])
-DELIVERY_DAILY_MART = dg.AssetKey(["marts", "delivery_daily"])
-RFM_MART = dg.AssetKey(["marts", "rfm_contacts"])
-
 _MAX_LISTED = 20
 
 
@@ -265,7 +261,7 @@ def _loaded_ranges(instance: dg.DagsterInstance, operation: str) -> list[tuple[d
 
 def build_reconciliation_checks(catalogue: Catalogue) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(
-        asset=CONVERSIONS_MART,
+        asset=dg.AssetKey(["marts", "fct_conversions"]),
         name="conversion_totals_match_api",
         blocking=True,
         pool=DUCKDB_POOL,
@@ -301,7 +297,7 @@ def build_reconciliation_checks(catalogue: Catalogue) -> list[dg.AssetChecksDefi
         )
 
     @dg.asset_check(
-        asset=DELIVERY_DAILY_MART,
+        asset=dg.AssetKey(["marts", "delivery_daily"]),
         name="smartflow_daily_results_match_api",
         blocking=True,
         pool=DUCKDB_POOL,
@@ -342,7 +338,7 @@ def build_reconciliation_checks(catalogue: Catalogue) -> list[dg.AssetChecksDefi
     # check" although nothing was blocked. A real mismatch fails with ERROR, red in the UI, and
     # the other marts are still published: RFM is our own scoring of the API's orders.
     @dg.asset_check(
-        asset=RFM_MART,
+        asset=dg.AssetKey(["marts", "rfm_contacts"]),
         name="rfm_cells_match_api",
         blocking=False,
         pool=DUCKDB_POOL,
