@@ -152,21 +152,9 @@ def _generate(seed: int, scale_name: str) -> World:
     def rng(stream: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([seed, stream]))
 
-    audience = generate_audience(
-        rng(_STREAM_AUDIENCE), scale.contacts, scale.segments, scale.campaign_sends, scale.campaigns
-    )
-    shop = generate_shop(
-        rng(_STREAM_SHOP),
-        audience.contacts,
-        scale.products,
-        scale.orders,
-        scale.carts,
-        scale.dialogs,
-        scale.dialog_views_per_day,
-    )
-    mailing = generate_mailing(
-        rng(_STREAM_MAILING), audience, scale.campaigns, scale.smartflows, scale.delivery_sends
-    )
+    audience = generate_audience(rng(_STREAM_AUDIENCE), scale)
+    shop = generate_shop(rng(_STREAM_SHOP), audience.contacts, scale)
+    mailing = generate_mailing(rng(_STREAM_MAILING), audience, scale)
 
     con = duckdb.connect(":memory:", config={"threads": 2})
     tables = {
@@ -199,6 +187,4 @@ def _generate(seed: int, scale_name: str) -> World:
 @cache
 def build_world(seed: int = 1, scale: str = "small") -> World:
     """The world for (seed, scale), built once per process; equal inputs give equal worlds."""
-    if scale not in SCALES:
-        get_scale(scale)  # raises with the list of scales
     return _generate(int(seed), scale)

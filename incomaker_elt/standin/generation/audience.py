@@ -10,6 +10,7 @@ import numpy as np
 from incomaker_elt.standin.calendar import DAY, HORIZON_END_TS, HORIZON_START_TS
 from incomaker_elt.standin.generation import MISSING, Columns, pick
 from incomaker_elt.standin.money import COUNTRIES, COUNTRY_CURRENCY
+from incomaker_elt.standin.scales import Scale
 
 COUNTRY_WEIGHTS = (0.45, 0.15, 0.05, 0.08, 0.10, 0.08, 0.03, 0.06)
 HOME_LANGUAGE = {
@@ -205,16 +206,10 @@ def _segments(
     return segments, membership, members
 
 
-def generate_audience(
-    rng: np.random.Generator,
-    n_contacts: int,
-    n_segments: int,
-    target_campaign_sends: int,
-    n_campaigns: int,
-) -> Audience:
-    contacts = _contacts(rng, n_contacts)
+def generate_audience(rng: np.random.Generator, scale: Scale) -> Audience:
+    contacts = _contacts(rng, scale.contacts)
     segments, membership, members = _segments(
-        rng, contacts, n_segments, target_campaign_sends, n_campaigns
+        rng, contacts, scale.segments, scale.campaign_sends, scale.campaigns
     )
     senders = {
         "sender_id": np.arange(1, len(SENDERS) + 1, dtype=np.int64),

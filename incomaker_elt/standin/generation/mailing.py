@@ -13,6 +13,7 @@ import numpy as np
 from incomaker_elt.standin.calendar import DAY, HORIZON_DAYS, HORIZON_START_TS, HOUR
 from incomaker_elt.standin.generation import MISSING, Columns
 from incomaker_elt.standin.generation.audience import LANGUAGES, Audience
+from incomaker_elt.standin.scales import Scale
 
 EVENT_TYPES = ("sent", "delivered", "bounced", "opened", "clicked", "unsubscribed")
 SENT, DELIVERED, BOUNCED, OPENED, CLICKED, UNSUBSCRIBED = range(6)
@@ -255,24 +256,18 @@ def _activity(
     return {"send_idx": send, "kind": kind, "at": at, "url_idx": url}
 
 
-def generate_mailing(
-    rng: np.random.Generator,
-    audience: Audience,
-    n_campaigns: int,
-    n_smartflows: int,
-    target_delivery_sends: int,
-) -> Mailing:
+def generate_mailing(rng: np.random.Generator, audience: Audience, scale: Scale) -> Mailing:
     contacts = audience.contacts
     contact_created = contacts["created_at"]
-    campaigns = _campaigns(rng, n_campaigns, audience)
-    deliveries = _deliveries(rng, n_smartflows, len(audience.senders["sender_id"]))
+    campaigns = _campaigns(rng, scale.campaigns, audience)
+    deliveries = _deliveries(rng, scale.smartflows, len(audience.senders["sender_id"]))
     c_urls, c_off, c_cnt = _links(rng, "c", campaigns["campaign_id"], 2, 5)
     d_urls, d_off, d_cnt = _links(rng, "d", deliveries["delivery_id"], 2, 4)
     urls = np.array(c_urls + d_urls, dtype=object)
     d_off = d_off + len(c_urls)
 
     cs = _campaign_sends(rng, campaigns, audience, contact_created)
-    ds = _delivery_sends(rng, deliveries, target_delivery_sends, contact_created)
+    ds = _delivery_sends(rng, deliveries, scale.delivery_sends, contact_created)
     sends = {k: np.concatenate([cs[k], ds[k]]) for k in cs}
     is_campaign = sends["campaign_id"] != MISSING
     cidx = np.where(is_campaign, sends["campaign_id"] - 1, 0)

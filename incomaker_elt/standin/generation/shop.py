@@ -16,6 +16,7 @@ from incomaker_elt.standin.money import (
     remove_vat,
     to_reference,
 )
+from incomaker_elt.standin.scales import Scale
 
 CATEGORY_TREE = {
     "Fashion": ["Shoes", "Jackets", "Accessories"],
@@ -286,18 +287,10 @@ def _dialogs(rng: np.random.Generator, n: int, views_per_day: int) -> tuple[Colu
     return dialogs, days
 
 
-def generate_shop(
-    rng: np.random.Generator,
-    contacts: Columns,
-    n_products: int,
-    n_orders: int,
-    n_carts: int,
-    n_dialogs: int,
-    dialog_views_per_day: int,
-) -> Shop:
+def generate_shop(rng: np.random.Generator, contacts: Columns, scale: Scale) -> Shop:
     categories = _categories()
-    products, popularity = _products(rng, n_products, categories)
-    orders, items = _orders(rng, contacts, n_orders, products, popularity)
-    carts, cart_items = _carts(rng, n_carts, contacts, orders, products, popularity)
-    dialogs, dialog_days = _dialogs(rng, n_dialogs, dialog_views_per_day)
+    products, popularity = _products(rng, scale.products, categories)
+    orders, items = _orders(rng, contacts, scale.orders, products, popularity)
+    carts, cart_items = _carts(rng, scale.carts, contacts, orders, products, popularity)
+    dialogs, dialog_days = _dialogs(rng, scale.dialogs, scale.dialog_views_per_day)
     return Shop(categories, products, orders, items, carts, cart_items, dialogs, dialog_days)

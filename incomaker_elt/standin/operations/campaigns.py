@@ -177,51 +177,36 @@ def contacts_for_period(a: Ask) -> Sql:
 @handles("campaign_ab_tests")
 def campaign_ab_tests(a: Ask) -> list[dict[str, Any]]:
     """Each A/B test with its two variants; the winner has more unique opens (A on a tie)."""
-    tests = a.rows(f"""
-        SELECT ab_test_id, campaign_id, sent_at, subject, subject_b FROM campaigns
+    tests = a.arrow(f"""
+        SELECT ab_test_id AS "abTestId", campaign_id AS "campaignId", sent_at AS "sentAt",
+               NULL AS "winnerVariant"
+        FROM campaigns
         WHERE ab_test_id IS NOT NULL AND sent_at < {a.cutoff} {a.window("sent_at::DATE")}
-        ORDER BY ab_test_id
-    """)
-    metrics = {
-        (campaign, variant): rest
-        for campaign, variant, *rest in a.rows(f"""
-            SELECT s.campaign_id, s.variant,
-                   count(*) FILTER (WHERE e.event_type = 'sent'),
-                   count(*) FILTER (WHERE e.event_type = 'opened'),
-                   count(DISTINCT e.send_id) FILTER (WHERE e.event_type = 'opened'),
-                   count(*) FILTER (WHERE e.event_type = 'clicked'),
-                   count(DISTINCT e.send_id) FILTER (WHERE e.event_type = 'clicked')
+    """).to_pylist()
+    counted = ("sent", "opened", "uniqueOpened", "clicked", "uniqueClicked")
+    a.nest(
+        tests,
+        "abTestId",
+        "variants",
+        f"""
+        WITH metrics AS (
+            SELECT s.campaign_id, s.variant, {METRICS}
             FROM sends s JOIN events e USING (send_id)
             WHERE s.variant IS NOT NULL AND e.occurred_at < {a.cutoff}
             GROUP BY ALL
-        """)
-    }
-    records = []
-    for test_id, campaign_id, sent_at, subject_a, subject_b in tests:
-        variants = []
-        for variant, subject in (("A", subject_a), ("B", subject_b)):
-            sent, opened, u_opened, clicked, u_clicked = metrics.get(
-                (campaign_id, variant), (0, 0, 0, 0, 0)
-            )
-            variants.append(
-                {
-                    "variant": variant,
-                    "subject": subject,
-                    "sent": sent,
-                    "opened": opened,
-                    "uniqueOpened": u_opened,
-                    "clicked": clicked,
-                    "uniqueClicked": u_clicked,
-                }
-            )
-        winner = "B" if variants[1]["uniqueOpened"] > variants[0]["uniqueOpened"] else "A"
-        records.append(
-            {
-                "abTestId": test_id,
-                "campaignId": campaign_id,
-                "sentAt": sent_at,
-                "winnerVariant": winner,
-                "variants": variants,
-            }
         )
-    return records
+        SELECT c.ab_test_id AS "abTestId", v.variant,
+               CASE v.variant WHEN 'A' THEN c.subject ELSE c.subject_b END AS "subject",
+               {zero_filled("m", counted)}
+        FROM campaigns c CROSS JOIN (VALUES ('A'), ('B')) v(variant)
+        LEFT JOIN metrics m ON m.campaign_id = c.campaign_id AND m.variant = v.variant
+        WHERE c.ab_test_id IS NOT NULL
+        ORDER BY c.ab_test_id, v.variant
+    """,
+    )
+    for test in tests:
+        variant_a, variant_b = test["variants"]
+        test["winnerVariant"] = (
+            "B" if variant_b["uniqueOpened"] > variant_a["uniqueOpened"] else "A"
+        )
+    return tests
