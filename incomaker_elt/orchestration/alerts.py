@@ -67,9 +67,7 @@ def step_failure_cause(failure: Any) -> str:
 
 def failure_message(job_name: str, run_id: str, error: str | None, failed_steps: list[str]) -> str:
     """One paragraph a person can act on: what failed, where, and where to look."""
-    error = " ".join((error or "no error message").split())
-    if len(error) > _MAX_ERROR_CHARS:
-        error = error[: _MAX_ERROR_CHARS - 1] + "…"
+    error = _readable(error or "no error message", None)
     steps = f" Failed steps: {', '.join(failed_steps)}." if failed_steps else ""
     return (
         f"incomaker-elt: run {run_id[:8]} of job {job_name} failed.{steps} {error} "

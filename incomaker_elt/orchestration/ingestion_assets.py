@@ -30,7 +30,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from incomaker_elt.contract.catalogue import Catalogue, Operation
 from incomaker_elt.contract.columns import snake
 from incomaker_elt.contract.settings import RAW_DATASET, Settings
-from incomaker_elt.ingestion.client import ApiUnavailable, IncomakerClient, IngestionError
+from incomaker_elt.ingestion.client import ApiUnavailable, IncomakerClient
 from incomaker_elt.ingestion.fetch import Fetcher
 from incomaker_elt.ingestion.pipeline import (
     IngestionIncomplete,
@@ -246,9 +246,6 @@ def load(
     }
     try:
         client = api.client(max_in_flight=settings.ingest_concurrency)
-    except IngestionError as exc:
-        raise _failure(exc) from exc
-    try:
         with exclusive(settings.warehouse_path, context.log.info):
             try:
                 summary = run_ingestion(

@@ -48,19 +48,16 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
             f"{settings.partitions_start}: the source has no day to load; set a later today or "
             "an earlier start"
         )
-    end = today + timedelta(days=1) if today else None
     return dg.DailyPartitionsDefinition(
         start_date=settings.partitions_start.isoformat(),
-        end_date=end.isoformat() if end else None,
+        end_date=(today + timedelta(days=1)).isoformat() if today else None,
         timezone=API_TIMEZONE,
     )
 
 
 def window_dates(window: dg.TimeWindow) -> tuple[date, date]:
     """The inclusive first and last day of a partition window (Dagster's end is exclusive)."""
-    first = window.start.date()
-    last = (window.end - timedelta(days=1)).date()
-    return first, last
+    return window.start.date(), (window.end - timedelta(days=1)).date()
 
 
 def day_ranges(partition_keys: set[str]) -> list[tuple[date, date]]:
