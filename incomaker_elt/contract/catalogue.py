@@ -279,9 +279,12 @@ def _read_yaml(path: Path, what: str) -> Any:
         raise CatalogueError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
-def load_catalogue(overrides: Path | None = None) -> Catalogue:
-    """Read catalogue.yaml, apply an override file if given, and validate every entry."""
-    setting = "INCOMAKER_CATALOGUE_OVERRIDES"  # named in the messages
+def load_catalogue(
+    overrides: Path | None = None, setting: str = "INCOMAKER_CATALOGUE_OVERRIDES"
+) -> Catalogue:
+    """Read catalogue.yaml, apply an override file if given, and validate every entry.
+
+    `setting` is the variable that named the override file, for the messages."""
     raw = _read_yaml(CATALOGUE_PATH, "the catalogue")
     entries = [dict(e) for e in raw["operations"]]
     defaults = dict(raw.get("defaults") or {})
