@@ -189,65 +189,54 @@ def publish_serving_warehouse(
         # Under the publishing lock any temporary file is a killed publish's: remove them all.
         for tmp in leftover_temporaries(serving_path):
             _remove(tmp)
-        tables = _publish(warehouse_path, serving_path, run_id, published_at, written_version)
+        tmp_path = serving_path.with_name(f".{serving_path.name}.{uuid.uuid4().hex}.tmp")
+        wal_path = tmp_path.with_name(tmp_path.name + ".wal")
+        spill_path = tmp_path.with_name(tmp_path.name + ".tmp")
+        tables: dict[str, int] = {}
+        try:
+            # The setting applies to the database this connection creates: the new file itself.
+            config = {"storage_compatibility_version": written_version}
+            with duckdb.connect(str(tmp_path), config=config) as con:
+                attach = f"attach {_quote(str(warehouse_path))} as source (read_only)"
+                retry_while_locked(lambda: con.execute(attach), warehouse_path)
+                relations = _relations(con, "source", SERVED_SCHEMAS)
+                if "marts" not in {schema for schema, _ in relations}:
+                    raise PublishError(
+                        f"warehouse {warehouse_path} has no relations in schema(s) marts; "
+                        "build the dbt models before publishing"
+                    )
+                for schema in dict.fromkeys(schema for schema, _ in relations):
+                    con.execute(f"create schema {_quote(schema)}")
+                for schema, name in relations:
+                    tables[f"{schema}.{name}"] = _copy_relation(con, schema, name, written_version)
+                con.execute("detach source")
+                con.execute(
+                    f"create table {PUBLICATION_TABLE} as select ?::timestamptz as published_at, "
+                    "?::varchar as run_id, ?::varchar as source_warehouse, "
+                    "?::varchar as storage_version",
+                    [published_at, run_id, warehouse_path.name, written_version],
+                )
+                con.execute("checkpoint")
+            if wal_path.exists():
+                raise PublishError(
+                    f"the serving copy {tmp_path} still has a write-ahead log after its "
+                    "checkpoint; nothing was published, run again"
+                )
+            # The bytes on disk before the name points at them, then the new name itself: a power
+            # cut cannot leave a serving file that names data never written.
+            _sync(tmp_path)
+            # Read-only on disk too: a BI tool that forgets `read_only` cannot take the write lock.
+            tmp_path.chmod(0o444)
+            os.replace(tmp_path, serving_path)
+            if os.name == "posix":
+                _sync(serving_path.parent)
+        except BaseException:
+            for leftover in (tmp_path, wal_path, spill_path):
+                _remove(leftover)
+            raise
     return PublishedWarehouse(
         path=serving_path,
         published_at=published_at,
         tables=tables,
         storage_version=written_version,
     )
-
-
-def _publish(
-    warehouse_path: Path,
-    serving_path: Path,
-    run_id: str | None,
-    published_at: datetime,
-    storage_version: str,
-) -> dict[str, int]:
-    tmp_path = serving_path.with_name(f".{serving_path.name}.{uuid.uuid4().hex}.tmp")
-    wal_path = tmp_path.with_name(tmp_path.name + ".wal")
-    spill_path = tmp_path.with_name(tmp_path.name + ".tmp")
-    tables: dict[str, int] = {}
-    try:
-        # The setting applies to the database this connection creates: the new file itself.
-        config = {"storage_compatibility_version": storage_version}
-        with duckdb.connect(str(tmp_path), config=config) as con:
-            attach = f"attach {_quote(str(warehouse_path))} as source (read_only)"
-            retry_while_locked(lambda: con.execute(attach), warehouse_path)
-            relations = _relations(con, "source", SERVED_SCHEMAS)
-            if "marts" not in {schema for schema, _ in relations}:
-                raise PublishError(
-                    f"warehouse {warehouse_path} has no relations in schema(s) marts; build the "
-                    "dbt models before publishing"
-                )
-            for schema in dict.fromkeys(schema for schema, _ in relations):
-                con.execute(f"create schema {_quote(schema)}")
-            for schema, name in relations:
-                tables[f"{schema}.{name}"] = _copy_relation(con, schema, name, storage_version)
-            con.execute("detach source")
-            con.execute(
-                f"create table {PUBLICATION_TABLE} as select ?::timestamptz as published_at, "
-                "?::varchar as run_id, ?::varchar as source_warehouse, "
-                "?::varchar as storage_version",
-                [published_at, run_id, warehouse_path.name, storage_version],
-            )
-            con.execute("checkpoint")
-        if wal_path.exists():
-            raise PublishError(
-                f"the serving copy {tmp_path} still has a write-ahead log after its checkpoint; "
-                "nothing was published, run again"
-            )
-        # The bytes on disk before the name points at them, then the new name itself: a power
-        # cut cannot leave a serving file that names data never written.
-        _sync(tmp_path)
-        # Read-only on disk too: a BI tool that forgets `read_only` cannot take the write lock.
-        tmp_path.chmod(0o444)
-        os.replace(tmp_path, serving_path)
-        if os.name == "posix":
-            _sync(serving_path.parent)
-    except BaseException:
-        for leftover in (tmp_path, wal_path, spill_path):
-            _remove(leftover)
-        raise
-    return tables
