@@ -9,6 +9,7 @@ leave as numbers with two decimals (259.00).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,23 +25,13 @@ if TYPE_CHECKING:
 
 DRIFT_VALUES = ("bronze", "silver", "gold")
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
-_INTEGER_TYPES = (
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-)
+_INTEGER_TYPE = re.compile(r"U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?$")  # DuckDB's integer types
 
 
 def _json_value(column: str, kind: str, sql_type: str = "", zone: str = "UTC") -> str:
     """SQL giving the JSON text of one field's value (never NULL: JSON null instead)."""
     c = f'"{column}"'
-    if shows_as_uuid(column, kind) and sql_type.startswith(_INTEGER_TYPES):
+    if shows_as_uuid(column, kind) and _INTEGER_TYPE.match(sql_type):
         return f"coalesce({sql_uuid(column, column)}, 'null')"
     if kind == "integer":
         return f"coalesce(CAST({c} AS VARCHAR), 'null')"
@@ -71,7 +62,7 @@ def _check_columns(world: World, sql: str, params: dict[str, Any], op: Operation
             f"unexpected {extra}"
         )
     for field, kind in op.fields.items():
-        if kind == "decimal" and not columns[field].startswith(_INTEGER_TYPES):
+        if kind == "decimal" and not _INTEGER_TYPE.match(columns[field]):
             raise TypeError(
                 f"{op.name}: decimal field {field!r} must come from SQL as an integer "
                 f"number of hundredths, not {columns[field]}"

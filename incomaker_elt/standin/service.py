@@ -10,6 +10,7 @@ import itertools
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -300,16 +301,12 @@ class StandIn:
             if not len(result):
                 raise not_found(f"no {op.name} record for {raw_path}")
             return result.json_bytes(0, 1, fault.drift)
-        if not op.is_paged:
-            return _body(op.records_path, {}, result.json_bytes(0, len(result), fault.drift))
-        total = len(result)
-        rows = result.json_bytes(start, start + size, fault.drift)
-        paging = op.paging
-        return _body(
-            op.records_path,
-            paging.envelope(total, start, size, paging.next_query(start, size, total)),
-            rows,
-        )
+        paging, total = op.paging, len(result)
+        if paging.is_paged:
+            envelope = paging.envelope(total, start, size, paging.next_query(start, size, total))
+        else:
+            start, size, envelope = 0, total, {}
+        return _body(op.records_path, envelope, result.json_bytes(start, start + size, fault.drift))
 
     def _per_id(
         self, op: Operation, path_values: dict[str, Any], params: dict[str, Any]
@@ -371,14 +368,21 @@ class StandIn:
 
     # -- ways to reach it
     def transport(self):  # -> httpx.BaseTransport (httpx imported lazily)
-        from incomaker_elt.standin.transport import in_process_transport
+        """The stand-in inside this process: an httpx transport, no socket."""
+        import httpx
 
-        return in_process_transport(self)
+        def answer(request: httpx.Request) -> httpx.Response:
+            reply = self.handle(
+                request.method, request.url.path, request.url.params.multi_items(), request.headers
+            )
+            if reply.delay:
+                # A slow answer really takes that long; client read timeouts only fire over a
+                # socket (use serve), since this transport has no timeout of its own.
+                time.sleep(reply.delay)
+            headers = {"Content-Type": "application/json", **reply.headers}
+            return httpx.Response(reply.status, headers=headers, content=reply.body)
 
-    def asgi_app(self):
-        from incomaker_elt.standin.server import asgi_app
-
-        return asgi_app(self)
+        return httpx.MockTransport(answer)
 
     def serve(self, host: str = "127.0.0.1", port: int = 0):
         """Context manager: a real HTTP server in a background thread, yielding its base URL."""

@@ -10,6 +10,7 @@ the primary key and JSON are the caller's job, driven by the catalogue.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
@@ -18,18 +19,6 @@ from incomaker_elt.standin.operations.ask import Ask, Sql
 Result = Sql | list[dict[str, Any]]
 Handler = Callable[[Ask], Result]
 HANDLERS: dict[str, Handler] = {}
-
-GROUP_MODULES = (
-    "abandoned_carts",
-    "campaigns",
-    "contacts",
-    "conversions",
-    "deliveries",
-    "dialogs",
-    "orders",
-    "products",
-    "rfm",
-)
 
 
 def handles(name: str) -> Callable[[Handler], Handler]:
@@ -43,8 +32,8 @@ def handles(name: str) -> Callable[[Handler], Handler]:
 
 
 def all_handlers() -> dict[str, Handler]:
-    for module in GROUP_MODULES:
-        importlib.import_module(f"incomaker_elt.standin.operations.{module}")
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
     return HANDLERS
 
 

@@ -67,11 +67,6 @@ class Ask:
     def today_sql(self) -> str:
         return self.bind("today", self.today)
 
-    @property
-    def grouped(self) -> bool:
-        """Answering a block of ids at once rather than one id."""
-        return self.block is not None
-
     def is_id(self, column: str, name: str) -> str:
         """The condition that `column` is the asked id (or, in block mode, one of the block's)."""
         if self.block is None:

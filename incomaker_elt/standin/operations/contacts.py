@@ -46,7 +46,7 @@ def contacts(a: Ask) -> Sql:
 
 @handles("contacts_details")
 def contacts_details(a: Ask) -> list[dict[str, Any]]:
-    if a.grouped:  # every contact of the block; the service picks the asked ones
+    if a.block is not None:  # every contact of the block; the service picks the asked ones
         asked, member = a.is_id("contact_id", "ids"), a.is_id("m.contact_id", "ids")
     else:
         ids = a.params.get("ids")
