@@ -9,12 +9,21 @@ storage then stores them one by one again. `BatchingSqliteEventLogStorage` store
 one transaction per database file: the same tables, rows and files that the UI and the daemon read
 with the stock storage, so nothing else needs configuring.
 
+Every other event (a step's output, a check's result, a log line: ~700 in a first `make run`) is
+still one transaction. Dagster keeps its SQLite files in WAL mode with SQLite's default
+`synchronous=FULL`, and closes the connection after each event, so every event costs an fsync of
+the log and a checkpoint: 15-20 ms on this disk. This storage commits with `synchronous=NORMAL`,
+which in WAL mode still never leaves a file inconsistent (a power cut may lose the last events,
+not the database), and holds one connection per file open while it lives so that closing the
+others does not checkpoint: 0.3 ms a commit.
+
 Instances that are not the default SQLite (a dagster.yaml with Postgres, say) are used unchanged.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -24,7 +33,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.pool import NullPool
 
 EVENT_BATCH_SIZE = 5000
@@ -53,7 +62,14 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: Any = None) -> None:
         self._batch = threading.local()  # before super(), whose set-up already connects
+        self._held: dict[str, sqlite3.Connection] = {}
         super().__init__(base_dir, inst_data)
+
+    def dispose(self) -> None:
+        for connection in self._held.values():
+            connection.close()
+        self._held.clear()
+        super().dispose()
 
     @classmethod
     def from_config_value(cls, inst_data: Any, config_value: Any) -> BatchingSqliteEventLogStorage:
@@ -90,7 +106,7 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     def _connect(self, shard: str) -> Iterator[Any]:
         connections: dict[str, Any] | None = getattr(self._batch, "connections", None)
         if connections is None:
-            with super()._connect(shard) as conn:
+            with self._db_lock, self._transaction(shard) as conn:
                 yield conn
             return
         if shard not in connections:
@@ -104,10 +120,15 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             poolclass=NullPool,
             connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_SECONDS},
         )
+        event.listen(engine, "connect", _commit_without_fsync)
         try:
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
+            if shard not in self._held:  # after _initdb: the file is in WAL mode now
+                held = sqlite3.connect(self.path_for_shard(shard), check_same_thread=False)
+                held.execute("PRAGMA schema_version").fetchone()  # opens the WAL: now it counts
+                self._held[shard] = held
             with engine.connect() as conn, conn.begin():
                 yield conn
         finally:
@@ -127,6 +148,10 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             finally:
                 self._batch.connections = None
                 self._batch.stack = None
+
+
+def _commit_without_fsync(connection: Any, _record: Any) -> None:
+    connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def recording_instance(home: Path) -> dg.DagsterInstance:
