@@ -170,9 +170,8 @@ class StandIn:
         self._handlers = handlers
         self._routes = _routes(self.catalogue)
         self._cache = ResultCache()
-        # Per-id indexes (incomaker_elt/standin/perid.py) apart from the lists, so that walking ids
-        # does not
-        # evict the list a client is paging through, and the other way round.
+        # Per-id indexes (perid.py) apart from the lists, so that walking ids does not evict the
+        # list a client is paging through, and the other way round.
         self._indexes = ResultCache(max_entries=256, max_bytes=150_000_000)
         # False: every per-id request runs its own query, as before the indexes (the reference
         # the tests compare the indexes with)
