@@ -13,6 +13,11 @@ Columns = dict[str, np.ndarray]
 MISSING = np.iinfo(np.int64).min
 
 
+def run_positions(counts: np.ndarray) -> np.ndarray:
+    """For runs of `counts` elements laid end to end, each element's place (0, 1...) in its run."""
+    return np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def pick(rng: np.random.Generator, choices: list[str] | tuple[str, ...], n: int) -> np.ndarray:
     """n strings drawn uniformly from `choices`, as an object array."""
     return np.asarray(choices, dtype=object)[rng.integers(0, len(choices), n)]

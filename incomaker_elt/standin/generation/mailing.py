@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from incomaker_elt.standin.calendar import DAY, HORIZON_DAYS, HORIZON_START_TS, HOUR
-from incomaker_elt.standin.generation import MISSING, Columns
+from incomaker_elt.standin.generation import MISSING, Columns, run_positions
 from incomaker_elt.standin.generation.audience import LANGUAGES, Audience
 from incomaker_elt.standin.scales import Scale
 
@@ -171,9 +171,7 @@ def _delivery_sends(
     )
     span = np.maximum(last - first + 1, 0)
     delivery = np.repeat(deliveries["delivery_id"], span)
-    day = (
-        np.arange(len(delivery)) - np.repeat(np.cumsum(span) - span, span) + np.repeat(first, span)
-    )
+    day = run_positions(span) + np.repeat(first, span)
     per_day = rng.poisson(target / max(len(delivery), 1), len(delivery))
     delivery = np.repeat(delivery, per_day)
     at = (
@@ -216,7 +214,7 @@ def _activity(
     )
     n_opens = np.where(opened, rng.geometric(0.55, n), 0)
     o_send = np.repeat(idx, n_opens)
-    o_first = np.repeat(np.r_[0, np.cumsum(n_opens)[:-1]], n_opens) == np.arange(len(o_send))
+    o_first = run_positions(n_opens) == 0
     o_at = np.where(
         o_first,
         first_open[o_send],

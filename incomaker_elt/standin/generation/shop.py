@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from incomaker_elt.standin.calendar import DAY, HORIZON_DAYS, HORIZON_END_TS, HORIZON_START_TS
-from incomaker_elt.standin.generation import MISSING, Columns, pick
+from incomaker_elt.standin.generation import MISSING, Columns, pick, run_positions
 from incomaker_elt.standin.money import (
     COUNTRY_VAT_PER_MILLE,
     RATE_E4,
@@ -117,8 +117,7 @@ def _lines(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Basket lines for baskets of `counts` lines made at `at`: owner index, line, product, qty."""
     owner = np.repeat(np.arange(len(counts)), counts)
-    starts = np.cumsum(counts) - counts
-    line = np.arange(len(owner)) - np.repeat(starts, counts) + 1
+    line = run_positions(counts) + 1
     product = rng.choice(len(popularity), len(owner), p=popularity)
     # A basket only holds products already on sale; swap the others for a day-one product.
     day_one = np.flatnonzero(products["created_at"] == HORIZON_START_TS)
@@ -259,11 +258,7 @@ def _dialogs(rng: np.random.Generator, n: int, views_per_day: int) -> tuple[Colu
     )
     span = last_day - first_day + 1
     dialog = np.repeat(ids, span)
-    day = (
-        np.arange(len(dialog))
-        - np.repeat(np.cumsum(span) - span, span)
-        + np.repeat(first_day, span)
-    )
+    day = run_positions(span) + np.repeat(first_day, span)
     reach = rng.uniform(0.3, 1.5, n)[dialog - 1]
     views = rng.poisson(views_per_day * reach)
     submissions = rng.binomial(views, rng.uniform(0.02, 0.12, n)[dialog - 1])
