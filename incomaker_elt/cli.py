@@ -20,8 +20,6 @@ from incomaker_elt.ingestion import cli as ingestion_cli
 from incomaker_elt.ingestion import probe_cli
 from incomaker_elt.standin import cli as standin_cli
 
-Command = Callable[[argparse.Namespace], int]
-
 
 def endpoints(args: argparse.Namespace) -> int:
     from incomaker_elt.contract.catalogue import default_catalogue
@@ -49,11 +47,10 @@ def endpoints(args: argparse.Namespace) -> int:
         json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
-    headers = ("name", "group", "method", "path", "status", "kind", "paging", "parent")
-    table = [[str(r[h] or "") for h in headers] for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
+    headers = ["name", "group", "method", "path", "status", "kind", "paging", "parent"]
+    table = [headers, *([str(r[h] or "") for h in headers] for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    table.insert(1, ["-" * w for w in widths])
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("confirmed", "inferred", "assumed")}
@@ -151,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from incomaker_elt.orchestration.warehouse import WarehouseBusy, exclusive
 
     args = _parser().parse_args(argv)
-    handler: Command = args.handler
+    handler: Callable[[argparse.Namespace], int] = args.handler
     command: str = args.command
     try:
         if command in WAREHOUSE_WRITERS and not getattr(args, "parse_only", False):

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -72,14 +73,13 @@ def remove_old_log_files(folder: Path, keep: int = KEPT_LOG_FILES) -> None:
         old.unlink(missing_ok=True)
 
 
-# --------------------------------------------------------------------------------- the stages
-
-
 @dataclass
 class Stage:
     """What the console knows of one stage; `describe()` is its progress line."""
 
     name: str
+    steps_left: int = 0
+    """The job's steps in this stage that have not ended or been skipped: at 0 the stage ends."""
     started_at: float | None = None
     ended_at: float | None = None
     failed: bool = False
@@ -134,10 +134,7 @@ class Stage:
             text = f"{of(self.done, self.total)} checks: {self.passed:,} passed"
             text += f", {self.warned} warned" if self.warned else ""
             return text + (f", {self.failures} failed" if self.failures else "")
-        return self.published or ("" if self.ended_at else "publishing the serving warehouse")
-
-
-# -------------------------------------------------------------------------------- the console
+        return self.published or ("publishing the serving warehouse" if self.steps_left > 0 else "")
 
 
 class RunConsole:
@@ -182,6 +179,8 @@ class RunConsole:
         """The job's steps by stage, the operations to load and the checks to evaluate."""
         with self._lock:
             self.step_stage = dict(step_stages)
+            for stage in step_stages.values():
+                self.stages[stage].steps_left += 1
             self.stages["ingestion"].total = operations
             self.stages["checks"].total = checks
 
@@ -207,8 +206,8 @@ class RunConsole:
         dlt_logger.handlers = [_ToRoot()]
         logging.captureWarnings(True)
         saved_stdout, saved_stderr = sys.stdout, sys.stderr
-        sys.stdout = _Lines(self._printed_line, "stdout")
-        sys.stderr = _Lines(self._printed_line, "stderr")
+        sys.stdout = _Lines(partial(self._printed_line, self._dbt_log))
+        sys.stderr = _Lines(partial(self._printed_line, self._printed_log))
         try:
             self._start_display()
             yield self
@@ -228,23 +227,17 @@ class RunConsole:
     def _start_display(self) -> None:
         if not self.live:
             return
+        from rich import progress
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
 
-        self._progress = Progress(
-            SpinnerColumn(finished_text=" "),
-            TextColumn("{task.description:<11}"),
-            BarColumn(bar_width=20),
+        self._progress = progress.Progress(
+            progress.SpinnerColumn(finished_text=" "),
+            progress.TextColumn("{task.description:<11}"),
+            progress.BarColumn(bar_width=20),
             # The stage's own clock, as in the summary: its task is added when the stage begins
             # and stopped when it ends.
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[detail]}"),
+            progress.TimeElapsedColumn(),
+            progress.TextColumn("{task.fields[detail]}"),
             console=Console(file=self.out, force_terminal=True),
             refresh_per_second=4,
             # sys.stdout and sys.stderr are ours for the run: rich must not swap them again.
@@ -320,12 +313,12 @@ class RunConsole:
                     f"{_clock(record)} {record.levelname} {record.name}: {record.getMessage()}"
                 )
 
-    def _printed_line(self, line: str, stream: str) -> None:
+    def _printed_line(self, log: logging.Logger, line: str) -> None:
         text = _ANSI.sub("", line)
         if self.verbose:
             self._print(line)
         if text.strip():
-            (self._dbt_log if stream == "stdout" else self._printed_log).info(text)
+            log.info(text)
         self._on_dbt_line(text.strip())
 
     def _on_event(self, event: Any) -> None:
@@ -351,23 +344,31 @@ class RunConsole:
         if stage is None:
             return
         if kind == dg.DagsterEventType.STEP_START:
-            # execute_in_process runs one step at a time, the stages in order: once a later stage
-            # starts, the earlier ones are over; the last one ends with the run (finish()).
+            # The stages run in order: once a later one starts, the earlier ones are over (a part
+            # of the job runs only some of a stage's steps).
             for name in STAGES[: STAGES.index(stage.name)]:
                 if self.stages[name].started_at is not None:
                     self._end(self.stages[name])
         with self._lock:
             if kind == dg.DagsterEventType.STEP_START:
                 self._begin(stage)
-            elif kind == dg.DagsterEventType.STEP_FAILURE:
-                stage.failed = True
+            elif kind in (
+                dg.DagsterEventType.STEP_SUCCESS,
+                dg.DagsterEventType.STEP_FAILURE,
+                dg.DagsterEventType.STEP_SKIPPED,
+            ):
+                stage.steps_left -= 1
+                stage.failed |= kind == dg.DagsterEventType.STEP_FAILURE
             elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION and stage.name == "ingestion":
                 # Per-id operations end with their parents' listing: done when their table is.
                 stage.operations_done.add(event.asset_key.path[-1])
             elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION and stage.name == "publishing":
                 tables = event.step_materialization_data.materialization.metadata.get("tables")
                 stage.published = f"published {tables.value} tables" if tables else "published"
+            finished = stage.started_at is not None and stage.steps_left <= 0
         self._show(stage.name)
+        if finished:
+            self._end(stage)
 
     def _on_operation(self, record: logging.LogRecord) -> None:
         operation = getattr(record, "operation", None)
@@ -489,9 +490,6 @@ class RunConsole:
         }
 
 
-# ------------------------------------------------------------------------------- the plumbing
-
-
 class _Records(logging.Handler):
     """Hands each record to `on_record` (a method of the console)."""
 
@@ -544,10 +542,9 @@ class _Lines(io.TextIOBase):
     It has no file descriptor, so Dagster's compute-log capture leaves it alone.
     """
 
-    def __init__(self, on_line: Any, name: str) -> None:
+    def __init__(self, on_line: Callable[[str], None]) -> None:
         super().__init__()
         self._on_line = on_line
-        self._name = name
         self._pending = ""
         self._lock = threading.Lock()
 
@@ -559,11 +556,11 @@ class _Lines(io.TextIOBase):
             self._pending += text
             *lines, self._pending = self._pending.split("\n")
         for line in lines:
-            self._on_line(line, self._name)
+            self._on_line(line)
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
             line, self._pending = self._pending, ""
         if line:
-            self._on_line(line, self._name)
+            self._on_line(line)

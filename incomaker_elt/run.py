@@ -292,30 +292,6 @@ def step_stages(defs: dg.Definitions, job: dg.JobDefinition) -> dict[str, str]:
     return {step: stage for step, stage in stages.items() if step in in_job}
 
 
-def _expect(
-    console: RunConsole,
-    defs: dg.Definitions,
-    job: dg.JobDefinition,
-    selection: Sequence[dg.AssetKey] | None,
-) -> None:
-    """Tell the console the job's steps, and how many operations and checks a full run has."""
-    import dagster as dg
-
-    stages = step_stages(defs, job)
-    if selection is not None:  # a part of the job: the checks it evaluates are not known here
-        operations = sum(key.path[0] == RAW_DATASET for key in selection)
-        console.expect(stages, operations=operations or None)
-        return
-    in_job = [
-        item
-        for item in [*(defs.assets or []), *(defs.asset_checks or [])]
-        if isinstance(item, dg.AssetsDefinition) and item.node_def.name in stages
-    ]
-    operations = sum(key.path[0] == RAW_DATASET for item in in_job for key in item.keys)
-    checks = sum(len(item.check_keys) for item in in_job)
-    console.expect(stages, operations=operations or None, checks=checks or None)
-
-
 def run_pipeline(
     settings: Settings,
     last_day: date,
@@ -345,7 +321,20 @@ def run_pipeline(
     first, last = partition_days(settings, last_day)
     defs = build_definitions(settings)
     job = defs.resolve_job_def(REFRESH_JOB_NAME)
-    _expect(console, defs, job, selection)
+    # The console's stage of each step, and how many operations and checks the run has.
+    stages = step_stages(defs, job)
+    if selection is None:
+        in_job = [
+            item
+            for item in [*(defs.assets or []), *(defs.asset_checks or [])]
+            if isinstance(item, dg.AssetsDefinition) and item.node_def.name in stages
+        ]
+        operations = sum(key.path[0] == RAW_DATASET for item in in_job for key in item.keys)
+        checks = sum(len(item.check_keys) for item in in_job)
+    else:  # a part of the job: the checks it evaluates are not known here
+        operations = sum(key.path[0] == RAW_DATASET for key in selection)
+        checks = 0
+    console.expect(stages, operations=operations or None, checks=checks or None)
     # The console's logger instead of Dagster's: progress and warnings once on the console,
     # everything in the log file; every event stays in the run's record.
     job = dg.Definitions.merge(
@@ -390,15 +379,6 @@ def against_standin(settings: Settings, standin: StandInProcess) -> Settings:
     )
 
 
-def _selection(keys: Sequence[str] | None) -> list[dg.AssetKey] | None:
-    """`--select incomaker_raw/orders marts/rfm_contacts` as asset keys; None: the whole job."""
-    if not keys:
-        return None
-    import dagster as dg
-
-    return [dg.AssetKey.from_user_string(key) for value in keys for key in value.split(",")]
-
-
 def run_logs_folder(settings: Settings) -> Path:
     """Where each `incomaker-elt run` writes its full log: DAGSTER_HOME/run-logs.
 
@@ -416,7 +396,12 @@ def run_command(args: argparse.Namespace) -> int:
     console = RunConsole(log_path, verbose=args.verbose)
     try:
         with console.capturing():
-            selection = _selection(args.select)
+            selection = None  # the whole job
+            if args.select:  # incomaker_raw/orders marts/rfm_contacts, commas allowed
+                import dagster as dg
+
+                keys = [key for value in args.select for key in value.split(",")]
+                selection = [dg.AssetKey.from_user_string(key) for key in keys]
             if settings.api_token:  # INCOMAKER_API_TOKEN, else dlt's .dlt/secrets.toml
                 if not settings.base_url:
                     raise RunError(f"an API token is set but {NO_API_ADDRESS}")
