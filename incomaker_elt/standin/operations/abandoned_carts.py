@@ -31,21 +31,15 @@ def abandoned_carts(a: Ask) -> Sql:
 @handles("abandoned_cart_detail")
 def abandoned_cart_detail(a: Ask) -> list[dict[str, Any]]:
     """The cart with its items; in block mode, every cart of the block."""
-    a.require_id(
-        "cartId", f"SELECT cart_id FROM carts WHERE created_at < {a.cutoff}", "cart_id", "cart"
-    )
+    a.require_created("cartId", "carts", "cart_id", "cart")
     carts = a.arrow(f"""
         SELECT {_cart_columns(a)} FROM carts
         WHERE {a.is_id("cart_id", "cartId")} AND created_at < {a.cutoff}
     """).to_pylist()
-    return a.nest(
-        carts,
-        "cartId",
-        "items",
-        f"""
+    items = f"""
         SELECT i.cart_id AS "cartId", i.product_id AS "productId", p.name AS "productName",
                i.quantity, i.price_w AS "priceWTax"
         FROM cart_items i JOIN products p USING (product_id)
         WHERE {a.is_id("i.cart_id", "cartId")} ORDER BY i.cart_id, i.line_number
-    """,
-    )
+    """
+    return a.nest(carts, "cartId", "items", items)

@@ -95,6 +95,13 @@ class Ask:
         if not self.rows(f"SELECT 1 FROM ({ids_sql}) WHERE {self.is_id(column, name)} LIMIT 1"):
             raise not_found(missing.replace("{id}", str(self.path[name])))
 
+    def require_created(
+        self, name: str, table: str, column: str, what: str, since: str = "created_at"
+    ) -> None:
+        """`require_id` of the ids in `column` of the rows of `table` there by today."""
+        ids_sql = f"SELECT {column} FROM {table} WHERE {since} < {self.cutoff}"
+        self.require_id(name, ids_sql, column, what)
+
     def window(self, date_expr: str) -> str:
         """`AND` clauses for dateFrom/dateTo (inclusive) on a date expression, when given."""
         clauses = ""

@@ -184,11 +184,7 @@ def campaign_ab_tests(a: Ask) -> list[dict[str, Any]]:
         WHERE ab_test_id IS NOT NULL AND sent_at < {a.cutoff} {a.window("sent_at::DATE")}
     """).to_pylist()
     counted = ("sent", "opened", "uniqueOpened", "clicked", "uniqueClicked")
-    a.nest(
-        tests,
-        "abTestId",
-        "variants",
-        f"""
+    variants = f"""
         WITH metrics AS (
             SELECT s.campaign_id, s.variant, {METRICS}
             FROM sends s JOIN events e USING (send_id)
@@ -202,8 +198,8 @@ def campaign_ab_tests(a: Ask) -> list[dict[str, Any]]:
         LEFT JOIN metrics m ON m.campaign_id = c.campaign_id AND m.variant = v.variant
         WHERE c.ab_test_id IS NOT NULL
         ORDER BY c.ab_test_id, v.variant
-    """,
-    )
+    """
+    a.nest(tests, "abTestId", "variants", variants)
     for test in tests:
         variant_a, variant_b = test["variants"]
         test["winnerVariant"] = (

@@ -58,8 +58,7 @@ class Source:
     def scope(self, a: Ask, alias: str = "") -> str:
         """`asked`, after checking that the campaign (delivery) of the path exists by today."""
         if self.field in a.op.path_params:
-            ids = f"SELECT {self.column} FROM {self.table} WHERE {self.exists_from} < {a.cutoff}"
-            a.require_id(self.field, ids, self.column, self.what)
+            a.require_created(self.field, self.table, self.column, self.what, self.exists_from)
         return self.asked(a, alias)
 
 

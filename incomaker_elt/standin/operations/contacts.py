@@ -62,17 +62,13 @@ def contacts_details(a: Ask) -> list[dict[str, Any]]:
         FROM ({_contacts_as_of_today(a)})
         WHERE {asked}
     """).to_pylist()
-    return a.nest(
-        contacts,
-        "contactId",
-        "segments",
-        f"""
+    segments = f"""
         SELECT m.contact_id AS "contactId", s.segment_id AS "segmentId", s.name
         FROM segment_members m JOIN segments s USING (segment_id)
         WHERE {member} AND s.created_at < {a.cutoff}
         ORDER BY m.contact_id, s.segment_id
-    """,
-    )
+    """
+    return a.nest(contacts, "contactId", "segments", segments)
 
 
 @handles("contacts_recommendation")

@@ -82,12 +82,7 @@ def deliveries_by_language(a: Ask) -> Sql:
 @handles("smartflow_daily_detail")
 def smartflow_daily_detail(a: Ask) -> Sql:
     """Per day and delivery of one smartflow: activity by event date, conversions by date."""
-    a.require_id(
-        "smartflowId",
-        f"SELECT smartflow_id FROM deliveries WHERE created_at < {a.cutoff}",
-        "smartflow_id",
-        "smartflow",
-    )
+    a.require_created("smartflowId", "deliveries", "smartflow_id", "smartflow")
     counted = ("sent", "delivered", "opened", "clicked", "unsubscribed")
     return a.sql(f"""
         WITH flow AS (

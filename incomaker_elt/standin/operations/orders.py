@@ -28,28 +28,19 @@ def orders(a: Ask) -> Sql:
 @handles("order_detail")
 def order_detail(a: Ask) -> list[dict[str, Any]]:
     """The order with its items; in block mode, every order of the block."""
-    a.require_id(
-        "orderId",
-        f"SELECT order_id FROM orders WHERE created_at < {a.cutoff}",
-        "order_id",
-        "order",
-    )
+    a.require_created("orderId", "orders", "order_id", "order")
     orders = a.arrow(f"""
         SELECT {ORDER_COLUMNS} FROM orders o
         WHERE {a.is_id("o.order_id", "orderId")} AND o.created_at < {a.cutoff}
     """).to_pylist()
-    return a.nest(
-        orders,
-        "orderId",
-        "items",
-        f"""
+    items = f"""
         SELECT i.order_id AS "orderId", i.line_number AS "lineNumber", i.product_id AS "productId",
                p.name AS "productName", i.quantity, i.unit_price_w AS "unitPriceWTax",
                i.amount_wo AS "amountWoTax", i.amount_w AS "amountWTax"
         FROM order_items i JOIN products p USING (product_id)
         WHERE {a.is_id("i.order_id", "orderId")} ORDER BY i.order_id, i.line_number
-    """,
-    )
+    """
+    return a.nest(orders, "orderId", "items", items)
 
 
 @handles("order_recommendation")

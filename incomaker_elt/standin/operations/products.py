@@ -53,15 +53,6 @@ def recommendations(a: Ask, top: int = 3) -> str:
     """
 
 
-def _require_product(a: Ask) -> None:
-    a.require_id(
-        "productId",
-        f"SELECT product_id FROM products WHERE created_at < {a.cutoff}",
-        "product_id",
-        "product",
-    )
-
-
 @handles("products")
 def products(a: Ask) -> Sql:
     return a.sql(f"SELECT {_product_columns(a)} FROM products p WHERE p.created_at < {a.cutoff}")
@@ -69,7 +60,7 @@ def products(a: Ask) -> Sql:
 
 @handles("product_detail")
 def product_detail(a: Ask) -> Sql:
-    _require_product(a)
+    a.require_created("productId", "products", "product_id", "product")
     return a.sql(f"""
         SELECT {_product_columns(a)}, c.name AS "categoryName", p.description
         FROM products p JOIN categories c USING (category_id)
@@ -87,7 +78,7 @@ def product_categories(a: Ask) -> Sql:
 
 @handles("product_purchases")
 def product_purchases(a: Ask) -> Sql:
-    _require_product(a)
+    a.require_created("productId", "products", "product_id", "product")
     return a.sql(f"""
         SELECT i.order_id AS "orderId", i.line_number AS "lineNumber", i.product_id AS "productId",
                o.contact_id AS "contactId", o.created_at AS "createdAt", o.currency,

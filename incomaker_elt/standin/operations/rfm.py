@@ -166,12 +166,7 @@ def rfm_cell_contacts(a: Ask) -> Sql:
 
 @handles("rfm_contact_detail")
 def rfm_contact_detail(a: Ask) -> Sql:
-    a.require_id(
-        "contactId",
-        f"SELECT contact_id FROM contacts WHERE created_at < {a.cutoff}",
-        "contact_id",
-        "contact",
-    )
+    a.require_created("contactId", "contacts", "contact_id", "contact")
     _, last = analysis_window(a)
     return a.sql(f"""
         SELECT c.contact_id AS "contactId", {last}::DATE AS "analysisDate",
