@@ -11,8 +11,7 @@ settings.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import dagster as dg
@@ -111,11 +110,9 @@ class Warehouse(dg.ConfigurableResource):
         )
     )
 
-    @contextmanager
-    def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def read_only(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """A read-only connection, once no other process writes the file."""
-        with read_only(Path(self.path), timeout=self.lock_timeout) as con:
-            yield con
+        return read_only(Path(self.path), timeout=self.lock_timeout)
 
 
 def warehouse_resource(settings: Settings) -> Warehouse:
