@@ -126,13 +126,9 @@ def simulate(args: argparse.Namespace) -> int:
         catalogue = load_catalogue(Path(dialect).resolve() if dialect else None)
         world = build_world(args.seed, args.scale)
         standin = StandIn(world, today=today, token=token, faults=faults, catalogue=catalogue)
-    except CatalogueError as exc:
-        print(
-            f"incomaker-elt simulate: the dialect to speak ({DIALECT_ENV}): {exc}", file=sys.stderr
-        )
-        return 2
-    except ValueError as exc:
-        print(f"incomaker-elt simulate: {exc}", file=sys.stderr)
+    except ValueError as exc:  # a CatalogueError too
+        what = f"the dialect to speak ({DIALECT_ENV}): " if isinstance(exc, CatalogueError) else ""
+        print(f"incomaker-elt simulate: {what}{exc}", file=sys.stderr)
         return 2
     try:
         with standin.serve(args.host, args.port) as base_url:

@@ -129,10 +129,7 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        value = headers.get(name.lower())
-    return value
+    return headers.get(name, headers.get(name.lower()))
 
 
 def _error(error: ApiError, headers: dict[str, str] | None = None) -> Reply:

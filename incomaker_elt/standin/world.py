@@ -20,9 +20,7 @@ from incomaker_elt.standin.generation import MISSING, Columns
 from incomaker_elt.standin.generation.audience import generate_audience
 from incomaker_elt.standin.generation.mailing import generate_mailing
 from incomaker_elt.standin.generation.shop import generate_shop
-from incomaker_elt.standin.scales import SCALES, get_scale
-
-__all__ = ["SCALES", "World", "build_world"]
+from incomaker_elt.standin.scales import get_scale
 
 # One independent random stream per part of the business, so that changing how (say) dialogs are
 # generated does not reshuffle every contact.

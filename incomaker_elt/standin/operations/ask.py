@@ -68,9 +68,12 @@ class Ask:
         return self.bind("today", self.today)
 
     def is_id(self, column: str, name: str) -> str:
-        """The condition that `column` is the asked id (or, in block mode, one of the block's)."""
-        if self.block is None:
+        """The condition that `column` is the asked id, one of the ids of a comma-list parameter
+        (ids=1,2), or in block mode one of the block's."""
+        if self.block is None and name in self.path:
             return f"{column} = {self.bind(f'path_{name}', self.path[name])}"
+        if self.block is None:
+            return f"list_contains({self.bind(name, list(self.params[name]))}, {column})"
         if self.block.lo is None:
             return "true"
         return (
