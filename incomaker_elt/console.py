@@ -88,7 +88,6 @@ class Stage:
     operations: dict[str, tuple[int, int]] = field(default_factory=dict)
     operations_done: set[str] = field(default_factory=set)
     # dbt
-    node_kinds: dict[int, str] = field(default_factory=dict)
     models_done: int = 0
     tests_total: int | None = None
     tests_done: int = 0
@@ -394,18 +393,15 @@ class RunConsole:
                 if found:
                     self._show("dbt")
                 return
-            index, status, rest = int(node.group(1)), node.group(3), node.group(4)
+            status, rest = node.group(3), node.group(4)
             whole = (stage.total or 0) + (stage.tests_total or 0)
             if whole and whole != int(node.group(2)):
                 # A part of the project: "Found" counted all of it, so no totals.
                 stage.total = stage.tests_total = None
             if status == "START":
-                stage.node_kinds[index] = "model" if " model " in f" {rest} " else "test"
                 return
-            kind = stage.node_kinds.get(index) or (
-                "model" if " model " in f" {rest} " or rest.startswith("relation ") else "test"
-            )
-            if kind == "model":
+            # "OK created sql view model staging.x", "SKIP relation marts.y": a model; else a test.
+            if " model " in f" {rest} " or rest.startswith("relation "):
                 stage.models_done += 1
             else:
                 stage.tests_done += 1

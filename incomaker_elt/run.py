@@ -226,13 +226,10 @@ def print_summary(summary: RunSummary, settings: Settings, api: str) -> None:
         print(f"    step {step} failed: {_CONTROL.sub('', message)}")
     if summary.success:
         print(f"  serving warehouse (read-only, for BI tools): {settings.serving_warehouse_path}")
+    elif settings.serving_warehouse_path.exists():
+        print(f"  NOT published: the previous copy {settings.serving_warehouse_path} is unchanged")
     else:
-        kept = (
-            f"the previous copy {settings.serving_warehouse_path} is unchanged"
-            if settings.serving_warehouse_path.exists()
-            else "no serving warehouse was published"
-        )
-        print(f"  NOT published: {kept}")
+        print("  NOT published: no serving warehouse was published")
     print(f"  warehouse: {settings.warehouse_path}")
     print("  lineage, checks and the nightly schedule: `make ui` (http://127.0.0.1:3000)")
     if summary.warnings:
