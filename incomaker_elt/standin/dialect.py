@@ -103,20 +103,21 @@ def _zone(name: str) -> ZoneInfo | None:
 
 
 def render_record(op: Operation, record: dict[str, Any], zone_name: str) -> dict[str, Any]:
-    """A record built in Python, as the API shows it (names, ids, timestamps, nested lists)."""
+    """A record built in Python, as the API shows it (names, ids, timestamps, decimals, nested
+    lists and objects)."""
     zone = _zone(zone_name)
-    out: dict[str, Any] = {}
-    for name, value in record.items():
-        kind = op.fields.get(name)
-        if isinstance(value, list):
-            sub = op.nested.get(name, {})
-            value = [
-                {k: _render_value(k, sub.get(k), v, zone) for k, v in item.items()}
-                if isinstance(item, dict)
-                else item
-                for item in value
-            ]
-        else:
-            value = _render_value(name, kind, value, zone)
-        out[op.api_name(name)] = value
-    return out
+
+    def render(item: dict[str, Any], kinds: dict[str, str], path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in item.items():
+            inner = op.nested.get(path + name, {})
+            if isinstance(value, dict):
+                value = render(value, inner, f"{path}{name}.")
+            elif isinstance(value, list):
+                value = [render(v, inner, f"{path}{name}.") for v in value]
+            else:
+                value = _render_value(name, kinds.get(name), value, zone)
+            out[name] = value
+        return out
+
+    return {op.api_name(name): value for name, value in render(record, op.fields, "").items()}

@@ -117,17 +117,13 @@ def parse_query(
                 size_name,
                 f"{size_name} must be between 1 and {catalogue.max_page_size}, got {size}",
             )
-        if paging.style == "offset":
-            name = paging.offset_param
-            start = _integer(name, raw[name]) if raw.get(name) else 0
-            if start < 0:
-                raise bad_parameter(name, f"{name} must be 0 or more, got {start}")
-        else:
-            name = paging.page_param
-            page = _integer(name, raw[name]) if raw.get(name) else paging.first_page
-            if page < paging.first_page:
-                raise bad_parameter(name, f"{name} must be {paging.first_page} or more, got {page}")
-            start = (page - paging.first_page) * size
+        # the offset of the first record asked for, or the number of its page
+        offset = paging.style == "offset"
+        name, first = (paging.offset_param, 0) if offset else (paging.page_param, paging.first_page)
+        position = _integer(name, raw[name]) if raw.get(name) else first
+        if position < first:
+            raise bad_parameter(name, f"{name} must be {first} or more, got {position}")
+        start = position if offset else (position - first) * size
     return params, start, size
 
 

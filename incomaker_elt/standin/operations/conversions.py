@@ -19,47 +19,41 @@ def conversions(a: Ask) -> Sql:
     return a.sql(conversion_rows(a))
 
 
-def _average(total_cents: int, count: int) -> float:
-    return half_up_div(total_cents, count) / 100 if count else 0.0
+def _average(total_cents: int, count: int) -> int:
+    return half_up_div(total_cents, count) if count else 0
 
 
 @handles("conversions_totals")
 def conversions_totals(a: Ask) -> list[dict[str, Any]]:
     """The documented ConversionAggregate, field for field (seed: GET /conversions/totals)."""
     source = f"{visible_conversions(a)} WHERE true {conversion_filters(a)}"
-    per_currency = a.rows(f"""
-        SELECT currency, count(*), sum(amount_wo)::BIGINT, sum(amount_w)::BIGINT,
-               sum(amount_wo_ref)::BIGINT, sum(amount_w_ref)::BIGINT
+    breakdown = a.arrow(f"""
+        SELECT currency, sum(amount_wo)::BIGINT AS "conversionsAmountWoTax",
+               sum(amount_w)::BIGINT AS "conversionsAmountWTax", count(*) AS "conversionsNumber",
+               ((2 * sum(amount_w) + count(*)) // (2 * count(*)))::BIGINT AS "averageConversion",
+               sum(amount_wo_ref)::BIGINT AS "conversionAmountWoTaxReference",
+               sum(amount_w_ref)::BIGINT AS "conversionAmountWTaxReference"
         FROM {source} GROUP BY currency ORDER BY currency
+    """).to_pylist()
+    ((unique_contacts, number, wo_ref, w_ref),) = a.rows(f"""
+        SELECT count(DISTINCT contact_id), count(*), coalesce(sum(amount_wo_ref), 0)::BIGINT,
+               coalesce(sum(amount_w_ref), 0)::BIGINT
+        FROM {source}
     """)
-    unique_contacts = a.rows(f"SELECT count(DISTINCT contact_id) FROM {source}")[0][0]
-    number = sum(r[1] for r in per_currency)
-    wo_ref = sum(r[4] for r in per_currency)
-    w_ref = sum(r[5] for r in per_currency)
-    breakdown = [
-        {
-            "currency": currency,
-            "conversionsAmountWoTax": wo / 100,
-            "conversionsAmountWTax": w / 100,
-            "conversionsNumber": n,
-            "averageConversion": _average(w, n),
-            "conversionAmountWoTaxReference": ref_wo / 100,
-            "conversionAmountWTaxReference": ref_w / 100,
-        }
-        for currency, n, wo, w, ref_wo, ref_w in per_currency
-    ]
+    conversions = {
+        "conversionsAmountWoTax": wo_ref,
+        "conversionsAmountWTax": w_ref,
+        "conversionsNumber": number,
+        "currency": "CZK",
+        "averageConversion": _average(w_ref, number),
+        "breakdown": breakdown,
+    }
+    average_unique = _average(w_ref, unique_contacts)
     return [
         {
             "uniqueContacts": unique_contacts,
-            "averageUniqueConversion": _average(w_ref, unique_contacts),
-            "conversions": {
-                "conversionsAmountWoTax": wo_ref / 100,
-                "conversionsAmountWTax": w_ref / 100,
-                "conversionsNumber": number,
-                "currency": "CZK",
-                "averageConversion": _average(w_ref, number),
-                "breakdown": breakdown,
-            },
+            "averageUniqueConversion": average_unique,
+            "conversions": conversions,
         }
     ]
 
