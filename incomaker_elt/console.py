@@ -228,14 +228,24 @@ class RunConsole:
             return
         from rich import progress
         from rich.console import Console
+        from rich.text import Text
+
+        stages = self.stages
+
+        class StageTime(progress.ProgressColumn):
+            """The stage's own clock: from its first step to its last (as in the summary); rich's
+            elapsed column stops when the bar is full, and dbt's models fill it before its tests
+            have run."""
+
+            def render(self, task: Any) -> Text:
+                seconds = stages[task.description].seconds or 0.0
+                return Text(f"{seconds:5.0f} s", style="progress.elapsed")
 
         self._progress = progress.Progress(
             progress.SpinnerColumn(finished_text=" "),
             progress.TextColumn("{task.description:<11}"),
             progress.BarColumn(bar_width=20),
-            # The stage's own clock, as in the summary: its task is added when the stage begins
-            # and stopped when it ends.
-            progress.TimeElapsedColumn(),
+            StageTime(),
             progress.TextColumn("{task.fields[detail]}"),
             console=Console(file=self.out, force_terminal=True),
             refresh_per_second=4,
