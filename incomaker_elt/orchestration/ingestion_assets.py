@@ -277,21 +277,26 @@ def load(
     context.log.info(
         f"loaded {dates.start}..{dates.end}: {summary.requests} requests, {summary.retries} retries"
     )
-    # Each day's materialisation carries the rows the table holds for that day.
-    add_partition_metadata(
-        context,
-        {
-            (raw_asset_key(table), day.isoformat()): {
-                "dagster/partition_row_count": dg.MetadataValue.int(rows)
-            }
-            for table, by_day in per_day.items()
-            for day, rows in by_day.items()
-        },
-    )
+    schemas = {table: column_schema(catalogue.get(table), catalogue, columns) for table in loaded}
+    # Each day's materialisation carries the rows the table holds for that day; the columns go
+    # on the last day's only, the one the UI shows: on each of a first load's 7,257 events they
+    # took three quarters of its serialisation (0.9 ms of 1.2 ms an event).
+    by_partition: dict[tuple[dg.AssetKey, str], dict[str, Any]] = {
+        (raw_asset_key(table), day.isoformat()): {
+            "dagster/partition_row_count": dg.MetadataValue.int(rows)
+        }
+        for table, by_day in per_day.items()
+        for day, rows in by_day.items()
+    }
+    if dates.fixed:
+        for table, schema in schemas.items():
+            last_day = by_partition.setdefault((raw_asset_key(table), dates.end.isoformat()), {})
+            last_day["dagster/column_schema"] = schema
+    add_partition_metadata(context, by_partition)
     for table in loaded:
         metadata: dict[str, Any] = {
             "dagster/row_count": dg.MetadataValue.int(summary.table_rows.get(table, 0)),
-            "dagster/column_schema": column_schema(catalogue.get(table), catalogue, columns),
+            **({} if dates.fixed else {"dagster/column_schema": schemas[table]}),
             "rows_loaded": dg.MetadataValue.int(summary.rows_loaded.get(table, 0)),
             "window": f"{dates.start}..{dates.end}",
             **({} if dates.fixed else {LOADED_THROUGH: dates.end.isoformat()}),
