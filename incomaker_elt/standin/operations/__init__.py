@@ -35,6 +35,3 @@ def all_handlers() -> dict[str, Handler]:
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
     return HANDLERS
-
-
-__all__ = ["Ask", "HANDLERS", "Handler", "Result", "Sql", "all_handlers", "handles"]
