@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# dbt's manifest, which the Dagster definitions read: parsed here once rather than in the
+	@# first run (a run parses again only what changed since).
+	$(BIN)/incomaker-elt transform --parse-only
 	touch $(STAMP)
 
 # Re-installed when its pin changes or the folder is gone; a new pyproject.toml leaves it be.
