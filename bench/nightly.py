@@ -124,6 +124,7 @@ def serve_standin(argv: list[str]) -> int:
     import uvicorn
 
     from incomaker_elt.standin import StandIn, build_world, clear_log
+    from incomaker_elt.standin.server import asgi_app
 
     parser = argparse.ArgumentParser(prog="nightly.py standin")
     parser.add_argument("--scale", required=True)
@@ -135,7 +136,7 @@ def serve_standin(argv: list[str]) -> int:
         build_world(args.seed, args.scale), today=args.today, token=os.environ[TOKEN_ENV]
     )
     built = time.monotonic() - started
-    app = CountingApp(standin.asgi_app(), standin.catalogue)
+    app = CountingApp(asgi_app(standin), standin.catalogue)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off"
