@@ -76,14 +76,10 @@ class ResultCache:
     query (and hold its result) once per connection."""
 
     def __init__(self, max_entries: int = 16, max_bytes: int = 600_000_000) -> None:
-        self._entries: OrderedDict[tuple, Any] = OrderedDict()
+        self._entries: OrderedDict[tuple, Frame | IdIndex] = OrderedDict()
         self._lock = threading.Lock()
         self._computing: dict[tuple, threading.Lock] = {}
         self.max_entries, self.max_bytes = max_entries, max_bytes
-
-    @staticmethod
-    def _size(value: Any) -> int:
-        return value.nbytes if isinstance(value, Frame | IdIndex) else 1_000
 
     def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:
@@ -100,12 +96,12 @@ class ResultCache:
                     self._computing.pop(key, None)
             with self._lock:
                 self._entries[key] = value
-                total = sum(self._size(v) for v in self._entries.values())
+                total = sum(v.nbytes for v in self._entries.values())
                 while len(self._entries) > 1 and (
                     len(self._entries) > self.max_entries or total > self.max_bytes
                 ):
                     _, dropped = self._entries.popitem(last=False)
-                    total -= self._size(dropped)
+                    total -= dropped.nbytes
         return value
 
 

@@ -102,21 +102,19 @@ def _distribution(dimension: str) -> str:
     """
 
 
-def _single_distribution(dimension: str, a: Ask) -> Sql:
+def _distributions(dimensions: tuple[str, ...], a: Ask) -> Sql:
+    """The score buckets of the dimensions, named by a `dimension` field when several."""
+    parts = " UNION ALL ".join(_distribution(d) for d in dimensions)
+    named = '"dimension", ' if len(dimensions) > 1 else ""
     return a.sql(f"""
         WITH scored AS ({scored(a)})
-        SELECT score, "minValue", "maxValue", "contactsCount" FROM ({_distribution(dimension)})
+        SELECT {named}score, "minValue", "maxValue", "contactsCount" FROM ({parts})
     """)
 
 
 for dimension in _DIMENSIONS:
-    handles(f"rfm_{dimension}_distribution")(partial(_single_distribution, dimension))
-
-
-@handles("rfm_distributions")
-def rfm_distributions(a: Ask) -> Sql:
-    parts = " UNION ALL ".join(_distribution(d) for d in _DIMENSIONS)
-    return a.sql(f"WITH scored AS ({scored(a)}) {parts}")
+    handles(f"rfm_{dimension}_distribution")(partial(_distributions, (dimension,)))
+handles("rfm_distributions")(partial(_distributions, tuple(_DIMENSIONS)))
 
 
 def _shares(columns: str, a: Ask) -> Sql:
