@@ -63,10 +63,6 @@ class Ask:
             "cutoff", datetime.combine(self.today + timedelta(days=1), datetime.min.time())
         )
 
-    @property
-    def today_sql(self) -> str:
-        return self.bind("today", self.today)
-
     def is_id(self, column: str, name: str) -> str:
         """The condition that `column` is the asked id, one of the ids of a comma-list parameter
         (ids=1,2), or in block mode one of the block's."""

@@ -35,7 +35,7 @@ def events_by_today(a: Ask, where: str = "") -> str:
 
 def visible_conversions(a: Ask, where: str = "") -> str:
     """Conversions recorded by today (a day's conversions keep arriving for 30 days)."""
-    return f"(SELECT * FROM conversions WHERE recorded_date <= {a.today_sql} {where})"
+    return f"(SELECT * FROM conversions WHERE recorded_date <= {a.bind('today', a.today)} {where})"
 
 
 @dataclass(frozen=True)
