@@ -123,7 +123,8 @@ def simulate(args: argparse.Namespace) -> int:
             seed=args.fault_seed,
         )
         dialect = args.catalogue or os.environ.get(DIALECT_ENV)
-        catalogue = load_catalogue(Path(dialect).resolve() if dialect else None)
+        setting = "--catalogue" if args.catalogue else DIALECT_ENV
+        catalogue = load_catalogue(Path(dialect).resolve() if dialect else None, setting)
         world = build_world(args.seed, args.scale)
         standin = StandIn(world, today=today, token=token, faults=faults, catalogue=catalogue)
     except ValueError as exc:  # a CatalogueError too
