@@ -346,6 +346,27 @@ def test_next_day_asks_only_for_the_new_window_plus_lookback(account):
     assert duplicate_keys(settings) == {}
 
 
+def test_details_of_unchanged_parents_listed_whole_are_not_asked_again(small_world, tmp_path):
+    """A parent listed whole every run (products) has its detail asked for only when its record
+    changed: a second run over an unchanged account asks for no product's detail. (The
+    fingerprint once took in the `_dlt_id` drawn for each row, so every record looked changed.)"""
+    standin = StandIn(small_world, token=TOKEN)
+    settings = settings_for(tmp_path)
+    asked = []
+    for _ in range(2):
+        summary = run_ingestion(
+            settings,
+            only=["products", "product_detail"],
+            start=JUNE,
+            end=DEFAULT_TODAY,
+            transport=standin.transport(),
+        )
+        asked.append(summary.requests_by_operation.get("product_detail", 0))
+    products = table_counts(settings)["products"]
+    assert asked == [products, 0]
+    assert table_counts(settings)["product_detail"] == products
+
+
 # ------------------------------------------------------------------ conversions arrive late
 
 

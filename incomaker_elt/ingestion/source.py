@@ -208,8 +208,10 @@ def _parent_rows(item: Any) -> list[dict[str, Any]]:
 
 
 def _fingerprint(row: dict[str, Any]) -> str:
+    """The parent record's content: its fields, not the `_dlt_id` drawn for it in each run."""
+    content = {name: value for name, value in row.items() if name != DLT_ID}
     body = orjson.dumps(
-        row, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=str
+        content, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=str
     )
     return hashlib.blake2b(body, digest_size=8).hexdigest()
 
