@@ -436,7 +436,7 @@ def test_the_failure_alert_names_each_failed_steps_cause(tmp_path: Path) -> None
 
 
 def test_a_view_that_cannot_be_counted_does_not_hide_dbts_failure(tmp_path: Path) -> None:
-    from incomaker_elt.orchestration.transform_assets import with_view_row_counts
+    from incomaker_elt.orchestration.transform_assets import Model, with_table_metadata
 
     warehouse = tmp_path / "incomaker.duckdb"
     with duckdb.connect(str(warehouse)) as con:
@@ -451,9 +451,18 @@ def test_a_view_that_cannot_be_counted_does_not_hide_dbts_failure(tmp_path: Path
         dg.Output(None, "broken", metadata={"unique_id": "model.p.broken"}),
         dg.Output(None, "fine", metadata={"unique_id": "model.p.fine"}),
     ]
-    views = {"model.p.broken": '"staging"."broken"', "model.p.fine": '"staging"."fine"'}
-    counted = with_view_row_counts(events, views, warehouse)
+    models = {
+        "model.p.broken": Model("staging", "broken", {"campaign_id": "the campaign"}),
+        "model.p.fine": Model("staging", "fine", {}),
+    }
+    counted = with_table_metadata(events, models, warehouse)
     assert "dagster/row_count" not in counted[0].metadata
+    (column,) = counted[0].metadata["dagster/column_schema"].value.columns
+    assert (column.name, column.type, column.description) == (
+        "campaign_id",
+        "BIGINT",
+        "the campaign",
+    )
     assert counted[1].metadata["dagster/row_count"].value == 2
 
 

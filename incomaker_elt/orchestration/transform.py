@@ -343,8 +343,8 @@ def run_dbt(
     Holds the warehouse's lock file like every step of a Dagster run, and starts again while
     another process has the file open (within INCOMAKER_WAREHOUSE_LOCK_TIMEOUT). `invoke` starts
     dbt (default: `dbt_resource()`, no Dagster context); `read` takes its events (default: none,
-    waits for the end). `then` is applied to the events of a successful command while the lock
-    is still held. A failure comes back in `error`, with the events read before it.
+    waits for the end). `then` is applied to the events read (a failed command's too) while the
+    lock is still held. A failure comes back in `error`, with the events read before it.
     """
     args = [*args, "--vars", json.dumps(dbt_vars(extra_vars))]
     invoke = invoke or (lambda a, target: dbt_resource().cli(a, target_path=target))
@@ -371,7 +371,7 @@ def run_dbt(
             results = _results(target)
             if error is None:
                 shutil.rmtree(target, ignore_errors=True)
-        return DbtRun(then(events) if then and error is None else events, results, error)
+        return DbtRun(then(events) if then else events, results, error)
 
     with exclusive(settings.warehouse_path, log, timeout=settings.warehouse_lock_timeout):
         remove_old_run_targets()
