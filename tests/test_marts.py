@@ -22,6 +22,7 @@ import duckdb
 import pytest
 from api_pages import HEADERS, instant, operation_at, records_of
 
+from incomaker_elt.contract.deliveries import DELIVERY_METRICS
 from incomaker_elt.contract.paging import PageTotals, walk
 from incomaker_elt.contract.settings import Settings, load_settings
 from incomaker_elt.orchestration import transform
@@ -30,16 +31,7 @@ from incomaker_elt.standin.dialect import integer_id
 TODAY = date(2026, 6, 30)
 HISTORY_START = date(2025, 1, 1)
 TOKEN = "standin-token"
-METRICS = {  # API field -> mart column
-    "sent": "sent",
-    "delivered": "delivered",
-    "bounced": "bounced",
-    "opened": "opens",
-    "uniqueOpened": "unique_opens",
-    "clicked": "clicks",
-    "uniqueClicked": "unique_clicks",
-    "unsubscribed": "unsubscribes",
-}
+METRICS = DELIVERY_METRICS  # API field -> mart column
 # /conversions/totals queries: API parameters and the same filter as macro arguments.
 TOTALS_FILTERS = [
     {},
