@@ -367,6 +367,59 @@ def test_details_of_unchanged_parents_listed_whole_are_not_asked_again(small_wor
     assert table_counts(settings)["product_detail"] == products
 
 
+class OneOrderChanged(httpx.BaseTransport):
+    """The stand-in, except that the orders listing says another country for one order."""
+
+    def __init__(self, inner: httpx.BaseTransport, order_id: int) -> None:
+        self.inner, self.order_id = inner, order_id
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        orders = CATALOGUE.get("orders")
+        if not request.url.path.endswith(orders.path) or response.status_code != 200:
+            return response
+        body = orjson.loads(response.read())
+        for record in records_of(orders, body):
+            if record["orderId"] == self.order_id:
+                record["country"] = "XX"
+        return httpx.Response(200, content=orjson.dumps(body), headers=response.headers)
+
+
+def test_a_range_read_again_asks_details_only_for_the_orders_that_changed(small_world, tmp_path):
+    """The nightly run reads the last month again; an order whose record is as it was is not
+    asked for its detail again, one whose record changed is, and orders older than the memory
+    (incomaker_elt.ingestion.source.REMEMBERED_DAYS) are asked for as before."""
+    standin = StandIn(small_world, token=TOKEN)
+    settings = settings_for(tmp_path)
+    month = JUNE + timedelta(days=10)  # a range within what the first load read
+
+    def load(start: date, transport: httpx.BaseTransport) -> dict[str, int]:
+        summary = run_ingestion(
+            settings,
+            only=["orders", "order_detail"],
+            start=start,
+            end=DEFAULT_TODAY,
+            transport=transport,
+            fixed_window=True,
+        )
+        assert summary.failures == []
+        return summary.requests_by_operation
+
+    first = load(JUNE, standin.transport())
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        (order_id,), *_ = con.execute(
+            f"select order_id from {RAW_DATASET}.orders where created_at >= ? order by 1",
+            [month],
+        ).fetchall()
+    assert load(month, standin.transport()).get("order_detail", 0) == 0
+    standin.clear_log()
+    again = load(month, OneOrderChanged(standin.transport(), order_id))
+    assert again["order_detail"] == 1
+    (asked,) = [r for r in standin.request_log.snapshot() if route(r.path).name == "order_detail"]
+    assert asked.path.endswith(f"/{order_id}")
+    assert first["order_detail"] == table_counts(settings)["order_detail"]
+
+
 # ------------------------------------------------------------------ conversions arrive late
 
 

@@ -46,6 +46,11 @@ SOURCE_NAME = "incomaker"
 RFM_WINDOW_DAYS = 365
 """The RFM operations analyse the 365 days ending dateTo, the API's own default window."""
 DEFAULT_CHUNK_ROWS = 200_000
+REMEMBERED_DAYS = 62
+"""How far back a windowed parent's records are remembered for `changed_only` details: twice the
+nightly range (31 days), so that a night after missed nights still finds them. An older record
+read again (a backfill) has its detail asked for, as if new; the memory lives in dlt's state,
+which a first load at `large` would otherwise fill with a million orders."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,20 @@ def _parent_rows(item: Any) -> list[dict[str, Any]]:
     return item if isinstance(item, list) else [item]
 
 
+def _day(value: Any) -> date | None:
+    """The day of a window value as the parent's records hold it (date, datetime or text)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).date() if value.tzinfo else value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).date()
+        except ValueError:
+            return None
+    return None
+
+
 def _fingerprint(row: dict[str, Any]) -> str:
     """The parent record's content: its fields, not the `_dlt_id` drawn for it in each run."""
     content = {name: value for name, value in row.items() if name != DLT_ID}
@@ -292,21 +311,51 @@ class SourceBuilder:
         parent_op = self.catalogue.get(link.resource)
         fetcher, dates, decode = self.fetcher, self.dates, decoder(op)
         chunk_rows = self.chunk_rows
-        # Parents listed whole every run need a memory of what they looked like last time.
-        by_content = link.changed_only and parent_op.window is None
+        # A memory of what the parents looked like last time: a record read again unchanged
+        # (a parent listed whole every run, or one of a range the nightly run reads again) is
+        # not asked for its detail again.
+        window = snake(parent_op.window) if parent_op.window else None
+        remembered_from = dates.end - timedelta(days=REMEMBERED_DAYS)
         seen_this_run: set[Any] = set()
+        pruned: list[bool] = []
 
-        def parent_ids(item: Any) -> list[Any]:
-            values = _parent_values(item, link.field)
-            if by_content:
-                state = dlt.current.resource_state().setdefault("parent_fingerprints", {})
+        def changed_parents(item: Any, values: list[Any]) -> list[Any]:
+            state = dlt.current.resource_state().setdefault("parent_fingerprints", {})
+            if window is None:
                 changed = []
                 for row, value in zip(_parent_rows(item), values, strict=True):
                     key, fingerprint = str(value), _fingerprint(row)
                     if state.get(key) != fingerprint:
                         state[key] = fingerprint
                         changed.append(value)
-                values = changed
+                return changed
+            oldest = remembered_from.isoformat()
+            if not pruned:  # once a run: forget the days no nightly run reads again
+                for key in [
+                    k for k, v in state.items() if not isinstance(v, list) or v[1] < oldest
+                ]:
+                    del state[key]
+                pruned.append(True)
+            days = [_day(v) for v in _parent_values(item, parent_op.window)]
+            recent = [i for i, day in enumerate(days) if day is not None and day >= remembered_from]
+            changed = [
+                values[i] for i, day in enumerate(days) if day is None or day < remembered_from
+            ]
+            # too old to be remembered: asked for, as before (only recent rows are fingerprinted)
+            rows = _parent_rows(item.take(recent) if isinstance(item, pa.Table) else item)
+            if not isinstance(item, pa.Table):
+                rows = [rows[i] for i in recent]
+            for i, row in zip(recent, rows, strict=True):
+                key, fingerprint = str(values[i]), _fingerprint(row)
+                if state.get(key, [None])[0] != fingerprint:
+                    state[key] = [fingerprint, days[i].isoformat()]
+                    changed.append(values[i])
+            return changed
+
+        def parent_ids(item: Any) -> list[Any]:
+            values = _parent_values(item, link.field)
+            if link.changed_only:
+                values = changed_parents(item, values)
             fresh = []
             for value in values:
                 if value is not None and value not in seen_this_run:
