@@ -342,7 +342,9 @@ class SourceBuilder:
                 values[i] for i, day in enumerate(days) if day is None or day < remembered_from
             ]
             # too old to be remembered: asked for, as before (only recent rows are fingerprinted)
-            rows = _parent_rows(item.take(recent) if isinstance(item, pa.Table) else item)
+            rows = _parent_rows(
+                item.take(pa.array(recent, pa.int64())) if isinstance(item, pa.Table) else item
+            )
             if not isinstance(item, pa.Table):
                 rows = [rows[i] for i in recent]
             for i, row in zip(recent, rows, strict=True):
