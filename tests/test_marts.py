@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -24,7 +23,7 @@ from api_pages import HEADERS, instant, operation_at, records_of
 
 from incomaker_elt.contract.deliveries import DELIVERY_METRICS
 from incomaker_elt.contract.paging import PageTotals, walk
-from incomaker_elt.contract.settings import Settings, load_settings
+from incomaker_elt.contract.settings import Settings
 from incomaker_elt.orchestration import transform
 from incomaker_elt.standin.dialect import integer_id
 
@@ -142,21 +141,12 @@ def _compile_totals(settings: Settings) -> str:
 
 
 @pytest.fixture(scope="module")
-def built(standin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    from incomaker_elt.ingestion.pipeline import run_ingestion
-
-    path = tmp_path_factory.mktemp("marts") / "incomaker.duckdb"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("INCOMAKER_WAREHOUSE", str(path))
-        mp.setenv("INCOMAKER_API_TOKEN", TOKEN)
-        mp.setenv("INCOMAKER_REQUESTS_PER_SECOND", "0")  # the stand-in in process: no cap
-        mp.delenv("INCOMAKER_BASE_URL", raising=False)
-        mp.delenv("INCOMAKER_DLT_DESTINATION", raising=False)
-        settings = load_settings()
-        run_ingestion(settings, start=HISTORY_START, end=TODAY, transport=standin.transport())
-        summary = transform.build(settings)
-        totals_sql = _compile_totals(settings)
-        yield Built(path, settings, summary, totals_sql)
+def built(full_load) -> Built:
+    """The session's fresh full load (tests/conftest.py `full_load`: the stand-in at TODAY loaded
+    from HISTORY_START, then `dbt build`), read only, and the totals query compiled on it."""
+    assert (full_load.today, full_load.start) == (TODAY, HISTORY_START)
+    totals_sql = _compile_totals(full_load.settings)
+    return Built(full_load.warehouse, full_load.settings, full_load.build, totals_sql)
 
 
 def rows(built: Built, sql: str) -> list[dict]:
