@@ -337,6 +337,8 @@ class SourceBuilder:
                     del state[key]
                 pruned.append(True)
             days = [_day(v) for v in _parent_values(item, parent_op.window)]
+            if len(days) != len(values):  # no window column: nothing to remember them by
+                return values
             recent = [i for i, day in enumerate(days) if day is not None and day >= remembered_from]
             changed = [
                 values[i] for i, day in enumerate(days) if day is None or day < remembered_from
