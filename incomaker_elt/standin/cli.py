@@ -128,7 +128,7 @@ def simulate(args: argparse.Namespace) -> int:
         world = build_world(args.seed, args.scale)
         standin = StandIn(world, today=today, token=token, faults=faults, catalogue=catalogue)
     except ValueError as exc:  # a CatalogueError too
-        what = f"the dialect to speak ({DIALECT_ENV}): " if isinstance(exc, CatalogueError) else ""
+        what = "the dialect to speak: " if isinstance(exc, CatalogueError) else ""
         print(f"incomaker-elt simulate: {what}{exc}", file=sys.stderr)
         return 2
     try:
