@@ -206,10 +206,12 @@ def _parent_values(item: Any, field: str) -> list[Any]:
     return [row.get(snake(field)) for row in rows]
 
 
-def _parent_rows(item: Any) -> list[dict[str, Any]]:
+def _rows_at(item: Any, indices: list[int]) -> list[dict[str, Any]]:
+    """The parent's records at `indices` as dicts (only those converted, from Arrow)."""
     if isinstance(item, pa.Table):
-        return item.to_pylist()
-    return item if isinstance(item, list) else [item]
+        return item.take(pa.array(indices, pa.int64())).to_pylist()
+    rows = item if isinstance(item, list) else [item]
+    return [rows[i] for i in indices]
 
 
 def _day(value: Any) -> date | None:
@@ -321,38 +323,30 @@ class SourceBuilder:
 
         def changed_parents(item: Any, values: list[Any]) -> list[Any]:
             state = dlt.current.resource_state().setdefault("parent_fingerprints", {})
-            if window is None:
-                changed = []
-                for row, value in zip(_parent_rows(item), values, strict=True):
-                    key, fingerprint = str(value), _fingerprint(row)
-                    if state.get(key) != fingerprint:
-                        state[key] = fingerprint
-                        changed.append(value)
-                return changed
-            oldest = remembered_from.isoformat()
-            if not pruned:  # once a run: forget the days no nightly run reads again
-                for key in [
-                    k for k, v in state.items() if not isinstance(v, list) or v[1] < oldest
-                ]:
-                    del state[key]
-                pruned.append(True)
-            days = [_day(v) for v in _parent_values(item, parent_op.window)]
-            if len(days) != len(values):  # no window column: nothing to remember them by
-                return values
-            recent = [i for i, day in enumerate(days) if day is not None and day >= remembered_from]
-            changed = [
-                values[i] for i, day in enumerate(days) if day is None or day < remembered_from
+            days: list[date | None] = [None] * len(values)
+            if window is not None:
+                oldest = remembered_from.isoformat()
+                if not pruned:  # once a run: forget the days no nightly run reads again
+                    for key in [
+                        k for k, v in state.items() if not isinstance(v, list) or v[1] < oldest
+                    ]:
+                        del state[key]
+                    pruned.append(True)
+                days = [_day(v) for v in _parent_values(item, parent_op.window)]
+                if len(days) != len(values):  # no window column: nothing to remember them by
+                    return values
+            remembered = [
+                i
+                for i, day in enumerate(days)
+                if window is None or (day and day >= remembered_from)
             ]
-            # too old to be remembered: asked for, as before (only recent rows are fingerprinted)
-            rows = _parent_rows(
-                item.take(pa.array(recent, pa.int64())) if isinstance(item, pa.Table) else item
-            )
-            if not isinstance(item, pa.Table):
-                rows = [rows[i] for i in recent]
-            for i, row in zip(recent, rows, strict=True):
-                key, fingerprint = str(values[i]), _fingerprint(row)
-                if state.get(key, [None])[0] != fingerprint:
-                    state[key] = [fingerprint, days[i].isoformat()]
+            # too old to be remembered (or undated): asked for, as before
+            changed = [values[i] for i in sorted(set(range(len(values))) - set(remembered))]
+            for i, row in zip(remembered, _rows_at(item, remembered), strict=True):
+                fingerprint = _fingerprint(row)
+                entry = fingerprint if window is None else [fingerprint, days[i].isoformat()]
+                if state.get(str(values[i])) != entry:
+                    state[str(values[i])] = entry
                     changed.append(values[i])
             return changed
 
