@@ -1,0 +1,208 @@
+"""How long the Dagster code location takes to load, as a code server loads it (issue 12: 2 s).
+
+    python bench/definitions_load.py               # 5 loads, each in a fresh process
+    python bench/definitions_load.py --runs 9
+    python bench/definitions_load.py --against HEAD~3   # the same, alternating with a commit
+    make bench-definitions
+
+Each load runs in a child Python of its own, so nothing is imported or cached beforehand; its
+phases are timed inside the child, in wall and CPU (user + system) seconds:
+
+- import: `import incomaker_elt.orchestration.definitions`, dagster, dagster-dbt and the rest
+  included (the child imports nothing of the project or of Dagster before);
+- build: what a Dagster code server then does with the module
+  (dagster._grpc.server.LoadedRepositories): `defs` resolved in Dagster's load context, the
+  repository built from the Definitions and every lazily built definition loaded. The gRPC
+  server module, which a code server imports before it loads the code, is imported between
+  the two, untimed;
+- snapshot: the repository's snapshot the UI asks the code server for (job snapshots deferred,
+  as `dagster dev` asks), for information: not part of the target.
+
+`definitions` (the target) is import + build. `process` is the whole child as the parent sees
+it, interpreter start-up and this script's own imports included. On a quiet machine wall
+seconds are about CPU seconds (one thread); on a busy one CPU seconds move less, and the load
+average before and after says how busy it was. With --against, loads of the working tree and
+of the commit (a copy from `git archive`, with the working tree's dbt manifest) alternate, so
+both see the same machine: compare them within one run of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODULE = "incomaker_elt.orchestration.definitions"
+ATTRIBUTE = "defs"
+TARGET_SECONDS = 2.0
+"""Issue 12: the definitions load within 2 s."""
+RESULT_PREFIX = "DEFINITIONS-LOAD-RESULT "
+PHASES = ("import", "build", "definitions", "snapshot", "process")
+MANIFEST = Path("dbt_project") / "target" / "manifest.json"
+
+Times = dict[str, dict[str, float]]
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float]) -> dict[str, float]:
+    wall, cpu = _clock()
+    return {"wall": wall - start[0], "cpu": cpu - start[1]}
+
+
+def load_definitions_timed(root: Path = REPO) -> Times:
+    """Import the code location and build it as a code server does; seconds per phase."""
+    import importlib
+
+    started = _clock()
+    importlib.import_module(MODULE)
+    imported = _since(started)
+
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._grpc.server import LoadedRepositories
+
+    origin = LoadableTargetOrigin(
+        executable_path=sys.executable,
+        module_name=MODULE,
+        attribute=ATTRIBUTE,
+        working_directory=str(root),
+    )
+    started = _clock()
+    loaded = LoadedRepositories(origin, None, ["dagster"], None)
+    built = _since(started)
+
+    (repository,) = loaded.definitions_by_name.values()
+    started = _clock()
+    RepositorySnap.from_def(repository, defer_snapshots=True)
+    snapshot = _since(started)
+    return {
+        "import": imported,
+        "build": built,
+        "definitions": {k: imported[k] + built[k] for k in imported},
+        "snapshot": snapshot,
+    }
+
+
+def _load_once(root: Path) -> Times:
+    """One load in a fresh child Python whose imports come from `root`."""
+    paths = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    started = time.perf_counter()
+    before = os.times()
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(root)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    after = os.times()
+    if done.returncode != 0:
+        raise SystemExit(f"loading the definitions from {root} failed:\n{done.stderr[-4000:]}")
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    if not lines:
+        raise SystemExit(
+            f"the child printed no result:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    result = json.loads(lines[-1][len(RESULT_PREFIX) :])
+    result["process"] = {
+        "wall": time.perf_counter() - started,
+        "cpu": (after.children_user - before.children_user)
+        + (after.children_system - before.children_system),
+    }
+    return result
+
+
+def _copy_at(revision: str) -> Path:
+    """The repository at `revision`, with the working tree's dbt manifest (not committed)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-definitions-tree-"))
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    (folder / MANIFEST).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / MANIFEST, folder / MANIFEST)
+    return folder
+
+
+def _summary(results: list[Times]) -> dict[str, dict[str, float]]:
+    summary = {}
+    for phase in PHASES:
+        walls = [r[phase]["wall"] for r in results]
+        cpus = [r[phase]["cpu"] for r in results]
+        summary[phase] = {
+            "wall_median": statistics.median(walls),
+            "wall_min": min(walls),
+            "cpu_median": statistics.median(cpus),
+            "cpu_min": min(cpus),
+        }
+    return summary
+
+
+def _print(name: str, runs: int, summary: dict[str, dict[str, float]]) -> None:
+    print(f"{name}: {runs} loads, seconds   median wall (min)   median cpu (min)")
+    for phase, s in summary.items():
+        print(
+            f"  {phase:<12} {s['wall_median']:6.2f} ({s['wall_min']:5.2f})"
+            f"      {s['cpu_median']:6.2f} ({s['cpu_min']:5.2f})"
+        )
+    definitions = summary["definitions"]
+    verdict = "within" if definitions["wall_median"] <= TARGET_SECONDS else "over"
+    print(
+        f"  definitions (import + build): median {definitions['wall_median']:.2f} s wall, "
+        f"{definitions['cpu_median']:.2f} s CPU: {verdict} {TARGET_SECONDS} s"
+    )
+
+
+def _load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=5, help="loads, each in a fresh process")
+    parser.add_argument("--against", metavar="REVISION", help="alternate with loads of a commit")
+    parser.add_argument("--json", action="store_true", help="print the medians as JSON too")
+    parser.add_argument("--child", metavar="ROOT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        times = load_definitions_timed(Path(args.child))
+        print(RESULT_PREFIX + json.dumps(times), flush=True)
+        return 0
+
+    trees = {"working tree": REPO}
+    if args.against:
+        trees[args.against] = _copy_at(args.against)
+    try:
+        print(f"load average before: {_load_average()} ({os.cpu_count()} CPUs)", flush=True)
+        results: dict[str, list[Times]] = {name: [] for name in trees}
+        for _ in range(args.runs):
+            for name, root in trees.items():
+                results[name].append(_load_once(root))
+        print(f"load average after:  {_load_average()}")
+    finally:
+        for root in trees.values():
+            if root != REPO:
+                shutil.rmtree(root, ignore_errors=True)
+    summaries = {name: _summary(found) for name, found in results.items()}
+    for name, summary in summaries.items():
+        _print(f"{name} ({MODULE})", args.runs, summary)
+    if args.json:
+        print(json.dumps({"load_average_after": os.getloadavg(), "medians": summaries}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
