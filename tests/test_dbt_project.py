@@ -3,6 +3,7 @@ sources, asset keys, schemas and documentation, and transform's error reporting.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -219,6 +220,27 @@ def test_the_manifest_is_parsed_again_only_when_the_project_changed() -> None:
     assert transform.prepare_manifest().stat().st_mtime_ns > parsed
     assert json.loads(manifest.read_text())["nodes"]
     assert not list(transform.DBT_TARGET_DIR.glob(f"parse-{os.getpid()}-*"))  # ours are gone
+
+
+def test_the_second_dbt_command_on_a_warehouse_reuses_the_firsts_parse(tmp_path: Path) -> None:
+    """A warehouse other than the one the manifest was prepared for: its first command parses the
+    whole project (its profile differs), the next reuses that parse (kept per warehouse path)."""
+    transform.prepare_manifest()
+    settings = dataclasses.replace(load_settings(), warehouse_path=tmp_path / "other.duckdb")
+
+    def messages() -> dict[str, str]:
+        run = transform.run_dbt(
+            settings,
+            ["ls", "--select", "fct_orders"],
+            read=lambda invocation: list(invocation.stream_raw_events()),
+        )
+        assert run.error is None, run.error
+        return {e.raw_event["info"]["name"]: e.raw_event["info"]["msg"] for e in run.events}
+
+    assert "UnableToPartialParse" in messages()  # a new profile: the whole project
+    said = messages()
+    assert "UnableToPartialParse" not in said, said["UnableToPartialParse"]
+    assert any("fct_orders" in message for message in said.values()), said
 
 
 def test_a_dbt_command_reuses_the_prepared_parse(
