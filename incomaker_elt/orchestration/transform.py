@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -91,59 +91,58 @@ def dbt_resource() -> DbtCliResource:
 
 
 class ManifestPreparer(DagsterDbtProjectPreparer):
-    """`dbt parse` with the vars and the warehouse path every build passes, so that each build's
-    copy of its partial parse file is valid (dbt parses the whole project again when either
-    differs: ~20 s of a first `make run`); by the dbt beside this Python. Parsing never opens the
-    warehouse."""
+    """`dbt parse` with the vars every build passes, by the dbt beside this Python; its partial
+    parse file is kept for the builds on the same warehouse (`parse_file`: dbt parses the whole
+    project again when the profile, which holds the path, or the vars differ: ~20 s of a first
+    `make run`). Parsing never opens the warehouse."""
 
     def prepare(self, project: DbtProject) -> None:
-        """Parse unless the manifest is of the project as it is now; publish it atomically.
+        """Parse unless the manifest is of the project as it is now and this warehouse has a
+        partial parse; publish the manifest atomically, only when the project changed.
 
         dbt writes manifest.json in place, so a process loading the definitions while another
         parses could read half a file (seen with `make ui` beside a run). Each parse writes its
-        own folder, and its manifest and partial parse file replace the published ones whole.
+        own folder, and its manifest replaces the published one whole.
         """
         target = Path(project.project_dir) / project.target_path
         settings = load_settings()
-        fingerprint = _project_fingerprint(Path(project.project_dir), settings)
+        vars_json = json.dumps(dbt_vars())
+        parse = parse_file(settings, vars_json)
+        fingerprint = _project_fingerprint(Path(project.project_dir), vars_json)
         stamp = target / "manifest.fingerprint"
         manifest = target / "manifest.json"
-        if manifest.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        current = manifest.exists() and stamp.exists() and stamp.read_text() == fingerprint
+        if current and parse.is_file():
             return
         target.mkdir(parents=True, exist_ok=True)
         own = target / f"parse-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        partial = target / "partial_parse.msgpack"
         try:
             own.mkdir()
-            if partial.exists():  # dbt re-parses only what changed since
-                shutil.copy2(partial, own / partial.name)
-            args = ["parse", "--quiet", "--vars", json.dumps(dbt_vars())]
+            if parse.is_file():  # dbt re-parses only what changed since
+                shutil.copy2(parse, own / "partial_parse.msgpack")
+            args = ["parse", "--quiet", "--vars", vars_json]
             with _warehouse_env(settings):
                 invocation = dbt_resource().cli(args, target_path=own, raise_on_error=False)
             error = invocation.wait().get_error()
             if error is not None:
                 raise TransformError(f"dbt parse failed: {error}")
-            for name in (partial.name, manifest.name):
-                if (own / name).exists():
-                    os.replace(own / name, target / name)
-            (own / stamp.name).write_text(fingerprint)
-            os.replace(own / stamp.name, stamp)
+            _keep_parse(own, parse)
+            if not current:
+                os.replace(own / manifest.name, manifest)
+                (own / stamp.name).write_text(fingerprint)
+                os.replace(own / stamp.name, stamp)
         finally:
             shutil.rmtree(own, ignore_errors=True)
 
 
-def _project_fingerprint(project_dir: Path, settings: Settings) -> str:
-    """What the manifest depends on: dbt's version, the vars, the warehouse path (in the profile),
-    and every project file's size and modification time (target/, logs/ and dbt_packages/ left
-    out)."""
+def _project_fingerprint(project_dir: Path, vars_json: str) -> str:
+    """What the manifest depends on: dbt's version, the vars, and every project file's size and
+    modification time (target/, logs/ and dbt_packages/ left out)."""
     import hashlib
 
     from dbt.version import __version__ as dbt_version
 
-    digest = hashlib.sha256(
-        f"{dbt_version}\n{json.dumps(dbt_vars(), sort_keys=True)}\n"
-        f"{settings.warehouse_path.resolve()}\n".encode()
-    )
+    digest = hashlib.sha256(f"{dbt_version}\n{vars_json}\n".encode())
     sources = (
         path
         for top in project_dir.iterdir()
@@ -249,7 +248,7 @@ PARSES_DIR = DBT_TARGET_DIR / "parses"
 """dbt's partial parse file per warehouse path and vars, as the last command with them left it:
 the profile holds the path, and dbt parses the whole project again (5-13 s) when the profile or
 the vars differ from its file's."""
-_PARSES_KEPT = 8
+_PARSES_KEPT = 16
 
 
 def parse_file(settings: Settings, vars_json: str) -> Path:
@@ -277,19 +276,15 @@ def _keep_parse(target: Path, parse: Path) -> None:
 def run_target(run_id: str, parse: Path | None = None) -> Iterator[Path]:
     """A new folder for one dbt command's artefacts, marked in use while the command runs.
 
-    It starts with the partial parse of the last command on the same warehouse with the same vars
-    (`parse`), else with the prepared manifest's (same project, vars and default profile), so dbt
-    need not parse the whole project again: a few seconds less per command.
+    It starts with the partial parse of the last command (or `prepare_manifest`) on the same
+    warehouse with the same vars, `parse`, so dbt need not parse the whole project again: a few
+    seconds less per command.
     """
     path = RUN_TARGETS_DIR / f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
-    for partial_parse in (parse, DBT_TARGET_DIR / "partial_parse.msgpack"):
-        if partial_parse is not None and partial_parse.is_file():
-            try:
-                shutil.copy2(partial_parse, path / "partial_parse.msgpack")
-                break
-            except FileNotFoundError:  # evicted meanwhile by another command
-                continue
+    if parse is not None:
+        with suppress(FileNotFoundError):  # none yet, or evicted meanwhile by another command
+            shutil.copy2(parse, path / "partial_parse.msgpack")
     with open(path / _IN_USE, "w") as handle:
         if fcntl is not None:
             fcntl.flock(handle, fcntl.LOCK_EX)
