@@ -14,19 +14,16 @@ returns no result there, and the sensor evaluates it once that run's materialisa
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._core.event_api import EventLogEntry
-from dagster._core.storage.asset_check_execution_record import (
-    AssetCheckExecutionRecord,
-    AssetCheckExecutionRecordStatus,
-)
-from dagster._core.storage.event_log.base import AssetRecordsFilter
-from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from incomaker_elt.contract.settings import Settings
 from incomaker_elt.orchestration.partitions import last_complete_day
+
+if TYPE_CHECKING:
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecord
 
 FRESHNESS_CHECK_NAME = "freshness_check"
 FRESHNESS_SENSOR_NAME = "raw_freshness_checks_sensor"
@@ -43,6 +40,10 @@ def expected_day(settings: Settings, now: datetime) -> date:
     A frozen source: its today. The real API: its last complete day as of the latest deadline
     (before 06:00 the day before yesterday is still enough).
     """
+    # Dagster's own cron arithmetic, private: imported when a check or the sensor runs, not when
+    # the definitions load.
+    from dagster._utils.schedules import get_latest_completed_cron_tick
+
     if settings.source_today is not None:
         return settings.source_today
     zone = settings.schedule_timezone
@@ -58,7 +59,7 @@ def _source(settings: Settings) -> str:
     return f"the source's today ({settings.source_today}, INCOMAKER_SOURCE_TODAY)"
 
 
-def _loaded_through(settings: Settings, event: EventLogEntry) -> date:
+def _loaded_through(settings: Settings, event: dg.EventLogEntry) -> date:
     materialization = event.asset_materialization
     value = materialization.metadata.get(LOADED_THROUGH) if materialization else None
     if value is not None:
@@ -73,7 +74,7 @@ def _evaluate_partitioned(
     if expected < settings.partitions_start:
         return True, f"no day to expect yet: the partitions start on {settings.partitions_start}"
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[expected.isoformat()]), limit=1
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[expected.isoformat()]), limit=1
     )
     if records.records:
         return True, f"partition {expected} ({_source(settings)}) is loaded"
@@ -166,8 +167,12 @@ def build_freshness_checks(
 # --------------------------------------------------------------------------------- the sensor
 
 
-def _in_flight(instance: dg.DagsterInstance, record: AssetCheckExecutionRecord | None) -> bool:
+def _in_flight(instance: dg.DagsterInstance, record: "AssetCheckExecutionRecord | None") -> bool:
     """A run this sensor launched for the check has not finished yet."""
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+
     if record is None or record.status != AssetCheckExecutionRecordStatus.PLANNED:
         return False
     run = instance.get_run_by_id(record.run_id)
@@ -186,8 +191,8 @@ def checks_due(
     backfill run counts as not evaluated by it.
     """
     summaries = instance.event_log_storage.get_asset_check_summary_records(list(keys))
-    latest: Mapping[dg.AssetKey, EventLogEntry | None] = instance.get_latest_materialization_events(
-        list({k.asset_key for k in keys})
+    latest: Mapping[dg.AssetKey, dg.EventLogEntry | None] = (
+        instance.get_latest_materialization_events(list({k.asset_key for k in keys}))
     )
     due = []
     for key in keys:
