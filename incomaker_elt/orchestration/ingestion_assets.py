@@ -71,6 +71,13 @@ _DEFINITIONS_ONLY_URL = "http://definitions.invalid"
 """The source built for the asset definitions is never iterated, so its client never connects."""
 
 
+def _no_request(request: httpx.Request) -> httpx.Response:
+    raise RuntimeError(
+        f"the dlt source built for the asset definitions was asked for {request.url}: it only "
+        "describes the raw tables; runs load them through `load` with the API resource's client"
+    )
+
+
 def raw_asset_key(operation: str) -> dg.AssetKey:
     return dg.AssetKey([RAW_DATASET, operation])
 
@@ -314,16 +321,26 @@ def load(
         raise _families_failure(summary, selected)
 
 
-def _definition_source(
-    settings: Settings, catalogue: Catalogue, operations: Sequence[Operation]
-) -> tuple[DltSource, dlt.Pipeline]:
-    client = IncomakerClient(_DEFINITIONS_ONLY_URL, "definitions-only")
+def _definition_sources(
+    settings: Settings, catalogue: Catalogue, *selections: Sequence[Operation]
+) -> list[DltSource]:
+    """A dlt source of each selection of operations, for their asset specs only.
+
+    One client serves them all, with a transport that refuses any request: a default one would
+    load the system's certificates for HTTPS, a tenth of a second the definitions' load has no
+    use for.
+    """
+    client = IncomakerClient(
+        _DEFINITIONS_ONLY_URL, "definitions-only", transport=httpx.MockTransport(_no_request)
+    )
     fetcher = Fetcher(client, page_size=catalogue.page_size, concurrency=1)
     dates = RunDates(settings.partitions_start, settings.partitions_start)
-    source = incomaker_source(catalogue, fetcher, dates, operations).with_resources(
-        *(op.name for op in operations)
-    )
-    return source, make_pipeline(settings)
+    return [
+        incomaker_source(catalogue, fetcher, dates, operations).with_resources(
+            *(op.name for op in operations)
+        )
+        for operations in selections
+    ]
 
 
 def build_raw_assets(
@@ -332,8 +349,8 @@ def build_raw_assets(
     translator = IncomakerDltTranslator(catalogue=catalogue)
     events = partitioned_operations(catalogue)
     others = tuple(op for op in catalogue if op not in events)
-    event_source, dlt_pipeline = _definition_source(settings, catalogue, events)
-    other_source, _ = _definition_source(settings, catalogue, others)
+    event_source, other_source = _definition_sources(settings, catalogue, events, others)
+    dlt_pipeline = make_pipeline(settings)
 
     @dg.multi_asset(
         name="incomaker_raw_events",
