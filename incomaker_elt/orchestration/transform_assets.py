@@ -84,9 +84,9 @@ class Model:
         return f'"{self.schema}"."{self.alias}"'
 
 
-def _models(manifest_path: Path) -> dict[str, Model]:
+def _models(manifest: Mapping[str, Any]) -> dict[str, Model]:
     """Every model of the manifest, by unique id."""
-    nodes = json.loads(manifest_path.read_text())["nodes"]
+    nodes = manifest["nodes"]
     return {
         unique_id: Model(
             node["schema"],
@@ -223,10 +223,12 @@ def build_dbt_assets(settings: Settings) -> dg.AssetsDefinition:
             "`incomaker-elt transform --parse-only` once, then load the definitions again"
         )
 
-    models = _models(DBT_PROJECT.manifest_path)
+    # Read once, here: dagster-dbt takes the parsed manifest as well as its path.
+    manifest = json.loads(DBT_PROJECT.manifest_path.read_bytes())
+    models = _models(manifest)
 
     @dbt_assets(
-        manifest=DBT_PROJECT.manifest_path,
+        manifest=manifest,
         project=DBT_PROJECT,
         name="incomaker_dbt",
         dagster_dbt_translator=_TRANSLATOR,
