@@ -9,10 +9,13 @@ configuration (never the token).
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 import dagster as dg
 from dagster_dlt import DagsterDltResource
 
-from incomaker_elt.contract.catalogue import Catalogue, load_catalogue
+from incomaker_elt.contract.catalogue import CATALOGUE_PATH, Catalogue, load_catalogue
 from incomaker_elt.contract.settings import Settings, load_settings
 from incomaker_elt.orchestration.alerts import build_run_failure_sensor
 from incomaker_elt.orchestration.freshness import build_freshness_checks, build_freshness_sensor
@@ -23,7 +26,7 @@ from incomaker_elt.orchestration.reconciliation import build_reconciliation_chec
 from incomaker_elt.orchestration.resources import api_resource, warehouse_resource
 from incomaker_elt.orchestration.schedules import build_nightly_schedule, build_refresh_job
 from incomaker_elt.orchestration.serving import SERVED_SCHEMAS
-from incomaker_elt.orchestration.transform import dbt_resource
+from incomaker_elt.orchestration.transform import DBT_PROJECT, dbt_resource
 from incomaker_elt.orchestration.transform_assets import build_dbt_assets
 
 
@@ -59,7 +62,30 @@ def build_definitions(settings: Settings, catalogue: Catalogue | None = None) ->
     )
 
 
+FileStamp = tuple[str, int, int] | None
+
+
+def _stamp(path: Path | None) -> FileStamp:
+    """A file as far as a rewrite of it goes: path, modification time and size."""
+    if path is None or not path.is_file():
+        return None
+    stat = path.stat()
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+@lru_cache(maxsize=1)
+def _definitions_of(settings: Settings, inputs: tuple[FileStamp, ...]) -> dg.Definitions:
+    return build_definitions(settings)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Built when Dagster loads the code location, not on import: tests build their own."""
-    return build_definitions(load_settings())
+    """Built when Dagster loads the code location, not on import: tests build their own.
+
+    A code server calls this twice as it loads the location (for the load's context, then for
+    the repository): the second call gets the first's Definitions, unless the settings or a file
+    they are built from (the catalogue, its overrides, dbt's manifest) changed in between.
+    """
+    settings = load_settings()
+    files = (CATALOGUE_PATH, settings.catalogue_overrides, DBT_PROJECT.manifest_path)
+    return _definitions_of(settings, tuple(_stamp(path) for path in files))
