@@ -335,12 +335,14 @@ def _definition_sources(
     )
     fetcher = Fetcher(client, page_size=catalogue.page_size, concurrency=1)
     dates = RunDates(settings.partitions_start, settings.partitions_start)
-    return [
-        incomaker_source(catalogue, fetcher, dates, operations).with_resources(
-            *(op.name for op in operations)
-        )
-        for operations in selections
-    ]
+    sources = []
+    for operations in selections:
+        source = incomaker_source(catalogue, fetcher, dates, operations)
+        # Selected in place (the source includes the parents that feed the operations):
+        # `with_resources` would clone the source and its schema for nothing.
+        source.resources.select(*(op.name for op in operations))
+        sources.append(source)
+    return sources
 
 
 def build_raw_assets(
