@@ -3,6 +3,7 @@
     python bench/definitions_load.py               # 5 loads, each in a fresh process
     python bench/definitions_load.py --runs 9
     python bench/definitions_load.py --against HEAD~3   # the same, alternating with a commit
+    python bench/definitions_load.py --floor       # and with dagster-dbt's floor
     make bench-definitions
 
 Each load runs in a child Python of its own, so nothing is imported or cached beforehand; its
@@ -23,7 +24,13 @@ it, interpreter start-up and this script's own imports included. On a quiet mach
 seconds are about CPU seconds (one thread); on a busy one CPU seconds move less, and the load
 average before and after says how busy it was. With --against, loads of the working tree and
 of the commit (a copy from `git archive`, with the working tree's dbt manifest) alternate, so
-both see the same machine: compare them within one run of this script.
+both see the same machine: compare them within one run of this script. With --floor, loads of
+bench/definitions_floor.py alternate too: dagster-dbt's `@dbt_assets` over the same manifest and
+the two resources issue 11 keeps, nothing else, loaded the same way; the project's definitions
+cannot load faster than that.
+
+bench/nightly.py's "definitions loaded in" is another figure: one build_definitions() in its run
+process, which has imported Dagster before, without the code server's repository step.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = "incomaker_elt.orchestration.definitions"
+FLOOR_MODULE = "definitions_floor"
+"""bench/definitions_floor.py, imported from bench/."""
 ATTRIBUTE = "defs"
 TARGET_SECONDS = 2.0
 """Issue 12: the definitions load within 2 s."""
@@ -60,12 +69,12 @@ def _since(start: tuple[float, float]) -> dict[str, float]:
     return {"wall": wall - start[0], "cpu": cpu - start[1]}
 
 
-def load_definitions_timed(root: Path = REPO) -> Times:
+def load_definitions_timed(root: Path = REPO, module: str = MODULE) -> Times:
     """Import the code location and build it as a code server does; seconds per phase."""
     import importlib
 
     started = _clock()
-    importlib.import_module(MODULE)
+    importlib.import_module(module)
     imported = _since(started)
 
     from dagster._core.remote_representation.external_data import RepositorySnap
@@ -74,7 +83,7 @@ def load_definitions_timed(root: Path = REPO) -> Times:
 
     origin = LoadableTargetOrigin(
         executable_path=sys.executable,
-        module_name=MODULE,
+        module_name=module,
         attribute=ATTRIBUTE,
         working_directory=str(root),
     )
@@ -94,14 +103,15 @@ def load_definitions_timed(root: Path = REPO) -> Times:
     }
 
 
-def _load_once(root: Path) -> Times:
-    """One load in a fresh child Python whose imports come from `root`."""
-    paths = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+def _load_once(root: Path, module: str) -> Times:
+    """One load of `module` in a fresh child Python whose imports come from `root`."""
+    bench = [str(root / "bench")] if module == FLOOR_MODULE else []
+    paths = [str(root), *bench, *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     started = time.perf_counter()
     before = os.times()
     done = subprocess.run(
-        [sys.executable, __file__, "--child", str(root)],
+        [sys.executable, __file__, "--child", str(root), module],
         cwd=root,
         env=env,
         capture_output=True,
@@ -174,31 +184,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=5, help="loads, each in a fresh process")
     parser.add_argument("--against", metavar="REVISION", help="alternate with loads of a commit")
+    parser.add_argument(
+        "--floor", action="store_true", help="alternate with loads of dagster-dbt's floor too"
+    )
     parser.add_argument("--json", action="store_true", help="print the medians as JSON too")
-    parser.add_argument("--child", metavar="ROOT", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("ROOT", "MODULE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        times = load_definitions_timed(Path(args.child))
+        times = load_definitions_timed(Path(args.child[0]), args.child[1])
         print(RESULT_PREFIX + json.dumps(times), flush=True)
         return 0
 
-    trees = {"working tree": REPO}
+    loads = {"working tree": (REPO, MODULE)}
     if args.against:
-        trees[args.against] = _copy_at(args.against)
+        loads[args.against] = (_copy_at(args.against), MODULE)
+    if args.floor:
+        loads["dagster-dbt floor"] = (REPO, FLOOR_MODULE)
     try:
         print(f"load average before: {_load_average()} ({os.cpu_count()} CPUs)", flush=True)
-        results: dict[str, list[Times]] = {name: [] for name in trees}
+        results: dict[str, list[Times]] = {name: [] for name in loads}
         for _ in range(args.runs):
-            for name, root in trees.items():
-                results[name].append(_load_once(root))
+            for name, (root, module) in loads.items():
+                results[name].append(_load_once(root, module))
         print(f"load average after:  {_load_average()}")
     finally:
-        for root in trees.values():
+        for root, _module in loads.values():
             if root != REPO:
                 shutil.rmtree(root, ignore_errors=True)
     summaries = {name: _summary(found) for name, found in results.items()}
     for name, summary in summaries.items():
-        _print(f"{name} ({MODULE})", args.runs, summary)
+        _print(f"{name} ({loads[name][1]})", args.runs, summary)
     if args.json:
         print(json.dumps({"load_average_after": os.getloadavg(), "medians": summaries}))
     return 0
