@@ -54,23 +54,34 @@ OUT = ROOT / "bench" / "out"
 
 
 class Recorder(httpx.HTTPTransport):
-    """Notes the address of every answered request, to fetch the same bodies for the floor (not
-    the token check before the run: a page of one record, in the operation's paging dialect)."""
+    """Notes the address of every answered request, to fetch the same bodies for the floor.
 
-    def __init__(self, catalogue: Catalogue, **kwargs: object) -> None:
+    Only the address: which operation answered it is worked out after the run (`floor_urls`),
+    so that the bench's bookkeeping costs the pipeline's threads next to nothing."""
+
+    def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.urls: list[str] = []
+        self.urls: list[httpx.URL] = []
         self._lock = threading.Lock()
-        self._routes = route_table(catalogue)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = super().handle_request(request)
         if response.status_code == 200:
-            op = operation_at(self._routes, request.url.path)
-            if not (op.is_paged and request.url.params.get(op.paging.size_param) == "1"):
-                with self._lock:
-                    self.urls.append(str(request.url))
+            with self._lock:
+                self.urls.append(request.url)
         return response
+
+
+def floor_urls(urls: list[httpx.URL], catalogue: Catalogue) -> list[str]:
+    """The recorded addresses but the token check before the run (a page of one record, in the
+    operation's paging dialect)."""
+    routes = route_table(catalogue)
+    kept = []
+    for url in urls:
+        op = operation_at(routes, url.path)
+        if not (op.is_paged and url.params.get(op.paging.size_param) == "1"):
+            kept.append(str(url))
+    return kept
 
 
 def start_standin(scale: str, catalogue_file: Path | None) -> tuple[subprocess.Popen, str]:
@@ -210,7 +221,7 @@ def main() -> int:
         )
         if args.concurrency:
             settings = dataclasses.replace(settings, ingest_concurrency=args.concurrency)
-        recorder = Recorder(catalogue)
+        recorder = Recorder()
         print(
             f"ingesting {len(selected)} operations"
             + (f" (left out: {left_out})" if left_out else "")
@@ -248,8 +259,9 @@ def main() -> int:
         rows = sum(top_level.values())
         nested = summary.total_rows_loaded - rows
 
-        print(f"\nfetching the same {len(recorder.urls):,} bodies again for the floor ...")
-        folders = save_bodies(recorder.urls, OUT / "pages", catalogue)
+        urls = floor_urls(recorder.urls, catalogue)
+        print(f"\nfetching the same {len(urls):,} bodies again for the floor ...")
+        folders = save_bodies(urls, OUT / "pages", catalogue)
     finally:
         standin.terminate()
         standin.wait(timeout=30)
