@@ -420,6 +420,52 @@ def test_a_range_read_again_asks_details_only_for_the_orders_that_changed(small_
     assert first["order_detail"] == table_counts(settings)["order_detail"]
 
 
+def test_a_day_later_the_rfm_detail_is_asked_only_for_contacts_whose_rfm_changed(
+    small_world, tmp_path
+):
+    """A day on, every scored contact's recency is a day longer; the detail is asked for again
+    only for a contact whose cell, frequency, monetary or last order day (today - recencyDays:
+    `days_before_today` in the catalogue) changed, or who is newly scored."""
+    standin = StandIn(small_world, token=TOKEN)
+    settings = settings_for(tmp_path)
+
+    def load(today: date) -> tuple[int, dict[int, tuple], set[int]]:
+        standin.set_today(today)
+        summary = run_ingestion(
+            settings,
+            only=["rfm_cells", "rfm_cell_contacts", "rfm_contact_detail"],
+            start=date(2025, 1, 1),
+            end=today,
+            transport=standin.transport(),
+        )
+        assert summary.failures == []
+        latest = "_dlt_load_id = (select max(_dlt_load_id) from {0})"
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            table = f"{RAW_DATASET}.rfm_cell_contacts"
+            listed = {
+                contact: (cell, frequency, monetary, today - timedelta(days=recency))
+                for contact, cell, recency, frequency, monetary in con.execute(
+                    "select contact_id, cell, recency_days, frequency, monetary "
+                    f"from {table} where {latest.format(table)}"
+                ).fetchall()
+            }
+            table = f"{RAW_DATASET}.rfm_contact_detail"
+            detailed = {
+                contact
+                for (contact,) in con.execute(
+                    f"select contact_id from {table} where {latest.format(table)}"
+                ).fetchall()
+            }
+        return summary.requests_by_operation.get("rfm_contact_detail", 0), listed, detailed
+
+    asked, before, detailed = load(DEFAULT_TODAY)
+    assert asked == len(before) == len(detailed) > 100
+    asked, after, detailed = load(DEFAULT_TODAY + timedelta(days=1))
+    changed = {contact for contact, rfm in after.items() if before.get(contact) != rfm}
+    assert detailed == changed and asked == len(changed)
+    assert 0 < len(changed) < len(after) / 2, (len(changed), len(after))
+
+
 # ------------------------------------------------------------------ conversions arrive late
 
 

@@ -101,6 +101,22 @@
 {% endmacro %}
 
 
+{% macro still_listed_by_parent(relation, column, parent_model, latest_snapshot) %}
+    {#- A detail asked for only when its parent is new or changed, of a parent listed whole every
+        run: a row is gone once the parent's latest listing no longer holds its id (an RFM
+        contact no longer scored, a product no longer sold). -#}
+    select *
+    from {{ relation }}
+    where {{ column }} in (
+        select {{ column }}
+        from {{ ref(parent_model) }}
+        {%- if latest_snapshot %}
+        where is_latest_snapshot
+        {%- endif %}
+    )
+{% endmacro %}
+
+
 {% macro not_superseded_by_later_fetch(relation, window_column, partition_columns=[]) %}
     {#- A windowed listing: each fetch returns everything the API holds in its window, so a row
         is gone once a later fetch covered its window value and did not return it. A fetch's

@@ -40,6 +40,9 @@ class Parent:
     into: str
     batch: int | None = None
     changed_only: bool = False
+    days_before_today: tuple[str, ...] = ()
+    """Parent fields counting days back from the run's today (RFM recency): `changed_only`
+    compares the day they point at, so a parent is not changed by today moving on alone."""
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,7 @@ def _operation(
     if entry.get("parent"):
         p = entry["parent"]
         try:
-            parent = Parent(**p)
+            parent = Parent(**{**p, "days_before_today": tuple(p.get("days_before_today") or ())})
         except TypeError as exc:
             raise fail(f"parent: {exc}") from None
     api_names = dict(entry.get("api_names") or {})
@@ -327,6 +330,12 @@ def load_catalogue(
             if op.parent.field not in parent.fields:
                 raise CatalogueError(
                     f"{op.name!r}: parent field {op.parent.field!r} is not a field of "
+                    f"{parent.name!r}"
+                )
+            counts = [f for f in op.parent.days_before_today if parent.fields.get(f) != "integer"]
+            if counts:
+                raise CatalogueError(
+                    f"{op.name!r}: parent.days_before_today {counts} must be integer fields of "
                     f"{parent.name!r}"
                 )
     return Catalogue(

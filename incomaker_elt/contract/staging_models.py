@@ -185,12 +185,20 @@ def current_rows(op: Operation, ops: dict[str, Operation]) -> str | None:
     """The macro call keeping only what the API still returns, or None when every row counts.
 
     - windowed listings: a row is gone once a later fetch covered its window value without it;
-    - other listings: rows of the latest fetch (per parent id where a run fetches only some).
+    - other listings: rows of the latest fetch (per parent id where a run fetches only some);
+    - details of changed parents only, of a parent listed whole: rows whose parent it still lists.
     Aggregates keep their history and flag the latest snapshot instead (`is_latest_snapshot`).
     """
     if op.kind == "aggregate":
         return None
     partition = fetch_partition(op, ops)
+    parent = ops[op.parent.resource] if op.parent else None
+    if op.parent and op.parent.changed_only and parent and listed_whole(parent, ops):
+        latest_snapshot = "true" if parent.kind == "aggregate" else "false"
+        return (
+            f"still_listed_by_parent('latest', '{snake(op.parent.field)}', "
+            f"'{model_name(parent)}', {latest_snapshot})"
+        )
     if op.window:
         return f"not_superseded_by_later_fetch('latest', '{snake(op.window)}', {partition})"
     if set(raw_key_columns(op)) <= set(partition):
@@ -315,7 +323,14 @@ def current_words(op: Operation, ops: dict[str, Operation]) -> str:
             if current_rows(op, ops)
             else ""
         )
-    if current_rows(op, ops):
+    current = current_rows(op, ops)
+    if current and op.parent and current.startswith("still_listed_by_parent"):
+        return (
+            f"asked for only when its `{op.parent.field}` is new or changed in "
+            f"`{op.parent.resource}`; only rows whose `{op.parent.field}` the latest "
+            f"`{op.parent.resource}` still lists"
+        )
+    if current:
         return f"only rows the latest fetch{scope} returned"
     return ""
 

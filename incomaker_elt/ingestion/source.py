@@ -228,9 +228,13 @@ def _day(value: Any) -> date | None:
     return None
 
 
+_NOT_CONTENT = {DLT_ID, SNAPSHOT_DATE, PARAMS}
+
+
 def _fingerprint(row: dict[str, Any]) -> str:
-    """The parent record's content: its fields, not the `_dlt_id` drawn for it in each run."""
-    content = {name: value for name, value in row.items() if name != DLT_ID}
+    """The parent record's content: its fields, not the `_dlt_id` drawn for it in each run nor
+    the snapshot's date and query an aggregate's rows carry."""
+    content = {name: value for name, value in row.items() if name not in _NOT_CONTENT}
     body = orjson.dumps(
         content, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=str
     )
@@ -317,6 +321,7 @@ class SourceBuilder:
         # (a parent listed whole every run, or one of a range the nightly run reads again) is
         # not asked for its detail again.
         window = snake(parent_op.window) if parent_op.window else None
+        days_back = [snake(name) for name in link.days_before_today]
         remembered_from = dates.end - timedelta(days=REMEMBERED_DAYS)
         seen_this_run: set[Any] = set()
         pruned: list[bool] = []
@@ -343,7 +348,12 @@ class SourceBuilder:
             # too old to be remembered (or undated): asked for, as before
             changed = [values[i] for i in sorted(set(range(len(values))) - set(remembered))]
             for i, row in zip(remembered, _rows_at(item, remembered), strict=True):
-                fingerprint = _fingerprint(row)
+                pointed_at = {  # the day they point at: unchanged as today moves on
+                    name: (dates.end - timedelta(days=row[name])).isoformat()
+                    for name in days_back
+                    if isinstance(row.get(name), int)
+                }
+                fingerprint = _fingerprint({**row, **pointed_at})  # a copy: the row is loaded as is
                 entry = fingerprint if window is None else [fingerprint, days[i].isoformat()]
                 if state.get(str(values[i])) != entry:
                     state[str(values[i])] = entry

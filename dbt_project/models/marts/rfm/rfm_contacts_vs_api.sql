@@ -1,6 +1,8 @@
--- Our RFM figures per contact beside the API's contact RFM detail (GET /rfm/contacts/{id}) where
--- the API analysed the same date as we did. The ingestion asks for the detail of every contact the
--- API scores on each run, so after any run that is every scored contact, as in a full load.
+-- Our RFM figures per contact beside the API's for the same analysis window: every contact the
+-- API scores, as its cells list them (GET /rfm/cells/{cell}/contacts, read whole on each run),
+-- with the scores and segment of the cell (GET /rfm/cells/{cell}). The per-contact detail
+-- (GET /rfm/contacts/{id}) is asked for only when a contact's RFM changed, so it is not the
+-- comparison's source (dbt_project/DECISIONS.md, "What the lookbacks cost").
 with ours as (
     select
         contact_id,
@@ -15,40 +17,54 @@ with ours as (
     from {{ ref('rfm_contacts') }}
 ),
 
-api as (
+rfm_window as (
+    select
+        analysis_date,
+        window_start
+    from {{ ref('int_rfm__window_resolved') }}
+),
+
+api_contacts as (
     select
         contact_id,
-        analysis_date,
-        has_orders,
+        cell,
         recency_days,
         frequency,
         monetary,
+        query_params
+    from {{ ref('stg_incomaker__rfm_cell_contacts') }}
+    where is_latest_snapshot
+),
+
+api_cells as (
+    select
+        cell,
         r,
         f,
         m,
         segment
-    from {{ ref('stg_incomaker__rfm_contact_detail') }}
-    where has_orders
-),
-
-rfm_window as (
-    select analysis_date
-    from {{ ref('int_rfm__window_resolved') }}
+    from {{ ref('stg_incomaker__rfm_cell_detail') }}
+    where is_latest_snapshot
 ),
 
 api_same_date as (
     select
-        api.contact_id,
-        api.recency_days,
-        api.frequency,
-        api.monetary,
-        api.r,
-        api.f,
-        api.m,
-        api.segment
-    from api
+        api_contacts.contact_id,
+        api_contacts.recency_days,
+        api_contacts.frequency,
+        api_contacts.monetary,
+        api_cells.r,
+        api_cells.f,
+        api_cells.m,
+        api_cells.segment
+    from api_contacts
     inner join rfm_window
-        on api.analysis_date = rfm_window.analysis_date
+        on try_cast(json_extract_string(api_contacts.query_params, '$.dateTo') as date)
+            = rfm_window.analysis_date
+        and try_cast(json_extract_string(api_contacts.query_params, '$.dateFrom') as date)
+            = rfm_window.window_start
+    left join api_cells
+        on api_contacts.cell = api_cells.cell
 )
 
 select

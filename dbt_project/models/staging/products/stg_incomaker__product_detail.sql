@@ -20,6 +20,10 @@ with source as (
 
 latest as (
 {{ latest_per_key('source', ['product_id']) }}
+),
+
+still_returned as (
+{{ still_listed_by_parent('latest', 'product_id', 'stg_incomaker__products', false) }}
 )
 
 select
@@ -36,4 +40,4 @@ select
     _dlt_load_id,
     _dlt_id,
     {{ dlt_loaded_at() }} as _loaded_at
-from latest
+from still_returned

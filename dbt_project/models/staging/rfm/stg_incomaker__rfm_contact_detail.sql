@@ -26,7 +26,7 @@ latest as (
 ),
 
 still_returned as (
-{{ from_latest_fetch('latest', []) }}
+{{ still_listed_by_parent('latest', 'contact_id', 'stg_incomaker__rfm_cell_contacts', true) }}
 )
 
 select
