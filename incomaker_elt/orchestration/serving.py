@@ -124,6 +124,10 @@ def _release(version: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+PUBLISH_MEMORY_LIMIT = "1GB"
+"""DuckDB's memory limit while the serving copy is written (its default is 80% of the RAM)."""
+
+
 def writable_storage_version(requested: str) -> str:
     """`requested`, or `latest` when the installed DuckDB is older than it.
 
@@ -195,7 +199,13 @@ def publish_serving_warehouse(
         tables: dict[str, int] = {}
         try:
             # The setting applies to the database this connection creates: the new file itself.
-            config = {"storage_compatibility_version": written_version}
+            # The memory limit makes DuckDB write the copied blocks out (spilling to spill_path if
+            # need be) instead of keeping them: at `large` after five nights, 24.2M rows, the peak
+            # was 4.9 GB without it and 1.1 GB with it (73 s against 58 s, a busy machine).
+            config = {
+                "storage_compatibility_version": written_version,
+                "memory_limit": PUBLISH_MEMORY_LIMIT,
+            }
             with duckdb.connect(str(tmp_path), config=config) as con:
                 attach = f"attach {_quote(str(warehouse_path))} as source (read_only)"
                 retry_while_locked(lambda: con.execute(attach), warehouse_path)
