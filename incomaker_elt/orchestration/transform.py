@@ -248,7 +248,7 @@ PARSES_DIR = DBT_TARGET_DIR / "parses"
 """dbt's partial parse file per warehouse path and vars, as the last command with them left it:
 the profile holds the path, and dbt parses the whole project again (5-13 s) when the profile or
 the vars differ from its file's."""
-_PARSES_KEPT = 16
+PARSES_KEPT = 16
 
 
 def parse_file(settings: Settings, vars_json: str) -> Path:
@@ -268,7 +268,7 @@ def _keep_parse(target: Path, parse: Path) -> None:
     parse.parent.mkdir(parents=True, exist_ok=True)
     os.replace(written, parse)
     kept = sorted(PARSES_DIR.glob("*.msgpack"), key=_age)
-    for old in kept[_PARSES_KEPT:]:
+    for old in kept[PARSES_KEPT:]:
         old.unlink(missing_ok=True)
 
 
