@@ -132,6 +132,16 @@ def test_an_unknown_dialect_is_an_override_not_code(tmp_path: Path) -> None:
         ("operations:\n  orders:\n    status: maybe\n", "status must be one of"),
         ("operations:\n  orders:\n    window: shippedAt\n", "window field 'shippedAt'"),
         ("operations:\n  order_detail:\n    path: /orders/{id}\n", "path placeholders"),
+        (
+            "operations:\n  rfm_contact_detail:\n    parent: {resource: rfm_cell_contacts, "
+            "field: contactId, into: contactId, days_before_today: [recencyDays]}\n",
+            "days_before_today only applies with changed_only: true",
+        ),
+        (
+            "operations:\n  rfm_contact_detail:\n    parent: {resource: rfm_cell_contacts, "
+            "field: contactId, into: contactId, changed_only: true, days_before_today: [cell]}\n",
+            "days_before_today ['cell'] must be integer fields of 'rfm_cell_contacts'",
+        ),
     ],
 )
 def test_bad_override_names_the_entry_and_the_problem(

@@ -333,6 +333,10 @@ def load_catalogue(
                     f"{parent.name!r}"
                 )
             counts = [f for f in op.parent.days_before_today if parent.fields.get(f) != "integer"]
+            if op.parent.days_before_today and not op.parent.changed_only:
+                raise CatalogueError(
+                    f"{op.name!r}: parent.days_before_today only applies with changed_only: true"
+                )
             if counts:
                 raise CatalogueError(
                     f"{op.name!r}: parent.days_before_today {counts} must be integer fields of "
