@@ -181,6 +181,15 @@ def fetch_partition(op: Operation, ops: dict[str, Operation]) -> list[str]:
     return [snake(op.parent.field)]
 
 
+def parent_listed_whole(op: Operation, ops: dict[str, Operation]) -> Operation | None:
+    """The parent, listed whole every run, of a detail asked for only for new or changed
+    parents; None for other operations."""
+    if op.parent and op.parent.changed_only:
+        parent = ops[op.parent.resource]
+        return parent if listed_whole(parent, ops) else None
+    return None
+
+
 def current_rows(op: Operation, ops: dict[str, Operation]) -> str | None:
     """The macro call keeping only what the API still returns, or None when every row counts.
 
@@ -192,8 +201,7 @@ def current_rows(op: Operation, ops: dict[str, Operation]) -> str | None:
     if op.kind == "aggregate":
         return None
     partition = fetch_partition(op, ops)
-    parent = ops[op.parent.resource] if op.parent else None
-    if op.parent and op.parent.changed_only and parent and listed_whole(parent, ops):
+    if (parent := parent_listed_whole(op, ops)) and op.parent:
         latest_snapshot = "true" if parent.kind == "aggregate" else "false"
         return (
             f"still_listed_by_parent('latest', '{snake(op.parent.field)}', "
@@ -323,14 +331,13 @@ def current_words(op: Operation, ops: dict[str, Operation]) -> str:
             if current_rows(op, ops)
             else ""
         )
-    current = current_rows(op, ops)
-    if current and op.parent and current.startswith("still_listed_by_parent"):
+    if parent_listed_whole(op, ops) and op.parent:
         return (
             f"asked for only when its `{op.parent.field}` is new or changed in "
             f"`{op.parent.resource}`; only rows whose `{op.parent.field}` the latest "
             f"`{op.parent.resource}` still lists"
         )
-    if current:
+    if current_rows(op, ops):
         return f"only rows the latest fetch{scope} returned"
     return ""
 
