@@ -340,13 +340,13 @@ class SourceBuilder:
                 days = [_day(v) for v in _parent_values(item, parent_op.window)]
                 if len(days) != len(values):  # no window column: nothing to remember them by
                     return values
-            remembered = [
-                i
-                for i, day in enumerate(days)
-                if window is None or (day and day >= remembered_from)
-            ]
-            # too old to be remembered (or undated): asked for, as before
-            changed = [values[i] for i in sorted(set(range(len(values))) - set(remembered))]
+            remembered: list[int] = []
+            changed: list[Any] = []  # too old to be remembered (or undated): asked for, as before
+            for i, day in enumerate(days):
+                if window is None or (day and day >= remembered_from):
+                    remembered.append(i)
+                else:
+                    changed.append(values[i])
             for i, row in zip(remembered, _rows_at(item, remembered), strict=True):
                 pointed_at = {  # the day they point at: unchanged as today moves on
                     name: (dates.end - timedelta(days=row[name])).isoformat()
