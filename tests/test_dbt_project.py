@@ -261,3 +261,24 @@ def test_a_dbt_command_reuses_the_prepared_parse(
     said = {event.raw_event["info"]["name"]: event.raw_event["info"]["msg"] for event in run.events}
     assert "UnableToPartialParse" not in said, said["UnableToPartialParse"]
     assert any("fct_orders" in message for message in said.values()), said
+
+
+def test_dbt_builds_under_a_memory_limit(tmp_path: Path) -> None:
+    """The profile gives DuckDB a memory limit, INCOMAKER_DBT_MEMORY_LIMIT or 1500MB, above which
+    it spills to disk instead of growing (DuckDB's own default is 80% of the RAM)."""
+    settings = dataclasses.replace(load_settings(), warehouse_path=tmp_path / "limit.duckdb")
+    run = transform.run_dbt(
+        settings,
+        ["show", "--output", "json", "--inline", "select current_setting('memory_limit') as m"],
+        read=lambda invocation: list(invocation.stream_raw_events()),
+    )
+    assert run.error is None, run.error
+    events = [e.raw_event for e in run.events]
+    (shown,) = [e["data"] for e in events if e["info"]["name"] == "ShowNode"]
+    assert json.loads(shown["preview"]) == [{"m": _memory_limit("1500MB")}]
+
+
+def _memory_limit(size: str) -> str:
+    """How DuckDB shows a memory limit of `size` (1500MB: 1.3 GiB)."""
+    with duckdb.connect(config={"memory_limit": size}) as con:
+        return con.execute("select current_setting('memory_limit')").fetchone()[0]
