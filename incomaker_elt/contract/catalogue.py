@@ -25,6 +25,8 @@ KINDS = ("entity", "event", "aggregate", "detail")
 STATUSES = ("confirmed", "inferred", "assumed")
 """confirmed: documented by Reporting v1; inferred: from the vendor's Commons v4 conventions;
 assumed: neither says, our best guess."""
+HISTORIES = ("all", "latest")
+"""all: raw keeps every snapshot of an aggregate; latest: each run's load replaces the table."""
 FIELD_TYPES = ("string", "integer", "decimal", "boolean", "date", "timestamp", "list", "object")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -69,6 +71,13 @@ class Operation:
     """Contract field -> the name the API gives it, where they differ (an override's renames)."""
     evidence: dict[str, str] = field(default_factory=dict)
     """Aspect (path, paging, ids...) -> where the entry's shape comes from."""
+    history: str = "all"
+    """Snapshots raw keeps of an aggregate: `all`, or only the `latest` (the load replaces)."""
+
+    @property
+    def keeps_latest_only(self) -> bool:
+        """Each run's load replaces the raw table: only the latest snapshot is kept."""
+        return self.history == "latest"
 
     @property
     def records_path(self) -> str:
@@ -245,6 +254,25 @@ def _operation(
     evidence = entry.get("evidence") or {}
     if not isinstance(evidence, dict):
         raise fail("evidence must map an aspect (path, paging, ids...) to its source")
+    history = entry.get("history", "all")
+    if history not in HISTORIES:
+        raise fail(
+            f"history must be one of {HISTORIES}, not {history!r}: `all` keeps every snapshot, "
+            "`latest` only the last one"
+        )
+    if history == "latest":
+        if entry["kind"] != "aggregate":
+            raise fail(
+                f"history: latest applies only to kind: aggregate, not {entry['kind']!r} (its "
+                "rows are merged by key, not snapshotted); remove `history` from the entry"
+            )
+        if entry.get("parent") or window:
+            what = "a parent" if entry.get("parent") else f"a window ({window!r})"
+            raise fail(
+                f"history: latest needs an aggregate every run fetches whole, but it has {what}: "
+                "a run fetches only part of it and replacing the table would lose the rest; "
+                "set `history: all` or remove `history`"
+            )
     placeholders = _PLACEHOLDER.findall(entry["path"])
     if placeholders and (parent is None or placeholders != [parent.into]):
         raise fail(f"path placeholders {placeholders} must be filled by the parent's `into`")
@@ -267,6 +295,7 @@ def _operation(
         parent=parent,
         api_names=api_names,
         evidence={str(k): str(v) for k, v in {**default_evidence, **evidence}.items()},
+        history=history,
     )
 
 
