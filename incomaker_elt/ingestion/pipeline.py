@@ -56,6 +56,8 @@ writes parquet anyway). dlt's default for DuckDB, `insert_values`, loads one INS
 file with up to 20 files at once. A first load of `medium`'s five dict-path operations and their
 parents (334k rows) peaked at 5.5 GB and took 242 s that way, against 0.46 GB and 157 s in
 parquet, with every value and type of every table the same."""
+REPLACE_STRATEGY = "insert-from-staging"
+"""How dlt loads a table each run replaces: atomically, through the staging dataset."""
 IN_PROCESS_BASE_URL = "http://incomaker.invalid"
 """Base URL used with an injected transport (tests, the stand-in in-process): never resolved."""
 
@@ -176,7 +178,12 @@ def configure_dlt() -> None:
     - One operation at a time (`fifo`), each with its requests in parallel: a listing's pages
       follow each other while the server still holds the query, instead of sixty listings
       interleaved page by page (dlt's round robin) that make it recompute every one.
+    - Tables replaced by each run (catalogue `history: latest`) are loaded `insert-from-staging`:
+      the rows go to the staging dataset first, then one transaction truncates the table and
+      inserts them, so a load that fails or is killed leaves the previous snapshot in place
+      (dlt's default, `truncate-and-insert`, empties the table before loading it).
     """
+    dlt.config["destination.replace_strategy"] = REPLACE_STRATEGY
     dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
     dlt.config["normalize.parquet_normalizer.add_dlt_id"] = False
     dlt.config["extract.next_item_mode"] = "fifo"

@@ -16,7 +16,10 @@ own API, never by touching its folder:
   Child rows are deduplicated too, and child rows whose parent row is gone are removed.
 
 Every table is merged by its key (delete-insert), so rows a failed package did commit are real
-records that the next fetch of the same window replaces: harmless, and reported.
+records that the next fetch of the same window replaces: harmless, and reported. Tables each run
+replaces (catalogue `history: latest`) go through dlt's staging dataset and are swapped in one
+transaction: a package that failed either replaced the table whole (a complete snapshot, counted
+as committed) or left the previous snapshot; the next run replaces it again.
 """
 
 from __future__ import annotations

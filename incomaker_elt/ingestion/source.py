@@ -4,6 +4,7 @@ One generic function turns each catalogue entry into a dlt resource:
 - entity / event / detail tables merge on the entry's primary key;
 - aggregate records get `_snapshot_date` (the run's end date) and `_params` (the query that
   produced them) and merge on those plus the key: history accumulates, a re-run of a day replaces;
+  entries marked `history: latest` replace the whole table instead: only the latest snapshot stays;
 - entries with a `window` load incrementally: a dlt incremental cursor on the window field, with
   the entry's `lookback_days` as its lag, gives the next run's dateFrom;
 - entries with a `parent` are dlt transformers fed by the parent's records. `changed_only` ones
@@ -123,6 +124,14 @@ def _window_params(cursor: dlt.sources.incremental, dates: RunDates) -> dict[str
     if start > dates.end:
         return None
     return {"dateFrom": start.isoformat(), "dateTo": dates.end.isoformat()}
+
+
+def write_disposition(op: Operation) -> dict[str, Any]:
+    """How dlt writes the operation's rows: merged by key, or the table replaced by this run's
+    snapshot (`history: latest`; atomically, by pipeline.configure_dlt's replace strategy)."""
+    if op.keeps_latest_only:
+        return {"disposition": "replace"}
+    return {"disposition": "merge", "strategy": "delete-insert", "deduplicated": True}
 
 
 class _Records:
@@ -266,11 +275,7 @@ class SourceBuilder:
         return {
             "name": op.name,
             "table_name": op.name,
-            "write_disposition": {
-                "disposition": "merge",
-                "strategy": "delete-insert",
-                "deduplicated": True,
-            },
+            "write_disposition": write_disposition(op),
             "primary_key": primary_key(op),
             "columns": column_hints(op),
             "nested_hints": nested_hints(op) or None,

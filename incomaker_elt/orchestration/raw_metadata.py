@@ -47,6 +47,10 @@ _DLT_COLUMNS = {
     SNAPSHOT_DATE: "day the aggregate was asked for (the run's last day): one snapshot per day",
     PARAMS: "query parameters that produced the snapshot (JSON, keys sorted)",
 }
+_LATEST_SNAPSHOT_DATE = (
+    "day the aggregate was asked for (the run's last day): only the latest snapshot is kept "
+    "(catalogue `history: latest`)"
+)
 _HINT_TYPE_NAMES = {"bool": "boolean"}
 
 
@@ -73,8 +77,13 @@ def _type_name(hint: Mapping[str, Any]) -> str:
 def _field_roles(op: Operation, catalogue: Catalogue | None) -> dict[str, list[str]]:
     """What a top-level field is for, beyond its value: key, window, parent link."""
     roles: dict[str, list[str]] = {}
+    key_role = (
+        "part of the key of a record within the snapshot (each run replaces the table)"
+        if op.keeps_latest_only
+        else "part of the primary key dlt merges on"
+    )
     for key in op.primary_key:
-        roles.setdefault(key, []).append("part of the primary key dlt merges on")
+        roles.setdefault(key, []).append(key_role)
     if op.window:
         roles.setdefault(op.window, []).append(
             "the field dateFrom/dateTo filter on (the partition's day)"
@@ -133,6 +142,8 @@ def catalogue_columns(op: Operation, catalogue: Catalogue | None = None) -> dict
     root: list[Column] = []
     for name, hint in column_hints(op).items():
         description = described.get(name) or _DLT_COLUMNS.get(name, "")
+        if name == SNAPSHOT_DATE and op.keeps_latest_only:
+            description = _LATEST_SNAPSHOT_DATE
         root.append(Column(name, _type_name(hint), description, hint.get("nullable", True)))
     dlt_columns = ["_dlt_load_id"] + ([DLT_ID] if has_nested_lists(op) else [])
     for name in dlt_columns:
