@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
@@ -105,16 +104,14 @@ def _models(manifest: Mapping[str, Any]) -> dict[str, Model]:
 def with_table_metadata(
     events: list[Any], models: Mapping[str, Model], warehouse_path: Path
 ) -> list[Any]:
-    """Add each built model's `dagster/row_count` and `dagster/column_schema` (its columns as the
-    warehouse has them, with the project's descriptions), read over one connection.
+    """Add each built model's `dagster/column_schema` (its columns as the warehouse has them, with
+    the project's descriptions) and, for tables, its `dagster/row_count`, over one connection.
 
     dagster-dbt's `fetch_row_counts` and `fetch_column_metadata` open a dbt connection and run a
     query per model in threads: 10 s of a 62 s first `make run` on a quiet machine, for 103
-    models. Views are counted too (dagster-dbt leaves them out for their cost on large
-    warehouses; our staging views are cheap to count).
-
-    A model whose rows cannot be read (a cast that fails on a value, which dbt's tests report)
-    gets no count: the count must not replace dbt's own failure as the step's error.
+    models. Views are not counted, as dagster-dbt does not count them: counting one computes it.
+    On the `large` warehouse after five nights that was 18.5 s of every night for the 78 views
+    (5.8 s for `stg_incomaker__order_recommendation`), against 0.01 s for the 25 tables.
     """
     pending = [
         (i, models[event.metadata["unique_id"].value])
@@ -130,6 +127,12 @@ def with_table_metadata(
     except WarehouseBusy:
         return events  # metadata is a courtesy: it never fails the build
     with con:
+        tables = set(
+            con.execute(
+                "select schema_name, table_name from duckdb_tables() "
+                "where database_name = current_database()"
+            ).fetchall()
+        )
         columns: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for schema, table, column, data_type in con.execute(
             "select schema_name, table_name, column_name, data_type from duckdb_columns() "
@@ -145,11 +148,9 @@ def with_table_metadata(
                         for name, data_type in found
                     ]
                 )
-            try:
+            if (model.schema, model.alias) in tables:
                 (rows,) = con.execute(f"select count(*) from {model.relation}").fetchone()
                 metadata["dagster/row_count"] = dg.MetadataValue.int(int(rows))
-            except duckdb.Error:
-                pass
             events[i] = events[i].with_metadata(metadata)
     return events
 
