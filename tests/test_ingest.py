@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import shutil
 import threading
 import time
 from collections import Counter, defaultdict
@@ -26,6 +27,7 @@ from api_pages import first_page, records_of, total_items
 
 from incomaker_elt.contract.catalogue import Operation, default_catalogue
 from incomaker_elt.contract.settings import RAW_DATASET, Settings, load_settings
+from incomaker_elt.ingestion import pipeline as ingestion_pipeline
 from incomaker_elt.ingestion.client import IngestionError, RetryPolicy
 from incomaker_elt.ingestion.pipeline import run_ingestion
 from incomaker_elt.ingestion.records import snake
@@ -628,3 +630,47 @@ def test_an_operation_without_records_still_gets_its_typed_table(small_world, tm
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         columns = {r[0]: r[1] for r in query(con, f"describe {RAW_DATASET}.conversions")}
     assert columns["date"] == "DATE" and columns["conversion_amount_w_tax"].startswith("DECIMAL")
+
+
+def test_the_warehouse_keeps_only_the_newest_states_and_runs_go_on_from_them(
+    small_world, tmp_path, monkeypatch
+):
+    """dlt stores its whole state (cursors, the parents' fingerprints) with every load that
+    changed it and never removes one: each run keeps the newest STATES_KEPT of completed loads,
+    and a run without its local state (a new machine) still continues from the newest."""
+    monkeypatch.setattr(ingestion_pipeline, "STATES_KEPT", 2)
+    standin = StandIn(small_world, token=TOKEN)
+    settings = settings_for(tmp_path)
+    start = date(2026, 5, 1)
+    for day in (DEFAULT_TODAY + timedelta(days=n) for n in range(4)):
+        standin.set_today(day)
+        run_ingestion(
+            settings, only=["conversions"], start=start, end=day, transport=standin.transport()
+        )
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        states = query(
+            con,
+            f"select l.status from {RAW_DATASET}._dlt_pipeline_state s "
+            f"left join {RAW_DATASET}._dlt_loads l on l.load_id = s._dlt_load_id",
+        )
+        (loads,) = query(con, f"select count(*) from {RAW_DATASET}._dlt_loads")[0]
+    assert states == [(0,), (0,)] and loads == 4
+
+    conversions = CATALOGUE.get("conversions")
+    cursor = window_max(settings, conversions)  # where the newest state's cursor stands
+    shutil.rmtree(settings.dlt_working_dir)  # the state must come from the warehouse
+    day = DEFAULT_TODAY + timedelta(days=4)
+    standin.set_today(day)
+    standin.clear_log()
+    run_ingestion(
+        settings, only=["conversions"], start=start, end=day, transport=standin.transport()
+    )
+    [asked_from] = {
+        r.params["dateFrom"] for r in standin.request_log if route(r.path).name == "conversions"
+    }
+    lookback = timedelta(days=conversions.lookback_days)
+    assert asked_from == str(_day_of(cursor) - lookback) != str(start)  # not a first run again
+
+
+def _day_of(value: Any) -> date:
+    return value.date() if isinstance(value, datetime) else value
