@@ -263,12 +263,15 @@ def test_a_dbt_command_reuses_the_prepared_parse(
     assert any("fct_orders" in message for message in said.values()), said
 
 
-def test_dbt_builds_under_a_memory_limit(tmp_path: Path) -> None:
+def test_dbt_builds_under_a_memory_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The profile gives DuckDB a memory limit, INCOMAKER_DBT_MEMORY_LIMIT or 1500MB, above which
     it spills to disk instead of growing (DuckDB's own default is 80% of the RAM)."""
-    settings = dataclasses.replace(load_settings(), warehouse_path=tmp_path / "limit.duckdb")
+    monkeypatch.chdir(tmp_path)  # the default warehouse path, whose parse install prepared
+    monkeypatch.setenv("INCOMAKER_WAREHOUSE", "warehouse/incomaker.duckdb")
+    (tmp_path / "warehouse").mkdir()
+    transform.prepare_manifest()
     run = transform.run_dbt(
-        settings,
+        load_settings(),
         ["show", "--output", "json", "--inline", "select current_setting('memory_limit') as m"],
         read=lambda invocation: list(invocation.stream_raw_events()),
     )
