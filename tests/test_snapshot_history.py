@@ -89,6 +89,22 @@ def test_a_second_day_replaces_the_snapshot_with_what_a_fresh_load_holds(
     assert rows(nightly) != first  # the API's answer moved on: the test can tell the days apart
 
 
+def test_a_run_for_an_earlier_day_keeps_the_newer_snapshot(
+    standin: StandIn, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A range run of past days snapshots aggregates as of its last day: with the history kept,
+    that adds an older snapshot; here it would replace the newer one, so it is skipped."""
+    settings = standin_settings(tmp_path, TOKEN)
+    ingest(settings, standin, DAY_TWO)
+    kept = snapshots(settings)
+    standin.clear_log()
+    summary = ingest(settings, standin, DAY_ONE)
+    assert snapshots(settings) == kept
+    assert TABLE not in summary.loaded_operations
+    assert not [r for r in standin.request_log if r.path == CATALOGUE.get(TABLE).path]
+    assert f"{TABLE}: kept the warehouse's snapshot as of {DAY_TWO}" in caplog.text
+
+
 def test_an_override_keeps_the_history(standin: StandIn, tmp_path: Path) -> None:
     override = tmp_path / "keep-history.yaml"
     override.write_text(f"operations:\n  {TABLE}:\n    history: all\n")

@@ -241,6 +241,34 @@ def forget_old_states(pipeline: dlt.Pipeline, keep: int) -> None:
         )
 
 
+def newer_snapshots(
+    pipeline: dlt.Pipeline, operations: Sequence[Operation], end: date
+) -> dict[str, date]:
+    """The `history: latest` tables among `operations` (feeding none of them) whose kept snapshot
+    is newer than `end`, with its date: a run for an earlier day (a range run of past days) must
+    not replace them with an older one."""
+    parents = {op.parent.resource for op in operations if op.parent}
+    names = [op.name for op in operations if op.keeps_latest_only and op.name not in parents]
+    if not names:
+        return {}
+    newer: dict[str, date] = {}
+    with pipeline.sql_client() as sql:
+        with sql.execute_query(
+            "select table_name from information_schema.tables where table_schema = %s",
+            sql.dataset_name,
+        ) as cursor:
+            existing = {row[0] for row in cursor.fetchall()}
+        for name in (n for n in names if n in existing):
+            table = sql.make_qualified_table_name(name)
+            with sql.execute_query(f"select max(_snapshot_date) from {table}") as cursor:
+                (kept,) = cursor.fetchone()
+            if isinstance(kept, datetime):
+                kept = kept.date()
+            if kept is not None and kept > end:
+                newer[name] = kept
+    return newer
+
+
 def credentials(
     settings: Settings, transport: httpx.BaseTransport | None = None
 ) -> tuple[str, str]:
@@ -511,6 +539,15 @@ def run_ingestion(
         configure_dlt()
         pipeline = make_pipeline(settings)
         pipeline.sync_destination()
+        newer = newer_snapshots(pipeline, operations, dates.end)
+        for name, kept in newer.items():
+            log.warning(
+                "%s: kept the warehouse's snapshot as of %s; this run's, as of %s, is older",
+                name,
+                kept,
+                dates.end,
+            )
+        operations = [op for op in operations if op.name not in newer]
         outcome = load_families(
             pipeline,
             catalogue,
