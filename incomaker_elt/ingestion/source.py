@@ -28,6 +28,7 @@ from dlt.extract.source import DltSource
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation
 from incomaker_elt.ingestion.fetch import ArrowChunks, Fetcher
+from incomaker_elt.ingestion.parent_memory import ParentMemory
 from incomaker_elt.ingestion.records import (
     DLT_ID,
     PARAMS,
@@ -50,8 +51,9 @@ DEFAULT_CHUNK_ROWS = 200_000
 REMEMBERED_DAYS = 62
 """How far back a windowed parent's records are remembered for `changed_only` details: twice the
 nightly range (31 days), so that a night after missed nights still finds them. An older record
-read again (a backfill) has its detail asked for, as if new; the memory lives in dlt's state,
-which a first load at `large` would otherwise fill with a million orders."""
+read again (a backfill) has its detail asked for, as if new; the memory lives in dlt's state
+(packed: parent_memory.py), which a first load at `large` would otherwise fill with a million
+orders."""
 
 
 @dataclass(frozen=True)
@@ -329,19 +331,14 @@ class SourceBuilder:
         days_back = [snake(name) for name in link.days_before_today]
         remembered_from = dates.end - timedelta(days=REMEMBERED_DAYS)
         seen_this_run: set[Any] = set()
-        pruned: list[bool] = []
+        oldest = remembered_from.isoformat()
+        memory = ParentMemory(  # a windowed parent's days no nightly run reads again: forgotten
+            (lambda entry: not isinstance(entry, list) or entry[1] < oldest) if window else None
+        )
 
         def changed_parents(item: Any, values: list[Any]) -> list[Any]:
-            state = dlt.current.resource_state().setdefault("parent_fingerprints", {})
             days: list[date | None] = [None] * len(values)
             if window is not None:
-                oldest = remembered_from.isoformat()
-                if not pruned:  # once a run: forget the days no nightly run reads again
-                    for key in [
-                        k for k, v in state.items() if not isinstance(v, list) or v[1] < oldest
-                    ]:
-                        del state[key]
-                    pruned.append(True)
                 days = [_day(v) for v in _parent_values(item, parent_op.window)]
                 if len(days) != len(values):  # no window column: nothing to remember them by
                     return values
@@ -360,8 +357,7 @@ class SourceBuilder:
                 }
                 fingerprint = _fingerprint({**row, **pointed_at})  # a copy: the row is loaded as is
                 entry = fingerprint if window is None else [fingerprint, days[i].isoformat()]
-                if state.get(str(values[i])) != entry:
-                    state[str(values[i])] = entry
+                if memory.remember(str(values[i]), entry):
                     changed.append(values[i])
             return changed
 
