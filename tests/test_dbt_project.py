@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -285,3 +287,29 @@ def _memory_limit(size: str) -> str:
     """How DuckDB shows a memory limit of `size` (1500MB: 1.3 GiB)."""
     with duckdb.connect(config={"memory_limit": size}) as con:
         return con.execute("select current_setting('memory_limit')").fetchone()[0]
+
+
+def test_a_dbt_command_starts_no_version_check_and_opens_no_adapter_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dagster-dbt would start `dbt --version` and open a dbt adapter over the warehouse in this
+    process before each command (~4.5 s of CPU), for fetch methods we do not use."""
+    import dagster_dbt.core.resource
+
+    def no_subprocess(*args: Any, **kwargs: Any) -> bytes:
+        raise AssertionError(f"dagster-dbt started {args}")
+
+    monkeypatch.setattr(dagster_dbt.core.resource, "check_output", no_subprocess)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INCOMAKER_WAREHOUSE", "warehouse/incomaker.duckdb")
+    transform.prepare_manifest()
+    invocations: list[Any] = []
+
+    def read(invocation: Any) -> list[Any]:
+        invocations.append(invocation)
+        return list(invocation.stream_raw_events())
+
+    run = transform.run_dbt(load_settings(), ["ls", "--select", "fct_orders"], read=read)
+    assert run.error is None, run.error
+    assert [i.adapter for i in invocations] == [None]
+    assert str(invocations[0].cli_version) == metadata.version("dbt-core")

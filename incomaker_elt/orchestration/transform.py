@@ -24,13 +24,15 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from dagster_shared import record
+from packaging.version import Version
 
 from incomaker_elt.contract.currency import REFERENCE_CURRENCY
 from incomaker_elt.contract.settings import PROJECT_ROOT, RAW_DATASET, Settings, load_settings
@@ -85,9 +87,29 @@ def dbt_vars(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"reference_currency": REFERENCE_CURRENCY, "raw_schema": RAW_DATASET, **(extra or {})}
 
 
+class DbtCli(DbtCliResource):
+    """dagster-dbt's dbt resource without two things it does in our process before each command
+    for its `fetch_row_counts` and `fetch_column_metadata`, which we do not use
+    (`with_table_metadata` reads both over one connection): a dbt adapter over the warehouse
+    (macros, partial parse and profile: ~2 s of CPU) and `dbt --version` in a subprocess (~2.5 s
+    of CPU, 4 s on a busy machine) to learn the version of the dbt beside this Python, which the
+    installed dbt-core says. dagster-dbt runs without an adapter for dbt Fusion already. Without
+    the adapter, nothing in this process holds the warehouse open once dbt has exited (it kept
+    it open read-only until the process ended), so the checks and publishing can open it."""
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
+        return None
+
+    @cached_property
+    def _cli_version(self) -> Version:
+        if Path(self.dbt_executable) == DBT_EXECUTABLE:
+            return Version(metadata.version("dbt-core"))
+        return DbtCliResource._cli_version.func(self)  # another dbt: ask it
+
+
 def dbt_resource() -> DbtCliResource:
     executable = str(DBT_EXECUTABLE) if DBT_EXECUTABLE.exists() else "dbt"
-    return DbtCliResource(project_dir=DBT_PROJECT, dbt_executable=executable)
+    return DbtCli(project_dir=DBT_PROJECT, dbt_executable=executable)
 
 
 class ManifestPreparer(DagsterDbtProjectPreparer):
@@ -170,22 +192,6 @@ def prepare_manifest() -> Path:
     """Write target/manifest.json, which Dagster loads without parsing the project."""
     DBT_PROJECT.preparer.prepare(DBT_PROJECT)
     return DBT_PROJECT.manifest_path
-
-
-def release_dbt_duckdb() -> None:
-    """Close the warehouse that dbt's DuckDB adapter keeps open in this process.
-
-    dagster-dbt reads row counts and column schemas through the adapter, which holds the database
-    open read-only with the profile's settings, in a class-level environment, until the process
-    ends. Later steps of an in-process run (checks, publishing) could then not open it at all:
-    DuckDB refuses a second configuration. There is no public API for this.
-    """
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    with DuckDBConnectionManager._LOCK:
-        environment, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
-    if environment is not None:
-        environment.close()
 
 
 # ------------------------------------------------------------------ each build's artefacts
@@ -397,7 +403,6 @@ def run_dbt(
                 error = exc
             finally:
                 stop_dbt(invocation.process)  # before any retry and before counting views
-                release_dbt_duckdb()
             results = _results(target)
             _keep_parse(target, parse)
             if error is None:
