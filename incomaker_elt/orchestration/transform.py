@@ -402,7 +402,7 @@ def run_dbt(
                     raise  # retried while it is the lock
                 error = exc
             finally:
-                stop_dbt(invocation.process)  # before any retry and before counting views
+                stop_dbt(invocation.process)  # before any retry and before the row counts
             results = _results(target)
             _keep_parse(target, parse)
             if error is None:
