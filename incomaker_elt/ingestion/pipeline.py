@@ -40,7 +40,13 @@ from incomaker_elt.ingestion.client import (
     RetryPolicy,
 )
 from incomaker_elt.ingestion.fetch import Fetcher, OperationProgress, Progress
-from incomaker_elt.ingestion.recovery import Leftovers, LoadFailed, load_pending, settle_leftovers
+from incomaker_elt.ingestion.recovery import (
+    Leftovers,
+    LoadFailed,
+    existing_tables,
+    load_pending,
+    settle_leftovers,
+)
 from incomaker_elt.ingestion.source import (
     DEFAULT_CHUNK_ROWS,
     RunDates,
@@ -253,11 +259,7 @@ def newer_snapshots(
         return {}
     newer: dict[str, date] = {}
     with pipeline.sql_client() as sql:
-        with sql.execute_query(
-            "select table_name from information_schema.tables where table_schema = %s",
-            sql.dataset_name,
-        ) as cursor:
-            existing = {row[0] for row in cursor.fetchall()}
+        existing = existing_tables(sql)
         for name in (n for n in names if n in existing):
             table = sql.make_qualified_table_name(name)
             with sql.execute_query(f"select max(_snapshot_date) from {table}") as cursor:
@@ -324,12 +326,7 @@ def table_rows(pipeline: dlt.Pipeline, operations: Sequence[str]) -> dict[str, i
     counts: dict[str, int] = {}
     roots = set(operations)
     with pipeline.sql_client() as sql:
-        with sql.execute_query(
-            "select table_name from information_schema.tables where table_schema = %s",
-            sql.dataset_name,
-        ) as cursor:
-            existing = sorted(row[0] for row in cursor.fetchall())
-        for table in existing:
+        for table in sorted(existing_tables(sql)):
             if table.split("__")[0] not in roots:
                 continue
             with sql.execute_query(

@@ -276,7 +276,7 @@ def repair(
     of_loads = f"_dlt_load_id in ({_in(load_ids)})"
     removed: dict[str, int] = {}
     with pipeline.sql_client() as sql:
-        existing = _existing_tables(sql)
+        existing = existing_tables(sql)
         schema_tables = pipeline.default_schema.tables
         for op in operations:
             tables = _tables_of(op, existing, schema_tables)
@@ -334,7 +334,7 @@ def rows_of_loads(
     loads = _in(load_ids)
     counts: dict[str, int] = {}
     with pipeline.sql_client() as sql:
-        existing = _existing_tables(sql)
+        existing = existing_tables(sql)
         schema_tables = pipeline.default_schema.tables
         for op in operations:
             for table in _tables_of(op, existing, schema_tables):
@@ -353,7 +353,8 @@ def rows_of_loads(
     return counts
 
 
-def _existing_tables(sql: object) -> set[str]:
+def existing_tables(sql: object) -> set[str]:
+    """The tables of the raw dataset, asked of the database through dlt's `sql` client."""
     with sql.execute_query(  # type: ignore[attr-defined]
         "select table_name from information_schema.tables where table_schema = %s",
         sql.dataset_name,  # type: ignore[attr-defined]
