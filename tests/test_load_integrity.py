@@ -192,8 +192,8 @@ def test_a_backfill_of_past_days_never_alters_existing_child_tables(small_world,
     client = IncomakerClient("http://standin", TOKEN, transport=standin.transport())
     fetcher = Fetcher(client, page_size=CATALOGUE.page_size, concurrency=4)
 
-    def fixed(family: Iterable[Operation]) -> Any:
-        return incomaker_source(CATALOGUE, fetcher, dates, family)
+    def fixed(family: Iterable[Operation], first_loads: frozenset[str]) -> Any:
+        return incomaker_source(CATALOGUE, fetcher, dates, list(family), first_loads=first_loads)
 
     try:
         outcome = load_families(pipeline, CATALOGUE, events, fixed)

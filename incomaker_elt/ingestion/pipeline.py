@@ -271,6 +271,21 @@ def newer_snapshots(
     return newer
 
 
+def first_loads(pipeline: dlt.Pipeline, operations: Sequence[Operation]) -> frozenset[str]:
+    """The operations among `operations` whose table is absent or holds no row: their rows are
+    appended rather than merged (source.write_disposition). Asked again before every extract,
+    so a retry after a load that committed rows merges."""
+    with pipeline.sql_client() as sql:
+        existing = existing_tables(sql)
+        empty = {op.name for op in operations if op.name not in existing}
+        for name in (op.name for op in operations if op.name in existing):
+            table = sql.make_qualified_table_name(name)
+            with sql.execute_query(f"select 1 from {table} limit 1") as cursor:
+                if cursor.fetchone() is None:
+                    empty.add(name)
+    return frozenset(empty)
+
+
 def credentials(
     settings: Settings, transport: httpx.BaseTransport | None = None
 ) -> tuple[str, str]:
@@ -388,7 +403,7 @@ def load_families(
     pipeline: dlt.Pipeline,
     catalogue: Catalogue,
     operations: Sequence[Operation],
-    make_source: Callable[[Sequence[Operation]], DltSource],
+    make_source: Callable[[Sequence[Operation], frozenset[str]], DltSource],
 ) -> FamiliesLoaded:
     """Settle what earlier runs left, then load the families; a failing family fails alone.
 
@@ -400,7 +415,8 @@ def load_families(
     after it on its own, so a second bad operation costs no third fetch of everything; after a
     failed load the rest of the package goes again as one. A failure that names no family fails
     its whole group. Ctrl-C stops the run.
-    `make_source` builds the dlt source of the operations given.
+    `make_source` builds the dlt source of the operations given, appending to the tables named
+    (first_loads: absent or empty).
     """
     result = FamiliesLoaded(leftovers=settle_leftovers(pipeline, catalogue.operations))
     result.load_ids += result.leftovers.completed
@@ -411,7 +427,8 @@ def load_families(
             continue
         ops = [op for family in group for op in family]
         try:
-            pipeline.extract(make_source(ops), loader_file_format=LOADER_FILE_FORMAT)
+            source = make_source(ops, first_loads(pipeline, ops))
+            pipeline.extract(source, loader_file_format=LOADER_FILE_FORMAT)
         except PipelineStepFailed as exc:
             if isinstance(exc.exception, KeyboardInterrupt):
                 raise
@@ -549,7 +566,9 @@ def run_ingestion(
             pipeline,
             catalogue,
             operations,
-            lambda family: incomaker_source(catalogue, fetcher, dates, family, chunk_rows),
+            lambda family, empty: incomaker_source(
+                catalogue, fetcher, dates, family, chunk_rows, empty
+            ),
         )
         forget_old_states(pipeline, STATES_KEPT)
         summary = LoadSummary(

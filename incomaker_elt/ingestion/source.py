@@ -128,9 +128,18 @@ def _window_params(cursor: dlt.sources.incremental, dates: RunDates) -> dict[str
     return {"dateFrom": start.isoformat(), "dateTo": dates.end.isoformat()}
 
 
-def write_disposition(op: Operation) -> dict[str, Any]:
+def write_disposition(op: Operation, first_load: bool = False) -> dict[str, Any]:
     """How dlt writes the operation's rows: merged by key, or the table replaced by this run's
-    snapshot (`history: latest`; atomically, by pipeline.configure_dlt's replace strategy)."""
+    snapshot (`history: latest`; atomically, by pipeline.configure_dlt's replace strategy).
+
+    `first_load`: the table is absent or empty, so there is nothing to merge with or replace.
+    Its rows are appended: one copy of the data instead of a staging table, a merge and a second
+    copy (a third of a first load's load step at `large`). Keys the listing repeated are then
+    settled by recovery.repair, as after every load. Not for operations with nested lists:
+    dlt gives their child tables the `_dlt_root_id` a later merge needs only when merging.
+    """
+    if first_load and not has_nested_lists(op):
+        return {"disposition": "append"}
     if op.keeps_latest_only:
         return {"disposition": "replace"}
     return {"disposition": "merge", "strategy": "delete-insert", "deduplicated": True}
@@ -261,11 +270,13 @@ class SourceBuilder:
         fetcher: Fetcher,
         dates: RunDates,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        first_loads: frozenset[str] = frozenset(),
     ) -> None:
         self.catalogue = catalogue
         self.fetcher = fetcher
         self.dates = dates
         self.chunk_rows = chunk_rows
+        self.first_loads = first_loads
         self.resources: dict[str, DltResource] = {}
 
     def build(self, operations: Sequence[Operation]) -> list[DltResource]:
@@ -277,7 +288,7 @@ class SourceBuilder:
         return {
             "name": op.name,
             "table_name": op.name,
-            "write_disposition": write_disposition(op),
+            "write_disposition": write_disposition(op, op.name in self.first_loads),
             "primary_key": primary_key(op),
             "columns": column_hints(op),
             "nested_hints": nested_hints(op) or None,
@@ -418,9 +429,12 @@ def incomaker_source(
     dates: RunDates,
     operations: Sequence[Operation] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    first_loads: frozenset[str] = frozenset(),
 ) -> DltSource:
-    """The dlt source: selected operations (all by default) and the parents that feed them."""
-    builder = SourceBuilder(catalogue, fetcher, dates, chunk_rows)
+    """The dlt source: selected operations (all by default) and the parents that feed them.
+
+    `first_loads`: operations whose table is absent or empty (write_disposition)."""
+    builder = SourceBuilder(catalogue, fetcher, dates, chunk_rows, first_loads)
     resources = builder.build(operations or catalogue.operations)
 
     @dlt.source(name=SOURCE_NAME)
