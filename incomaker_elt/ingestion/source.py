@@ -159,8 +159,11 @@ class _Records:
 
     def _stamp_table(self, table: pa.Table, params: dict[str, str]) -> pa.Table:
         n = table.num_rows
-        table = table.append_column(SNAPSHOT_DATE, pa.array([self.snapshot] * n, type=pa.date32()))
-        return table.append_column(PARAMS, pa.array([canonical_params(params)] * n, pa.string()))
+        snapshot = pa.repeat(pa.scalar(self.snapshot, pa.date32()), n)
+        table = table.append_column(SNAPSHOT_DATE, snapshot)
+        return table.append_column(
+            PARAMS, pa.repeat(pa.scalar(canonical_params(params), pa.string()), n)
+        )
 
     def add(self, page: Page, params: dict[str, str]) -> Iterator[Any]:
         self.rows += page.rows
