@@ -94,6 +94,16 @@ def test_a_pretty_printed_or_listed_body_is_decoded_alone_at_once():
     assert page.records.equals(arrow_decoder(DETAIL)(detail(3)).records)
 
 
+def test_a_body_with_whitespace_around_it_is_read_as_without():
+    compact = detail(5)
+    decode = arrow_decoder(DETAIL)
+    reader = one_record_bodies(DETAIL)
+    assert reader is not None
+    for padded in (b"\n " + compact, compact + b"\r\n", b"\t" + compact + b" "):
+        assert decode(padded).records.equals(decode(compact).records)
+        assert reader.accept(padded) == compact
+
+
 def test_many_listings_retries_a_broken_body_and_counts_every_answer():
     contacts = list(range(1, ONE_RECORD_BATCH + 123))
     broken_once = {17, 1500}
