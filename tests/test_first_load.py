@@ -15,16 +15,20 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import httpx
 import orjson
 from api_pages import standin_settings
+from dlt.destinations.exceptions import DatabaseTerminalException
 
 from incomaker_elt.contract.catalogue import default_catalogue
 from incomaker_elt.contract.settings import RAW_DATASET, Settings
-from incomaker_elt.ingestion.pipeline import make_pipeline, run_ingestion
+from incomaker_elt.ingestion.pipeline import first_loads, make_pipeline, run_ingestion
 from incomaker_elt.ingestion.records import has_nested_lists, primary_key
 from incomaker_elt.standin import DEFAULT_TODAY, StandIn
 
@@ -90,6 +94,32 @@ def test_a_first_load_appends_keeps_a_repeated_key_once_and_the_next_run_merges(
     assert recorded_disposition(settings, OPERATION) == "merge"
     assert second.rows_loaded[OPERATION] > 0  # the window's lookback, read again: merged
     assert rows_and_keys(settings.warehouse_path, OPERATION) == (keys, keys)
+
+
+class _NoLimitSql:
+    """A destination whose SQL has no `limit` (SQL Server says `top`), holding `tables`."""
+
+    dataset_name = RAW_DATASET
+
+    def __init__(self, tables: set[str]) -> None:
+        self.tables = tables
+
+    def make_qualified_table_name(self, name: str) -> str:
+        return f"{RAW_DATASET}.{name}"
+
+    @contextmanager
+    def execute_query(self, query: str, *args: object) -> Iterator[object]:
+        if "information_schema" not in query:
+            raise DatabaseTerminalException(Exception("Incorrect syntax near 'limit'."))
+        rows = [(name,) for name in sorted(self.tables)]
+        yield SimpleNamespace(fetchall=lambda: rows)
+
+
+def test_a_destination_that_cannot_be_asked_whether_a_table_is_empty_merges_into_it():
+    sql = _NoLimitSql({"contacts"})
+    pipeline = SimpleNamespace(sql_client=lambda: nullcontext(sql))
+    operations = [CATALOGUE.get("contacts"), CATALOGUE.get("orders")]
+    assert first_loads(pipeline, operations) == {"orders"}  # absent: nothing to merge with
 
 
 def _ingest(base_url: str, warehouse: Path, kill_after: int) -> subprocess.CompletedProcess:

@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime
 
 import dlt
 import httpx
+from dlt.destinations.exceptions import DatabaseException
 from dlt.extract.source import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -279,15 +280,19 @@ def newer_snapshots(
 def first_loads(pipeline: dlt.Pipeline, operations: Sequence[Operation]) -> frozenset[str]:
     """The operations among `operations` whose table is absent or holds no row: their rows are
     appended rather than merged (source.write_disposition). Asked again before every extract,
-    so a retry after a load that committed rows merges."""
+    so a retry after a load that committed rows merges. A table the destination cannot be asked
+    about this way (its SQL has no `limit`) counts as holding rows: it is merged, as always."""
     with pipeline.sql_client() as sql:
         existing = existing_tables(sql)
         empty = {op.name for op in operations if op.name not in existing}
         for name in (op.name for op in operations if op.name in existing):
             table = sql.make_qualified_table_name(name)
-            with sql.execute_query(f"select 1 from {table} limit 1") as cursor:
-                if cursor.fetchone() is None:
-                    empty.add(name)
+            try:
+                with sql.execute_query(f"select 1 from {table} limit 1") as cursor:
+                    if cursor.fetchone() is None:
+                        empty.add(name)
+            except DatabaseException as exc:
+                log.debug("%s: not asked whether it is empty (%s); merged", name, exc)
     return frozenset(empty)
 
 
