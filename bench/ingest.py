@@ -108,27 +108,26 @@ def start_standin(scale: str, catalogue_file: Path | None) -> tuple[subprocess.P
         TODAY.isoformat(),
         *(["--catalogue", str(catalogue_file)] if catalogue_file else []),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        print(f"  [stand-in] {line.rstrip()}")
-        found = re.search(r"serving (\S+)", line)
-        if found:
-            return process, found.group(1)
-    raise SystemExit("the stand-in did not start; run `incomaker-elt simulate` to see why")
+    return start_server(command, "stand-in", "run `incomaker-elt simulate` to see why")
 
 
 def start_replay(folder: Path) -> tuple[subprocess.Popen, str]:
     """bench/replay.py serving the recorded bodies, in its own process."""
     command = [sys.executable, str(ROOT / "bench" / "replay.py"), str(folder)]
+    return start_server(command, "replay", "run bench/replay.py by hand to see why")
+
+
+def start_server(command: list[str], label: str, hint: str) -> tuple[subprocess.Popen, str]:
+    """`command` in its own process, until it prints `serving <address>`: the process and the
+    address. Its lines are shown with `label`."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     for line in process.stdout:
-        print(f"  [replay] {line.rstrip()}")
+        print(f"  [{label}] {line.rstrip()}")
         found = re.search(r"serving (\S+)", line)
         if found:
             return process, found.group(1)
-    raise SystemExit("bench/replay.py did not start; run it by hand to see why")
+    raise SystemExit(f"the {label} server did not start; {hint}")
 
 
 @dataclasses.dataclass

@@ -9,12 +9,10 @@ run, as every other load does.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -25,6 +23,7 @@ import httpx
 import orjson
 from api_pages import standin_settings
 from dlt.destinations.exceptions import DatabaseTerminalException
+from killed_runs import ingest_killed_after
 
 from incomaker_elt.contract.catalogue import default_catalogue
 from incomaker_elt.contract.settings import RAW_DATASET, Settings
@@ -34,7 +33,6 @@ from incomaker_elt.standin import DEFAULT_TODAY, StandIn
 
 CATALOGUE = default_catalogue()
 TOKEN = "standin-token"
-KILLER = Path(__file__).with_name("kill_during_load.py")
 OPERATION = "contacts"
 """An entity listing without nested lists (the Arrow path), merged on its key after a first load."""
 
@@ -123,19 +121,9 @@ def test_a_destination_that_cannot_be_asked_whether_a_table_is_empty_merges_into
 
 
 def _ingest(base_url: str, warehouse: Path, kill_after: int) -> subprocess.CompletedProcess:
-    """`incomaker-elt ingest --only contacts` in its own process, killed after that many load
-    statements (tests/kill_during_load.py; 0: not killed, the count printed)."""
-    env = {
-        **os.environ,
-        "INCOMAKER_BASE_URL": base_url,
-        "INCOMAKER_API_TOKEN": TOKEN,
-        "INCOMAKER_WAREHOUSE": str(warehouse),
-        "RUNTIME__LOG_LEVEL": "WARNING",
-        "KILL_AFTER_STATEMENT": str(kill_after),
-    }
-    command = [sys.executable, str(KILLER), "ingest", "--only", OPERATION]
-    command += ["--end-date", DEFAULT_TODAY.isoformat()]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    """`incomaker-elt ingest --only contacts`, killed after that many load statements."""
+    arguments = ["--only", OPERATION, "--end-date", DEFAULT_TODAY.isoformat()]
+    return ingest_killed_after(base_url, TOKEN, warehouse, kill_after, arguments)
 
 
 def test_a_first_load_killed_in_its_load_step_ends_exact_after_the_next_run(small_world, tmp_path):

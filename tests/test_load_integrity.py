@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterable, Mapping
 from datetime import date
 from pathlib import Path
@@ -25,6 +24,7 @@ import duckdb
 import orjson
 import pytest
 from api_pages import standin_settings
+from killed_runs import ingest_killed_after
 
 from incomaker_elt.contract.catalogue import Operation, default_catalogue
 from incomaker_elt.contract.settings import RAW_DATASET, Settings
@@ -47,7 +47,6 @@ from incomaker_elt.standin.service import Reply
 CATALOGUE = default_catalogue()
 TOKEN = "standin-token"
 JUNE = date(2026, 6, 1)
-KILLER = Path(__file__).with_name("kill_during_load.py")
 
 
 # ------------------------------------------------------------------ helpers
@@ -350,17 +349,8 @@ def served(small_world):
 
 
 def _ingest(base_url: str, warehouse: Path, kill_after: int) -> subprocess.CompletedProcess:
-    """`incomaker-elt ingest` in its own process, killed after that many load statements."""
-    env = {
-        **os.environ,
-        "INCOMAKER_BASE_URL": base_url,
-        "INCOMAKER_API_TOKEN": TOKEN,
-        "INCOMAKER_WAREHOUSE": str(warehouse),
-        "RUNTIME__LOG_LEVEL": "WARNING",
-        "KILL_AFTER_STATEMENT": str(kill_after),
-    }
-    command = [sys.executable, str(KILLER), "ingest", *KILL_ARGS]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    """`incomaker-elt ingest` of the contact details, killed after that many load statements."""
+    return ingest_killed_after(base_url, TOKEN, warehouse, kill_after, KILL_ARGS)
 
 
 def _kill_points(statements: int) -> list[int]:
