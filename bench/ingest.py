@@ -55,7 +55,7 @@ from replay import ANSWERS  # noqa: E402
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue, load_catalogue  # noqa: E402
 from incomaker_elt.contract.settings import Settings, load_settings  # noqa: E402
-from incomaker_elt.ingestion.pipeline import make_pipeline, run_ingestion  # noqa: E402
+from incomaker_elt.ingestion.pipeline import LoadSummary, make_pipeline, run_ingestion  # noqa: E402
 from incomaker_elt.ingestion.records import has_nested_lists  # noqa: E402
 
 TOKEN = "bench-token"
@@ -132,7 +132,9 @@ def start_server(command: list[str], label: str, hint: str) -> tuple[subprocess.
 
 @dataclasses.dataclass
 class TimedRun:
-    summary: Any
+    """One timed ingestion: what it loaded, what it asked for, and what it cost."""
+
+    summary: LoadSummary
     urls: list[httpx.URL]
     wall: float
     cpu: float
