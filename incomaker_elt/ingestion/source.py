@@ -134,7 +134,7 @@ def write_disposition(op: Operation, first_load: bool = False) -> dict[str, Any]
 
     `first_load`: the table is absent or empty, so there is nothing to merge with or replace.
     Its rows are appended: one copy of the data instead of a staging table, a merge and a second
-    copy (a third of a first load's load step at `large`). Keys the listing repeated are then
+    copy (over a third of a first load's load step at `large`). Keys the listing repeated are
     settled by recovery.repair, as after every load. Not for operations with nested lists:
     dlt gives their child tables the `_dlt_root_id` a later merge needs only when merging.
     """
