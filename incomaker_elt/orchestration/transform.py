@@ -87,6 +87,12 @@ def dbt_vars(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"reference_currency": REFERENCE_CURRENCY, "raw_schema": RAW_DATASET, **(extra or {})}
 
 
+def dbt_core_version() -> str:
+    """The version of the dbt-core installed beside this Python (the `dbt` the builds run),
+    from its package metadata: importing dbt to ask it loads its adapters."""
+    return metadata.version("dbt-core")
+
+
 class DbtCli(DbtCliResource):
     """dagster-dbt's dbt resource without two things it does in our process before each command
     for its `fetch_row_counts` and `fetch_column_metadata`, which we do not use
@@ -103,7 +109,7 @@ class DbtCli(DbtCliResource):
     @cached_property
     def _cli_version(self) -> Version:
         if Path(self.dbt_executable) == DBT_EXECUTABLE:
-            return Version(metadata.version("dbt-core"))
+            return Version(dbt_core_version())
         return DbtCliResource._cli_version.func(self)  # another dbt: ask it
 
 
@@ -162,9 +168,7 @@ def _project_fingerprint(project_dir: Path, vars_json: str) -> str:
     modification time (target/, logs/ and dbt_packages/ left out)."""
     import hashlib
 
-    from dbt.version import __version__ as dbt_version
-
-    digest = hashlib.sha256(f"{dbt_version}\n{vars_json}\n".encode())
+    digest = hashlib.sha256(f"{dbt_core_version()}\n{vars_json}\n".encode())
     sources = (
         path
         for top in project_dir.iterdir()
