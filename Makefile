@@ -12,14 +12,26 @@ READER_STAMP := $(READER)/.installed-stamp
 
 .PHONY: install run test lint format bench bench-dbt bench-standin bench-definitions bench-nightly ui simulate endpoints clean
 
+# dbt in an environment of its own inside .venv (dbt_project/requirements.txt says why), with the
+# pipeline's DuckDB version: both write the warehouse file.
+DBT_VENV  := $(VENV)/dbt
+DBT_STAMP := $(DBT_VENV)/.installed-stamp
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(DBT_STAMP): dbt_project/requirements.txt $(STAMP)
+	test -x $(DBT_VENV)/bin/python || $(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DBT_VENV)/bin/python -m pip install --quiet -r dbt_project/requirements.txt \
+		"duckdb==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("duckdb"))')"
 	@# dbt's manifest, which the Dagster definitions read: parsed here once rather than in the
 	@# first run (a run parses again only what changed since).
 	$(BIN)/incomaker-elt transform --parse-only
-	touch $(STAMP)
+	touch $(DBT_STAMP)
 
 # Re-installed when its pin changes or the folder is gone; a new pyproject.toml leaves it be.
 $(READER_STAMP): tests/duckdb1_reader.txt | $(STAMP)
@@ -27,7 +39,7 @@ $(READER_STAMP): tests/duckdb1_reader.txt | $(STAMP)
 	$(BIN)/python -m pip install --quiet --target $(READER) -r tests/duckdb1_reader.txt
 	touch $(READER_STAMP)
 
-install: $(STAMP) $(READER_STAMP)
+install: $(STAMP) $(DBT_STAMP) $(READER_STAMP)
 
 run: install
 	$(BIN)/incomaker-elt run

@@ -35,7 +35,9 @@ def defs() -> dg.Definitions:
     def models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
         yield from dbt.cli(["build"], context=context).stream()
 
-    executable = Path(sys.executable).with_name("dbt")
+    # the dbt `make install` puts in .venv/dbt (incomaker_elt.orchestration.transform), without
+    # importing the project
+    executable = Path(sys.prefix) / "dbt" / "bin" / "dbt"
     return dg.Definitions(
         assets=[models],
         resources={

@@ -312,4 +312,60 @@ def test_a_dbt_command_starts_no_version_check_and_opens_no_adapter_here(
     run = transform.run_dbt(load_settings(), ["ls", "--select", "fct_orders"], read=read)
     assert run.error is None, run.error
     assert [i.adapter for i in invocations] == [None]
-    assert str(invocations[0].cli_version) == metadata.version("dbt-core")
+    dbt_version = transform.installed_version(transform.dbt_executable(), "dbt-core")
+    assert dbt_version is not None
+    assert str(invocations[0].cli_version) == dbt_version
+
+
+# ------------------------------------------------------------- dbt in an environment of its own
+
+
+def _environment(root: Path, packages: dict[str, str]) -> Path:
+    """A Python environment's layout with these packages' metadata and a `bin/dbt`."""
+    site = root / "lib" / "python3.11" / "site-packages"
+    for name, version in packages.items():
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    executable = root / "bin" / "dbt"
+    executable.parent.mkdir(parents=True)
+    executable.write_text("#!/bin/sh\nexit 0\n")
+    executable.chmod(0o755)
+    return executable
+
+
+def test_the_pipeline_environment_has_no_dbt_core_and_runs_the_dbt_of_its_own() -> None:
+    """dagster-dbt imports dbt-core whenever it can (a second of every definitions load): the
+    pipeline's environment must not hold it, and the dbt `make install` made runs the builds."""
+    with pytest.raises(metadata.PackageNotFoundError):
+        metadata.version("dbt-core")
+    executable = transform.dbt_executable()
+    assert executable == transform.DBT_ENVIRONMENT_EXECUTABLE
+    assert transform.installed_version(executable, "duckdb") == metadata.version("duckdb")
+    code = "import sys, incomaker_elt.orchestration.definitions; print('dbt' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.stdout.strip() == "False", imported.stderr
+
+
+def test_a_dbt_of_another_duckdb_release_line_is_refused_before_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executable = _environment(tmp_path / "env", {"dbt-core": "1.11.0", "duckdb": "0.9.2"})
+    monkeypatch.setenv("INCOMAKER_DBT_EXECUTABLE", str(executable))
+    assert transform.dbt_executable() == executable
+    assert transform.dbt_core_version(executable) == "1.11.0"
+    with pytest.raises(transform.TransformError) as refused:
+        transform.dbt_resource()
+    message = str(refused.value)
+    assert str(executable) in message and "0.9.2" in message
+    assert f"duckdb=={metadata.version('duckdb')}" in message
+
+
+def test_a_dbt_executable_setting_that_is_no_executable_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from incomaker_elt.contract.settings import ConfigurationError
+
+    monkeypatch.setenv("INCOMAKER_DBT_EXECUTABLE", str(tmp_path / "nowhere" / "dbt"))
+    with pytest.raises(ConfigurationError, match="INCOMAKER_DBT_EXECUTABLE"):
+        transform.dbt_executable()

@@ -182,6 +182,28 @@ def warehouse_lock_timeout() -> float:
     return _seconds("INCOMAKER_WAREHOUSE_LOCK_TIMEOUT", DEFAULT_WAREHOUSE_LOCK_TIMEOUT)
 
 
+DBT_EXECUTABLE_VARIABLE = "INCOMAKER_DBT_EXECUTABLE"
+DBT_ENVIRONMENT = "dbt"
+"""The folder, inside the pipeline's own Python environment, of the environment that holds dbt
+(`make install` creates `.venv/dbt`): dbt-core apart, so that loading the Dagster definitions does
+not import it (DECISIONS.md)."""
+
+
+def dbt_executable_setting() -> Path | None:
+    """INCOMAKER_DBT_EXECUTABLE: the `dbt` to run the project with; unset, the one `make install`
+    put in .venv/dbt, else the one beside this Python, else `dbt` on PATH."""
+    value = os.environ.get(DBT_EXECUTABLE_VARIABLE)
+    if not value:
+        return None
+    path = _resolve(value)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise ConfigurationError(
+            f"{DBT_EXECUTABLE_VARIABLE}={value!r} is not an executable file; point it at a dbt "
+            "(such as .venv/dbt/bin/dbt) or unset it"
+        )
+    return path
+
+
 def serving_storage_version() -> str:
     """INCOMAKER_SERVING_STORAGE_VERSION: the oldest DuckDB that must open the serving copy, as
     `v1.4.0`, `1.4` or `latest`; returned as DuckDB's STORAGE_VERSION names it (`v1.4.0`)."""

@@ -35,7 +35,15 @@ from dagster_shared import record
 from packaging.version import Version
 
 from incomaker_elt.contract.currency import REFERENCE_CURRENCY
-from incomaker_elt.contract.settings import PROJECT_ROOT, RAW_DATASET, Settings, load_settings
+from incomaker_elt.contract.settings import (
+    DBT_ENVIRONMENT,
+    DBT_EXECUTABLE_VARIABLE,
+    PROJECT_ROOT,
+    RAW_DATASET,
+    Settings,
+    dbt_executable_setting,
+    load_settings,
+)
 from incomaker_elt.orchestration.warehouse import exclusive, is_lock_conflict, retry_while_locked
 
 try:
@@ -46,8 +54,11 @@ except ImportError:  # Windows: finished builds' folders are still removed, fail
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DBT_TARGET_DIR = DBT_PROJECT_DIR / "target"
 WAREHOUSE_ENV = "INCOMAKER_WAREHOUSE"
-DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
-"""The dbt beside this Python: `.venv/bin/incomaker-elt` does not put .venv/bin on PATH."""
+DBT_ENVIRONMENT_EXECUTABLE = Path(sys.prefix) / DBT_ENVIRONMENT / "bin" / "dbt"
+"""The dbt of the environment `make install` makes for it inside this one (.venv/dbt)."""
+BESIDE_EXECUTABLE = Path(sys.executable).with_name("dbt")
+"""A dbt installed in this same environment: `.venv/bin/incomaker-elt` does not put .venv/bin on
+PATH."""
 
 _FAILED = {"error", "fail", "runtime error"}
 
@@ -87,10 +98,55 @@ def dbt_vars(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"reference_currency": REFERENCE_CURRENCY, "raw_schema": RAW_DATASET, **(extra or {})}
 
 
-def dbt_core_version() -> str:
-    """The version of the dbt-core installed beside this Python (the `dbt` the builds run),
-    from its package metadata: importing dbt to ask it loads its adapters."""
-    return metadata.version("dbt-core")
+def dbt_executable() -> Path:
+    """The dbt every command runs: INCOMAKER_DBT_EXECUTABLE, else the one in .venv/dbt, else one
+    beside this Python, else `dbt` on PATH."""
+    configured = dbt_executable_setting()
+    if configured is not None:
+        return configured
+    for candidate in (DBT_ENVIRONMENT_EXECUTABLE, BESIDE_EXECUTABLE):
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("dbt")
+    if found is None:
+        raise TransformError(
+            f"no dbt to run the project with: not in {DBT_ENVIRONMENT_EXECUTABLE.parent.parent}, "
+            f"not beside {sys.executable}, not on PATH. Run `make install`, which installs it "
+            f"there, or point {DBT_EXECUTABLE_VARIABLE} at a dbt with dbt-duckdb"
+        )
+    return Path(found)
+
+
+def installed_version(executable: Path, package: str) -> str | None:
+    """The version of `package` in the Python environment that `executable` (its bin/ folder)
+    belongs to, from the package metadata; None if that is no environment holding it. Asking
+    dbt itself means starting it (`dbt --version`: 2.5 s of CPU) or importing it here (its
+    adapters: a second)."""
+    environment = executable.parent.parent
+    sites = [*environment.glob("lib/python*/site-packages"), environment / "Lib" / "site-packages"]
+    for distribution in metadata.distributions(name=package, path=[str(p) for p in sites]):
+        return distribution.version
+    return None
+
+
+def dbt_core_version(executable: Path) -> str:
+    """The version of the dbt-core `executable` runs ("unknown" when it is not a Python one)."""
+    return installed_version(executable, "dbt-core") or "unknown"
+
+
+def _check_duckdb(executable: Path) -> None:
+    """dbt writes the warehouse with its own DuckDB: of another release line, it could write a
+    storage format this process cannot open (DuckDB 2 files are unreadable to 1.x), or fail on
+    one it cannot read."""
+    theirs = installed_version(executable, "duckdb")
+    ours = metadata.version("duckdb")
+    if theirs is not None and Version(theirs).release[:2] != Version(ours).release[:2]:
+        raise TransformError(
+            f"the dbt at {executable} runs DuckDB {theirs}, the pipeline DuckDB {ours}: both "
+            f"write the same warehouse file and must be of one release line. Run `make install` "
+            f"(it installs DuckDB {ours} beside dbt), or install duckdb=={ours} into that dbt's "
+            f"environment; the warehouse was not touched"
+        )
 
 
 class DbtCli(DbtCliResource):
@@ -108,14 +164,16 @@ class DbtCli(DbtCliResource):
 
     @cached_property
     def _cli_version(self) -> Version:
-        if Path(self.dbt_executable) == DBT_EXECUTABLE:
-            return Version(dbt_core_version())
-        return DbtCliResource._cli_version.func(self)  # another dbt: ask it
+        found = installed_version(Path(self.dbt_executable), "dbt-core")
+        if found is not None:
+            return Version(found)
+        return DbtCliResource._cli_version.func(self)  # not a Python dbt: ask it
 
 
 def dbt_resource() -> DbtCliResource:
-    executable = str(DBT_EXECUTABLE) if DBT_EXECUTABLE.exists() else "dbt"
-    return DbtCli(project_dir=DBT_PROJECT, dbt_executable=executable)
+    executable = dbt_executable()
+    _check_duckdb(executable)
+    return DbtCli(project_dir=DBT_PROJECT, dbt_executable=str(executable))
 
 
 class ManifestPreparer(DagsterDbtProjectPreparer):
@@ -168,7 +226,8 @@ def _project_fingerprint(project_dir: Path, vars_json: str) -> str:
     modification time (target/, logs/ and dbt_packages/ left out)."""
     import hashlib
 
-    digest = hashlib.sha256(f"{dbt_core_version()}\n{vars_json}\n".encode())
+    version = dbt_core_version(dbt_executable())
+    digest = hashlib.sha256(f"{version}\n{vars_json}\n".encode())
     sources = (
         path
         for top in project_dir.iterdir()
@@ -452,9 +511,8 @@ def _error_message(command: str, failures: Sequence[NodeFailure], error: Any) ->
         first = f.message.splitlines()[0] if f.message else f.status
         lines.append(f"  - {f.resource_type} {f.name} ({f.path}): {first}")
     lines.append(
-        "Re-run one with `dbt build --select <name>` in dbt_project/ (INCOMAKER_WAREHOUSE set) "
-        "to see the rows; its compiled SQL is under the dbt_project/target/runs/ folder named in "
-        "the error."
+        "Re-run one with `incomaker-elt transform --select <name>` to see it fail alone; its "
+        "compiled SQL is under the dbt_project/target/runs/ folder named in the error."
     )
     return "\n".join(lines)
 
