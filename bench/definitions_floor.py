@@ -2,10 +2,9 @@
 
 dagster-dbt's `@dbt_assets` over the project's manifest (with the translator settings the
 project's dbt assets need: dbt tests as checks, dlt's child tables' sources sharing their parent's
-key), its `DbtCliResource`, and dagster-dlt's `DagsterDltResource`: no raw assets, checks, jobs,
-schedules or sensors. bench/definitions_load.py --floor loads it as it loads the project's
-definitions, so that the two compare: whatever this takes, the project's definitions cannot take
-less.
+key) and its `DbtCliResource`: no raw assets, checks, jobs, schedules or sensors.
+bench/definitions_load.py --floor loads it as it loads the project's definitions, so that the two
+compare: whatever this takes, the project's definitions cannot take less.
 """
 
 import sys
@@ -19,7 +18,6 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
-from dagster_dlt import DagsterDltResource
 
 PROJECT = DbtProject(Path(__file__).resolve().parent.parent / "dbt_project")
 TRANSLATOR = DagsterDbtTranslator(
@@ -42,6 +40,5 @@ def defs() -> dg.Definitions:
         assets=[models],
         resources={
             "dbt": DbtCliResource(project_dir=PROJECT, dbt_executable=str(executable)),
-            "dlt": DagsterDltResource(),
         },
     )

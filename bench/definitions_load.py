@@ -4,7 +4,13 @@
     python bench/definitions_load.py --runs 9
     python bench/definitions_load.py --against HEAD~3   # the same, alternating with a commit
     python bench/definitions_load.py --floor       # and with dagster-dbt's floor
+    python bench/definitions_load.py --api as-is   # this shell's API settings (see below)
     make bench-definitions
+
+The children get INCOMAKER_BASE_URL and INCOMAKER_API_TOKEN as `incomaker-elt ui` gives the code
+server against the stand-in, and as a configured deployment sets them, unless the shell has them.
+With neither set (`--api as-is` in a bare shell), the definitions look for the address in dlt's
+config and secrets (incomaker_elt.contract.settings), which imports dlt: about 0.7 s more.
 
 Each load runs in a child Python of its own, so nothing is imported or cached beforehand; its
 phases are timed inside the child, in wall and CPU (user + system) seconds:
@@ -59,6 +65,15 @@ MANIFEST = Path("dbt_project") / "target" / "manifest.json"
 
 Times = dict[str, dict[str, float]]
 
+API_ENVIRONMENT: dict[str, str] = {}
+"""Set by main(): what the code server's environment says of the API (see --api)."""
+CODE_SERVER_API = {
+    "INCOMAKER_BASE_URL": "http://127.0.0.1:8765",
+    "INCOMAKER_API_TOKEN": "definitions-load-bench",
+}
+"""What `incomaker-elt ui` gives the code server against the stand-in (a configured deployment
+sets the same two variables): the definitions then read the API from the environment."""
+
 
 def _clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
@@ -107,7 +122,7 @@ def _load_once(root: Path, module: str) -> Times:
     """One load of `module` in a fresh child Python whose imports come from `root`."""
     bench = [str(root / "bench")] if module == FLOOR_MODULE else []
     paths = [str(root), *bench, *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env = {**os.environ, **API_ENVIRONMENT, "PYTHONPATH": os.pathsep.join(paths)}
     started = time.perf_counter()
     before = os.times()
     done = subprocess.run(
@@ -187,6 +202,17 @@ def main() -> int:
     parser.add_argument(
         "--floor", action="store_true", help="alternate with loads of dagster-dbt's floor too"
     )
+    parser.add_argument(
+        "--api",
+        choices=("environment", "as-is"),
+        default="environment",
+        help=(
+            "environment (default): INCOMAKER_BASE_URL and INCOMAKER_API_TOKEN set as "
+            "`incomaker-elt ui` sets them for the code server, unless already set; as-is: this "
+            "shell's environment (with neither set, the definitions look for them in dlt's "
+            "config and secrets, which imports dlt)"
+        ),
+    )
     parser.add_argument("--json", action="store_true", help="print the medians as JSON too")
     parser.add_argument("--child", nargs=2, metavar=("ROOT", "MODULE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -195,6 +221,9 @@ def main() -> int:
         print(RESULT_PREFIX + json.dumps(times), flush=True)
         return 0
 
+    if args.api == "environment":
+        API_ENVIRONMENT.update({k: v for k, v in CODE_SERVER_API.items() if k not in os.environ})
+    print(f"API in the environment: {', '.join(API_ENVIRONMENT) or 'as this shell has it'}")
     loads = {"working tree": (REPO, MODULE)}
     if args.against:
         loads[args.against] = (_copy_at(args.against), MODULE)

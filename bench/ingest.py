@@ -56,7 +56,7 @@ from replay import ANSWERS  # noqa: E402
 from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue, load_catalogue  # noqa: E402
 from incomaker_elt.contract.settings import Settings, load_settings  # noqa: E402
 from incomaker_elt.ingestion.pipeline import LoadSummary, make_pipeline, run_ingestion  # noqa: E402
-from incomaker_elt.ingestion.records import has_nested_lists  # noqa: E402
+from incomaker_elt.ingestion.raw_columns import has_nested_lists  # noqa: E402
 
 TOKEN = "bench-token"
 TODAY = date(2026, 6, 30)

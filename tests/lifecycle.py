@@ -6,9 +6,8 @@ the Dagster UI's partitioned multi-asset, flaky API answers, processes killed wi
 middle of ingesting, of dbt and of publishing), then one clean nightly run. Afterwards:
 
 - every mart equals, row for row, a fresh full load at the same today (tests/warehouse_compare.py);
-- no raw table holds a primary key (incomaker_elt.ingestion.records.primary_key) twice, nor a child
-table a
-  (parent, list index) twice;
+- no raw table holds a primary key (incomaker_elt.ingestion.raw_columns.primary_key) twice, nor
+  a child table a (parent, list index) twice;
 - the serving copy, read like a dashboard reads it during and after every step, always opens,
   holds every mart, and its marts are those of a completed publication: an earlier one or the
   current one, never half of one.
@@ -348,7 +347,7 @@ def duplicate_keys(warehouse: Path, examples: int = 3) -> dict[str, str]:
     """
     from incomaker_elt.contract.catalogue import default_catalogue
     from incomaker_elt.contract.settings import RAW_DATASET
-    from incomaker_elt.ingestion.records import primary_key
+    from incomaker_elt.ingestion.raw_columns import primary_key
 
     found: dict[str, str] = {}
     con = open_when_free(warehouse)

@@ -27,7 +27,7 @@ from killed_runs import ingest_killed_after
 from incomaker_elt.contract.catalogue import default_catalogue
 from incomaker_elt.contract.settings import RAW_DATASET, Settings
 from incomaker_elt.ingestion.pipeline import first_loads, make_pipeline, run_ingestion
-from incomaker_elt.ingestion.records import has_nested_lists, primary_key
+from incomaker_elt.ingestion.raw_columns import has_nested_lists, primary_key
 from incomaker_elt.standin import DEFAULT_TODAY, StandIn
 
 CATALOGUE = default_catalogue()

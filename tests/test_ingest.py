@@ -26,11 +26,11 @@ import pytest
 from api_pages import first_page, records_of, total_items
 
 from incomaker_elt.contract.catalogue import Operation, default_catalogue
+from incomaker_elt.contract.columns import snake
 from incomaker_elt.contract.settings import RAW_DATASET, Settings, load_settings
 from incomaker_elt.ingestion import pipeline as ingestion_pipeline
 from incomaker_elt.ingestion.client import IngestionError, RetryPolicy
 from incomaker_elt.ingestion.pipeline import run_ingestion
-from incomaker_elt.ingestion.records import snake
 from incomaker_elt.standin import DEFAULT_TODAY, Faults, StandIn
 
 CATALOGUE = default_catalogue()

@@ -38,7 +38,7 @@ from incomaker_elt.ingestion.pipeline import (
     make_pipeline,
     run_ingestion,
 )
-from incomaker_elt.ingestion.records import has_nested_lists, primary_key
+from incomaker_elt.ingestion.raw_columns import has_nested_lists, primary_key
 from incomaker_elt.ingestion.source import RunDates, incomaker_source, with_ancestors
 from incomaker_elt.orchestration.ingestion_assets import partitioned_operations
 from incomaker_elt.standin import DEFAULT_TODAY, StandIn

@@ -188,7 +188,8 @@ def test_a_fixed_backfill_window_filters_on_the_column_the_records_have() -> Non
     from datetime import date
 
     from incomaker_elt.contract.catalogue import load_catalogue
-    from incomaker_elt.ingestion.records import column_hints, snake
+    from incomaker_elt.contract.columns import snake
+    from incomaker_elt.ingestion.raw_columns import column_hints
     from incomaker_elt.ingestion.source import RunDates, window_cursor
 
     catalogue = load_catalogue()

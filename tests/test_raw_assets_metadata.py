@@ -10,7 +10,7 @@ import pytest
 from api_pages import standin_settings
 
 from incomaker_elt.contract.catalogue import load_catalogue
-from incomaker_elt.ingestion.records import column_hints, nested_hints
+from incomaker_elt.ingestion.raw_columns import column_hints, nested_hints
 from incomaker_elt.orchestration.raw_metadata import catalogue_columns
 from incomaker_elt.standin import StandIn
 

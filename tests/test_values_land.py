@@ -29,7 +29,8 @@ from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catal
 from incomaker_elt.contract.paging import put
 from incomaker_elt.contract.settings import RAW_DATASET, Settings
 from incomaker_elt.ingestion.pipeline import IngestionIncomplete, LoadSummary, run_ingestion
-from incomaker_elt.ingestion.records import arrow_decoder, careful_page, has_nested_lists
+from incomaker_elt.ingestion.raw_columns import has_nested_lists
+from incomaker_elt.ingestion.records import arrow_decoder, careful_page
 from incomaker_elt.standin import DEFAULT_TODAY, Faults, StandIn
 
 CATALOGUE = dataclasses.replace(default_catalogue(), page_size=100)
@@ -534,7 +535,6 @@ def test_the_materialisation_names_the_field_the_value_and_the_override(tmp_path
     """Dagster's raw assets (the API over a socket, as in production): each affected table's
     materialisation carries its notes."""
     import dagster as dg
-    from dagster_dlt import DagsterDltResource
 
     from incomaker_elt.orchestration.ingestion_assets import build_raw_assets
     from incomaker_elt.orchestration.resources import api_resource
@@ -554,7 +554,7 @@ def test_the_materialisation_names_the_field_the_value_and_the_override(tmp_path
         events, _ = build_raw_assets(settings, catalogue, partitions)
         result = dg.materialize(
             [events],
-            resources={"dlt": DagsterDltResource(), "incomaker_api": api_resource(settings)},
+            resources={"incomaker_api": api_resource(settings)},
             partition_key="2026-06-13",  # orders 150..161: the odd ones among them
             instance=dg.DagsterInstance.ephemeral(),
         )

@@ -1,4 +1,5 @@
-"""Generate the dbt sources and staging models from the endpoint catalogue.
+"""Generate the dbt sources and staging models from the endpoint catalogue (and the column names
+they read, incomaker_elt/contract/column_names.json).
 
 The catalogue (incomaker_elt/contract/catalogue.yaml) names every raw table, its key and its typed
 fields; the
@@ -22,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from incomaker_elt.contract.catalogue import Operation, load_catalogue
-from incomaker_elt.contract.columns import snake
+from incomaker_elt.contract.columns import KNOWN_NAMES_FILE, known_names_text, snake
 from incomaker_elt.contract.settings import PROJECT_ROOT
 
 PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -452,6 +453,7 @@ def expected_files() -> dict[Path, str]:
     files: dict[Path, str] = {
         SOURCES_FILE: _yaml(sources_doc(ops)),
         MODELS_FILE: _yaml(models_doc(ops)),
+        KNOWN_NAMES_FILE: known_names_text(ops),
     }
     for op in ops:
         folder = STAGING_DIR / op.group
@@ -487,7 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     for path, text in expected.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    print(f"wrote {len(expected)} files under {STAGING_DIR.relative_to(PROJECT_ROOT)}")
+    print(
+        f"wrote {len(expected) - 1} files under {STAGING_DIR.relative_to(PROJECT_ROOT)} and "
+        f"{KNOWN_NAMES_FILE.relative_to(PROJECT_ROOT)}"
+    )
     return 0
 
 

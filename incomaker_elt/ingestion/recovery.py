@@ -35,7 +35,7 @@ from dlt.common.storages.load_package import ParsedLoadJobFileName
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from incomaker_elt.contract.catalogue import Operation
-from incomaker_elt.ingestion.records import primary_key
+from incomaker_elt.ingestion.raw_columns import primary_key
 
 log = logging.getLogger(__name__)
 

@@ -27,22 +27,19 @@ from dlt.extract.resource import DltResource
 from dlt.extract.source import DltSource
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation
+from incomaker_elt.contract.columns import snake
 from incomaker_elt.ingestion.fetch import ArrowChunks, Fetcher
 from incomaker_elt.ingestion.parent_memory import ParentMemory
-from incomaker_elt.ingestion.records import (
+from incomaker_elt.ingestion.raw_columns import (
     DLT_ID,
     PARAMS,
     SNAPSHOT_DATE,
-    Page,
     column_hints,
-    decoder,
-    empty_table,
     has_nested_lists,
     nested_hints,
     primary_key,
-    row_ids,
-    snake,
 )
+from incomaker_elt.ingestion.records import Page, decoder, empty_table, row_ids
 
 SOURCE_NAME = "incomaker"
 RFM_WINDOW_DAYS = 365

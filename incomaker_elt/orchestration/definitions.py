@@ -13,7 +13,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
-from dagster_dlt import DagsterDltResource
 
 from incomaker_elt.contract.catalogue import CATALOGUE_PATH, Catalogue, load_catalogue
 from incomaker_elt.contract.settings import Settings, load_settings
@@ -54,7 +53,6 @@ def build_definitions(settings: Settings, catalogue: Catalogue | None = None) ->
         schedules=[build_nightly_schedule(refresh, settings, refresh_days)],
         sensors=[build_run_failure_sensor(settings), build_freshness_sensor(settings, freshness)],
         resources={
-            "dlt": DagsterDltResource(),
             "dbt": dbt_resource(),
             "incomaker_api": api_resource(settings),
             "warehouse": warehouse_resource(settings),

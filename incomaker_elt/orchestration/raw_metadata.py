@@ -3,7 +3,7 @@
 The catalogue entry of an operation knows every field: its name in the API, its type, whether it
 is part of the key, the window the API filters on, the parent it is fetched for. The raw table's
 columns are those fields as the ingestion names them
-(`incomaker_elt.ingestion.records.column_hints` for the
+(`incomaker_elt.ingestion.raw_columns.column_hints` for the
 table, `nested_hints` for the child tables dlt makes of list fields), so the column schema is built
 from the same helpers and cannot drift from what the load writes.
 
@@ -26,7 +26,8 @@ from dagster._core.execution.context.metadata_logging import (
 )
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation
-from incomaker_elt.ingestion.records import (
+from incomaker_elt.contract.columns import snake
+from incomaker_elt.ingestion.raw_columns import (
     DLT_ID,
     PARAMS,
     SNAPSHOT_DATE,
@@ -34,7 +35,6 @@ from incomaker_elt.ingestion.records import (
     has_nested_lists,
     nested_hints,
     primary_key,
-    snake,
 )
 from incomaker_elt.ingestion.values import RAW_SUFFIX
 
