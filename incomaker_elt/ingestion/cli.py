@@ -66,7 +66,7 @@ def _table(summary: object) -> list[str]:
 
 def ingest(args: argparse.Namespace) -> int:
     from incomaker_elt.contract.settings import load_settings
-    from incomaker_elt.ingestion.client import IngestionError
+    from incomaker_elt.ingestion.errors import IngestionError
     from incomaker_elt.ingestion.pipeline import IngestionIncomplete, run_ingestion
 
     only = [name for value in (args.only or []) for name in value.split(",") if name.strip()]

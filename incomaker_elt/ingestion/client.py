@@ -30,6 +30,14 @@ from typing import TypeVar
 import httpx
 import orjson
 
+from incomaker_elt.ingestion.errors import (
+    ApiUnavailable,
+    BrokenBody,
+    IngestionError,
+    RequestRejected,
+    TokenRejected,
+)
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -37,31 +45,6 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=300.0)
 USER_AGENT = "incomaker-elt (+https://github.com/incomaker-elt)"
-
-
-class IngestionError(RuntimeError):
-    """A failure the user must act on; the message names the operation and what to do."""
-
-
-class TokenRejected(IngestionError):
-    pass
-
-
-class RequestRejected(IngestionError):
-    """A 4xx other than 401/403: the request itself is wrong (a path, a parameter)."""
-
-    def __init__(self, message: str, status: int = 400, server_message: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.server_message = server_message
-
-
-class ApiUnavailable(IngestionError):
-    pass
-
-
-class BrokenBody(ValueError):
-    """A 2xx body that does not decode: truncated or malformed. Worth another attempt."""
 
 
 @dataclass(frozen=True)

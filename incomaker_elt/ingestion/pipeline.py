@@ -34,12 +34,8 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue
 from incomaker_elt.contract.settings import NO_API_ADDRESS, NO_API_TOKEN, RAW_DATASET, Settings
-from incomaker_elt.ingestion.client import (
-    IncomakerClient,
-    IngestionError,
-    RequestRejected,
-    RetryPolicy,
-)
+from incomaker_elt.ingestion.client import IncomakerClient, RetryPolicy
+from incomaker_elt.ingestion.errors import IngestionError, RequestRejected
 from incomaker_elt.ingestion.fetch import Fetcher, OperationProgress, Progress
 from incomaker_elt.ingestion.recovery import (
     Leftovers,

@@ -32,9 +32,9 @@ import orjson
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation
 from incomaker_elt.contract.paging import DIALECTS, WHOLE_BODY, Paging, dig
-from incomaker_elt.ingestion.client import (
+from incomaker_elt.ingestion.client import IncomakerClient
+from incomaker_elt.ingestion.errors import (
     BrokenBody,
-    IncomakerClient,
     IngestionError,
     RequestRejected,
     TokenRejected,

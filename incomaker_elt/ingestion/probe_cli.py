@@ -77,7 +77,8 @@ def probe_and_report(
 ) -> int:
     """Probe, print the table (or JSON), write the proposal; the exit status."""
     from incomaker_elt.contract.catalogue import load_catalogue
-    from incomaker_elt.ingestion.client import IncomakerClient, IngestionError, RetryPolicy
+    from incomaker_elt.ingestion.client import IncomakerClient, RetryPolicy
+    from incomaker_elt.ingestion.errors import IngestionError
     from incomaker_elt.ingestion.pipeline import credentials
     from incomaker_elt.ingestion.probe_report import (
         finding_row,

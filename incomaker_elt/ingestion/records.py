@@ -34,7 +34,7 @@ import pyarrow.json as pa_json
 from incomaker_elt.contract.catalogue import Operation
 from incomaker_elt.contract.columns import snake
 from incomaker_elt.contract.paging import WHOLE_BODY, PageTotals, dig
-from incomaker_elt.ingestion.client import BrokenBody, IngestionError
+from incomaker_elt.ingestion.errors import BrokenBody, IngestionError
 from incomaker_elt.ingestion.raw_columns import (
     PARAMS,
     SNAPSHOT_DATE,

@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from typing import Any
 
-from incomaker_elt.ingestion.client import BrokenBody, IngestionError
+from incomaker_elt.ingestion.errors import BrokenBody, IngestionError
 
 RAW_SUFFIX = "__raw"
 """The text column beside a typed one, holding the values it could not hold exactly."""

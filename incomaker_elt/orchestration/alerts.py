@@ -4,13 +4,17 @@ The pipeline runs unattended at night; a failed run that nobody hears about mean
 dashboards in the morning. The message is short and carries no settings, so no secret leaves.
 """
 
+from __future__ import annotations
+
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import httpx
 
 from incomaker_elt.contract.settings import Settings
+
+if TYPE_CHECKING:  # httpx is imported when a post is sent, not with the definitions
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,8 @@ def failure_message(job_name: str, run_id: str, error: str | None, failed_steps:
 
 def post_to_webhook(url: str, message: str, transport: httpx.BaseTransport | None = None) -> bool:
     """Post `{"text": message}` (the shape Slack, Teams and Mattermost accept); True on 2xx."""
+    import httpx
+
     try:
         with httpx.Client(timeout=_WEBHOOK_TIMEOUT_SECONDS, transport=transport) as client:
             response = client.post(url, json={"text": message})

@@ -20,7 +20,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from incomaker_elt.contract.catalogue import Catalogue, Operation
 from incomaker_elt.contract.columns import snake
 from incomaker_elt.contract.settings import Settings
-from incomaker_elt.ingestion.client import ApiUnavailable
+from incomaker_elt.ingestion.errors import ApiUnavailable
 from incomaker_elt.ingestion.pipeline import (
     IngestionIncomplete,
     LoadSummary,

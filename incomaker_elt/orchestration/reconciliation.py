@@ -30,7 +30,7 @@ import dagster as dg
 from incomaker_elt.contract.catalogue import Catalogue
 from incomaker_elt.contract.deliveries import DELIVERY_METRICS
 from incomaker_elt.contract.paging import WHOLE_BODY, PageTotals, dig, walk
-from incomaker_elt.ingestion.client import IngestionError
+from incomaker_elt.ingestion.errors import IngestionError
 from incomaker_elt.orchestration.ingestion_assets import raw_asset_key
 from incomaker_elt.orchestration.partitions import day_ranges
 from incomaker_elt.orchestration.resources import IncomakerApi, Warehouse

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
@@ -25,8 +26,11 @@ from incomaker_elt.contract.settings import (
     Settings,
     api_token,
 )
-from incomaker_elt.ingestion.client import IncomakerClient, IngestionError
+from incomaker_elt.ingestion.errors import IngestionError
 from incomaker_elt.orchestration.warehouse import read_only
+
+if TYPE_CHECKING:  # the client (httpx) is imported when a step asks for it
+    from incomaker_elt.ingestion.client import IncomakerClient
 
 
 class IncomakerApi(dg.ConfigurableResource):
@@ -66,6 +70,8 @@ class IncomakerApi(dg.ConfigurableResource):
 
     def client(self, *, max_in_flight: int) -> IncomakerClient:
         """A client of the API (auth, retries, the request rate); close it when done."""
+        from incomaker_elt.ingestion.client import IncomakerClient
+
         base_url, token = self.credentials()
         return IncomakerClient(
             base_url,
