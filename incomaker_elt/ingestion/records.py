@@ -1,4 +1,5 @@
-"""From a catalogue entry to typed records: column hints, Arrow schemas and page decoders.
+"""From a catalogue entry to typed records: Arrow schemas and page decoders (the columns dlt is
+told, names, types and keys, are in raw_columns.py).
 
 Two ways a page becomes records, chosen per operation:
 - flat operations (no `list` field, which is nearly all the volume) take the Arrow path: the page

@@ -38,7 +38,7 @@ INGESTION_RETRY = dg.RetryPolicy(
 )
 """The client already retries each request; this covers an API outage longer than its patience
 and a warehouse briefly locked by a process outside Dagster. Nothing else is retried: a rejected
-token, a refused request or a bug would fail the same way again (see `_failure`)."""
+token, a refused request or a bug would fail the same way again (see `raw_loading._failure`)."""
 
 
 def raw_asset_key(operation: str) -> dg.AssetKey:

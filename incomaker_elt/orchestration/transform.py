@@ -114,7 +114,7 @@ def dbt_executable() -> Path:
             f"not beside {sys.executable}, not on PATH. Run `make install`, which installs it "
             f"there, or point {DBT_EXECUTABLE_VARIABLE} at a dbt with dbt-duckdb"
         )
-    return Path(found)
+    return Path(found).resolve()  # a pipx or Homebrew link: to the environment that holds dbt
 
 
 def installed_version(executable: Path, package: str) -> str | None:
