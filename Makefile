@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# An environment installed before dbt moved to .venv/dbt: dagster-dbt would go on importing
+	@# the dbt-core left here in every load of the definitions.
+	$(BIN)/python -m pip uninstall --quiet --yes dbt-core dbt-duckdb dagster-dlt 2>/dev/null || true
 	touch $(STAMP)
 
 $(DBT_STAMP): dbt_project/requirements.txt $(STAMP)
