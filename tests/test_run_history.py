@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from incomaker_elt.orchestration.run_history import (
     BatchingSqliteEventLogStorage,
@@ -89,6 +90,58 @@ def test_a_partition_range_run_is_stored_in_batches_and_read_by_the_stock_storag
         assert check and check[0].status.value == "SUCCEEDED"
         logs = ui.all_logs(result.run_id)
         assert sum(e.dagster_event_type == "ASSET_MATERIALIZATION" for e in logs) == 60
+
+
+def _asset_rows(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple]:
+    """What the asset index says of each asset, as the UI reads it: the partition of its last
+    materialisation, whether that is the latest materialisation event stored, whether its time
+    is that event's, and whether its last run is this run."""
+    rows = {}
+    for record in instance.get_asset_records():
+        entry = record.asset_entry
+        last = entry.last_materialization_record
+        assert last is not None
+        stored = instance.fetch_materializations(entry.asset_key, limit=1000).records
+        newest = max(stored, key=lambda event: event.storage_id)
+        rows[entry.asset_key.to_user_string()] = (
+            last.partition_key,
+            last.storage_id == newest.storage_id,
+            last.timestamp == newest.timestamp,
+            entry.last_run_id == run_id,
+        )
+    return rows
+
+
+def test_a_batch_leaves_each_assets_row_as_the_stock_storage_event_by_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch writes each asset's row once, from the last event of each type: the same row,
+    last materialisation and last run as Dagster's own storage leaves, event after event."""
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    written: dict[str, int] = {"batched": 0, "stock": 0}
+    home = "batched"
+    stock_write = SqliteEventLogStorage._store_asset_event
+
+    def counted(self: SqliteEventLogStorage, *args: object) -> None:
+        written[home] += 1
+        stock_write(self, *args)
+
+    monkeypatch.setattr(SqliteEventLogStorage, "_store_asset_event", counted)
+    results = {}
+    for home in ("batched", "stock"):
+        (tmp_path / home).mkdir()
+        (tmp_path / home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        opened = recording_instance if home == "batched" else _stock
+        with opened(tmp_path / home) as instance:
+            tags = {**RANGE, **process_tags("test")}
+            results[home] = JOB.execute_in_process(instance=instance, tags=tags).run_id
+    with _stock(tmp_path / "batched") as ui, _stock(tmp_path / "stock") as reference:
+        batched = _asset_rows(ui, results["batched"])
+        stock = _asset_rows(reference, results["stock"])
+    assert batched == {"orders": ("2026-02-28", True, True, True), "revenue": (None,) + (True,) * 3}
+    assert batched == stock
+    # the 59 days' materialisations of `orders` were one batch: one write of its row
+    assert written["batched"] < 10 < 60 < written["stock"]
 
 
 def test_a_run_whose_process_died_is_failed_by_the_next_run(tmp_path: Path) -> None:
