@@ -370,7 +370,8 @@ def test_a_dbt_of_another_duckdb_release_line_is_refused_before_it_runs(
         transform.dbt_resource()
     message = str(refused.value)
     assert str(executable) in message and "0.9.2" in message
-    assert f"duckdb=={metadata.version('duckdb')}" in message
+    fix = f"{executable.with_name('python')} -m pip install duckdb=={metadata.version('duckdb')}"
+    assert fix in message
 
 
 def test_a_dbt_executable_setting_that_is_no_executable_is_named(

@@ -141,11 +141,12 @@ def _check_duckdb(executable: Path) -> None:
     theirs = installed_version(executable, "duckdb")
     ours = metadata.version("duckdb")
     if theirs is not None and Version(theirs).release[:2] != Version(ours).release[:2]:
+        python = executable.with_name("python")
         raise TransformError(
             f"the dbt at {executable} runs DuckDB {theirs}, the pipeline DuckDB {ours}: both "
-            f"write the same warehouse file and must be of one release line. Run `make install` "
-            f"(it installs DuckDB {ours} beside dbt), or install duckdb=={ours} into that dbt's "
-            f"environment; the warehouse was not touched"
+            f"write the same warehouse file and must be of one release line. Install the "
+            f"pipeline's into dbt's environment (`{python} -m pip install duckdb=={ours}`); the "
+            f"warehouse was not touched"
         )
 
 
