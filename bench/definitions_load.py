@@ -65,8 +65,6 @@ MANIFEST = Path("dbt_project") / "target" / "manifest.json"
 
 Times = dict[str, dict[str, float]]
 
-API_ENVIRONMENT: dict[str, str] = {}
-"""Set by main(): what the code server's environment says of the API (see --api)."""
 CODE_SERVER_API = {
     "INCOMAKER_BASE_URL": "http://127.0.0.1:8765",
     "INCOMAKER_API_TOKEN": "definitions-load-bench",
@@ -122,7 +120,7 @@ def _load_once(root: Path, module: str) -> Times:
     """One load of `module` in a fresh child Python whose imports come from `root`."""
     bench = [str(root / "bench")] if module == FLOOR_MODULE else []
     paths = [str(root), *bench, *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, **API_ENVIRONMENT, "PYTHONPATH": os.pathsep.join(paths)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     started = time.perf_counter()
     before = os.times()
     done = subprocess.run(
@@ -222,8 +220,12 @@ def main() -> int:
         return 0
 
     if args.api == "environment":
-        API_ENVIRONMENT.update({k: v for k, v in CODE_SERVER_API.items() if k not in os.environ})
-    print(f"API in the environment: {', '.join(API_ENVIRONMENT) or 'as this shell has it'}")
+        added = [name for name in CODE_SERVER_API if name not in os.environ]
+        for name in added:  # the children inherit them
+            os.environ[name] = CODE_SERVER_API[name]
+    else:
+        added = []
+    print(f"API in the environment: {', '.join(added) or 'as this shell has it'}")
     loads = {"working tree": (REPO, MODULE)}
     if args.against:
         loads[args.against] = (_copy_at(args.against), MODULE)
