@@ -46,6 +46,28 @@ def ingest(base_url: str, warehouse: Path, *args: str, token: str = TOKEN) -> su
     )
 
 
+def fetching_processes(parent: int) -> list[int]:
+    """The API client's processes (incomaker_elt/ingestion/client_process.py) of a run."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"client_process" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting to be reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def api_total(standin: StandIn, base_url: str, path: str) -> int:
     """What the listing at `path` holds for June, asked over the socket in the API's dialect."""
     op = operation_at(standin.catalogue, path)
@@ -63,9 +85,15 @@ def test_killed_process_then_run_again_over_a_socket_ends_exact(server, tmp_path
     while len(standin.request_log) < 60 and victim.poll() is None:
         assert time.monotonic() < deadline, "the run made no progress"
         time.sleep(0.05)
+    fetching = fetching_processes(victim.pid)
+    assert fetching, "the run fetches in processes of its own"
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in fetching):
+        assert time.monotonic() < deadline, "a fetching process outlived the killed run"
+        time.sleep(0.05)
 
     again = ingest(base_url, warehouse, *ARGS)
     out, err = again.communicate(timeout=120)

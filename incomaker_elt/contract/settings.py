@@ -41,6 +41,17 @@ DEFAULT_PARTITIONS_START = "2025-01-01"
 DEFAULT_INGEST_CONCURRENCY = 8
 """Requests in flight at once during ingestion: fast on loopback, polite to the real API."""
 
+
+def default_fetch_processes() -> int:
+    """One process fetching and decoding per core this process may use, at most four: beyond
+    that dlt's own work in the run's process sets the pace."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 DEFAULT_REQUESTS_PER_SECOND = 10.0
 """Requests started per second against a remote API (INCOMAKER_REQUESTS_PER_SECOND): a
 production API is shared with the account's own users. No cap without a token or against this
@@ -96,6 +107,9 @@ class Settings:
     freshness_deadline_cron: str = DEFAULT_FRESHNESS_DEADLINE_CRON
     dagster_home: Path = DEFAULT_DAGSTER_HOME
     ingest_concurrency: int = DEFAULT_INGEST_CONCURRENCY
+    fetch_processes: int = field(default_factory=default_fetch_processes)
+    """Processes fetching and decoding pages beside the run's (incomaker_elt/ingestion/
+    client_process.py); `ingest_concurrency` is split between them."""
     requests_per_second: float | None = None
     """Cap on requests started per second; None: no cap. load_settings() gives 10 for a remote
     API (see DEFAULT_REQUESTS_PER_SECOND)."""
@@ -312,6 +326,7 @@ def load_settings() -> Settings:
         ingest_concurrency=_positive_int(
             "INCOMAKER_INGEST_CONCURRENCY", DEFAULT_INGEST_CONCURRENCY
         ),
+        fetch_processes=_positive_int("INCOMAKER_FETCH_PROCESSES", default_fetch_processes()),
         requests_per_second=requests_per_second(base_url, token),
         dlt_destination=os.environ.get("INCOMAKER_DLT_DESTINATION") or None,
         warehouse_lock_timeout=warehouse_lock_timeout(),

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 import orjson
@@ -142,6 +142,40 @@ def describe(operation: str, params: Mapping[str, object]) -> str:
     return f"operation {operation!r}" + (f" ({shown})" if shown else "")
 
 
+class ApiClient(Protocol):
+    """What the fetching asks of a client: `IncomakerClient`, or the same client in a process of
+    its own (incomaker_elt/ingestion/client_process.py)."""
+
+    @property
+    def base_path(self) -> str: ...
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def retries(self) -> int: ...
+
+    @property
+    def requests_by_operation(self) -> dict[str, int]: ...
+
+    def get(
+        self, operation: str, path: str, params: Mapping[str, str], decode: Callable[[bytes], T]
+    ) -> T: ...
+
+    def close(self) -> None: ...
+
+
+NO_TOKEN = (
+    "no API token: set INCOMAKER_API_TOKEN (or api_token under [sources.incomaker] in "
+    ".dlt/secrets.toml)"
+)
+
+
+def base_path(base_url: str) -> str:
+    """The path of a base URL (`/v1` of https://host/v1): `next` links may start with it."""
+    return httpx.URL(base_url.rstrip("/") + "/").path.rstrip("/")
+
+
 class IncomakerClient:
     """Thread-safe: the workers of one run share it; `max_in_flight` bounds their requests at once
     and `requests_per_second` (None: no cap) how many start per second."""
@@ -160,10 +194,7 @@ class IncomakerClient:
         rate_limit: RateLimit | None = None,
     ) -> None:
         if not token:
-            raise IngestionError(
-                "no API token: set INCOMAKER_API_TOKEN (or api_token under [sources.incomaker] "
-                "in .dlt/secrets.toml)"
-            )
+            raise IngestionError(NO_TOKEN)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(max_in_flight)
@@ -190,7 +221,7 @@ class IncomakerClient:
     @property
     def base_path(self) -> str:
         """The path of the base URL (`/v1` of https://host/v1): `next` links may start with it."""
-        return self._http.base_url.path.rstrip("/")
+        return base_path(str(self._http.base_url))
 
     def close(self) -> None:
         self._http.close()

@@ -21,6 +21,9 @@ class RequestRejected(IngestionError):
         self.status = status
         self.server_message = server_message
 
+    def __reduce__(self) -> tuple[object, ...]:  # from the client's process, status and all
+        return (type(self), (str(self), self.status, self.server_message))
+
 
 class ApiUnavailable(IngestionError):
     pass

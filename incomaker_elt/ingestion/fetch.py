@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from incomaker_elt.contract.catalogue import Operation
 from incomaker_elt.contract.paging import PageTotals, pages_without_totals, walk
-from incomaker_elt.ingestion.client import IncomakerClient
+from incomaker_elt.ingestion.client import ApiClient
 from incomaker_elt.ingestion.records import OneRecordBodies, Page, one_record_bodies
 from incomaker_elt.ingestion.values import KeyDoesNotFit, ValueNote, ValueNotes
 
@@ -115,7 +115,7 @@ class Fetcher:
 
     def __init__(
         self,
-        client: IncomakerClient,
+        client: ApiClient,
         *,
         page_size: int,
         concurrency: int,

@@ -34,7 +34,8 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue
 from incomaker_elt.contract.settings import NO_API_ADDRESS, NO_API_TOKEN, RAW_DATASET, Settings
-from incomaker_elt.ingestion.client import IncomakerClient, RetryPolicy
+from incomaker_elt.ingestion.client import ApiClient, IncomakerClient, RetryPolicy
+from incomaker_elt.ingestion.client_process import ClientProcesses
 from incomaker_elt.ingestion.errors import IngestionError, RequestRejected
 from incomaker_elt.ingestion.fetch import Fetcher, OperationProgress, Progress
 from incomaker_elt.ingestion.recovery import (
@@ -307,7 +308,11 @@ def credentials(
     return base_url, settings.api_token
 
 
-def _check_token(client: IncomakerClient, catalogue: Catalogue) -> None:
+def ignore_body(body: bytes) -> None:
+    """The decoder of an answer whose status is all that counts."""
+
+
+def _check_token(client: ApiClient, catalogue: Catalogue) -> None:
     """One one-record request, so a bad token or address fails in seconds with nothing written.
 
     Only the token and the address are checked here: what the answer holds, or a refusal of
@@ -315,7 +320,7 @@ def _check_token(client: IncomakerClient, catalogue: Catalogue) -> None:
     fails it alone."""
     probe = next(op for op in catalogue if op.parent is None and op.is_paged and not op.params)
     with contextlib.suppress(RequestRejected):
-        client.get(probe.name, probe.url_path(), probe.paging.params(0, 1), lambda body: None)
+        client.get(probe.name, probe.url_path(), probe.paging.params(0, 1), ignore_body)
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -508,7 +513,7 @@ def run_ingestion(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     exclude: Sequence[str] = (),
     operations: Sequence[Operation] | None = None,
-    client: IncomakerClient | None = None,
+    client: ApiClient | None = None,
     fixed_window: bool = False,
 ) -> LoadSummary:
     """Load the selected operations (all by default) into the raw dataset.
@@ -522,7 +527,8 @@ def run_ingestion(
     `exclude` names operations to leave out of the selection (unless another one needs them).
     `operations`: exactly these (and their parents), instead of `only` and `exclude`.
     `client`: the API client to use (closed at the end), else one from the settings' address
-    and token (`transport`, `retry`). `fixed_window`: fetch exactly [start, end], cursors
+    and token (`transport`, `retry`): in processes of their own (client_process.py) unless
+    `transport` is given. `fixed_window`: fetch exactly [start, end], cursors
     neither read nor moved (a backfill of partitions).
     """
     started = time.monotonic()
@@ -539,14 +545,15 @@ def run_ingestion(
     operations = with_ancestors(catalogue, operations)
     if client is None:
         base_url, token = credentials(settings, transport)
-        client = IncomakerClient(
-            base_url,
-            token,
-            transport=transport,
-            retry=retry,
-            max_in_flight=settings.ingest_concurrency,
-            requests_per_second=settings.requests_per_second,
-        )
+        options = {
+            "retry": retry,
+            "max_in_flight": settings.ingest_concurrency,
+            "requests_per_second": settings.requests_per_second,
+        }
+        if transport is None:
+            client = ClientProcesses(base_url, token, processes=settings.fetch_processes, **options)
+        else:
+            client = IncomakerClient(base_url, token, transport=transport, **options)
     progress = Progress(report)
     fetcher = Fetcher(
         client,

@@ -195,8 +195,28 @@ def _stripped(body: bytes) -> bytes:
     return body
 
 
-def arrow_decoder(op: Operation) -> Callable[[bytes], Page]:
+class Decoder:
+    """A page decoder that crosses to another process as its recipe: how it was made, and for
+    which operation (incomaker_elt/ingestion/client_process.py decodes pages beside dlt)."""
+
+    def __init__(self, make: Callable[[Operation], Callable[[bytes], Page]], op: Operation) -> None:
+        self.make = make
+        self.op = op
+        self._decode = make(op)
+
+    def __call__(self, body: bytes) -> Page:
+        return self._decode(body)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Decoder, (self.make, self.op))
+
+
+def arrow_decoder(op: Operation) -> Decoder:
     """Decoder of one response body into an Arrow table with the contract's columns."""
+    return Decoder(_arrow_decode, op)
+
+
+def _arrow_decode(op: Operation) -> Callable[[bytes], Page]:
     records_path = op.records_path
     whole_body = records_path == WHOLE_BODY
     path = records_path.split(".")
@@ -277,6 +297,9 @@ class OneRecordBodies:
         self.op = op
         self.alone = arrow_decoder(op)
         self._options = _parse_options(op)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # to another process as its operation
+        return (OneRecordBodies, (self.op,))
 
     def accept(self, body: bytes) -> bytes | Page:
         """The body, kept to be read with others; a body of another form decoded alone."""
@@ -594,14 +617,17 @@ class _ExactRecords:
         return out
 
 
-def dict_decoder(op: Operation) -> Callable[[bytes], Page]:
+def dict_decoder(op: Operation) -> Decoder:
     """Decoder of one body into dicts; dlt turns their lists into child tables.
 
     Numbers are parsed from their text (never a binary float) and fitted to the catalogue's
     types: amounts stay exact whatever their number of digits. Low volume (details, totals), so
     Python's own JSON parser is fast enough here.
     """
+    return Decoder(_dict_decode, op)
 
+
+def _dict_decode(op: Operation) -> Callable[[bytes], Page]:
     def decode(body: bytes) -> Page:
         doc = loads_exact(body)
         records = _records_of(op, doc)
@@ -644,5 +670,5 @@ def _has_path(doc: Any, dotted: str) -> bool:
     return isinstance(node, dict) and last in node
 
 
-def decoder(op: Operation) -> Callable[[bytes], Page]:
+def decoder(op: Operation) -> Decoder:
     return dict_decoder(op) if has_nested_lists(op) else arrow_decoder(op)

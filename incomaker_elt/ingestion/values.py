@@ -407,3 +407,6 @@ class KeyDoesNotFit(IngestionError):
             f"(INCOMAKER_CATALOGUE_OVERRIDES): {note.override}, and run again."
         )
         self.note = note
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (KeyDoesNotFit, (self.note,))

@@ -155,7 +155,9 @@ def load(
         op.name for op in operations if raw_asset_key(op.name) in context.selected_asset_keys
     }
     try:
-        client = api.client(max_in_flight=settings.ingest_concurrency)
+        client = api.client(
+            max_in_flight=settings.ingest_concurrency, processes=settings.fetch_processes
+        )
         with exclusive(settings.warehouse_path, context.log.info):
             try:
                 summary = run_ingestion(

@@ -30,7 +30,7 @@ from incomaker_elt.ingestion.errors import IngestionError
 from incomaker_elt.orchestration.warehouse import read_only
 
 if TYPE_CHECKING:  # the client (httpx) is imported when a step asks for it
-    from incomaker_elt.ingestion.client import IncomakerClient
+    from incomaker_elt.ingestion.client import ApiClient
 
 
 class IncomakerApi(dg.ConfigurableResource):
@@ -68,14 +68,26 @@ class IncomakerApi(dg.ConfigurableResource):
             raise IngestionError(NO_API_TOKEN)
         return self.base_url, token
 
-    def client(self, *, max_in_flight: int) -> IncomakerClient:
-        """A client of the API (auth, retries, the request rate); close it when done."""
+    def client(self, *, max_in_flight: int, processes: int | None = None) -> ApiClient:
+        """A client of the API (auth, retries, the request rate); close it when done.
+
+        `processes`: the client runs in that many processes of its own, beside the step's dlt
+        (the ingestion's: incomaker_elt/ingestion/client_process.py); None: in this one."""
         from incomaker_elt.ingestion.client import IncomakerClient
+        from incomaker_elt.ingestion.client_process import ClientProcesses
 
         base_url, token = self.credentials()
-        return IncomakerClient(
+        if processes is None:
+            return IncomakerClient(
+                base_url,
+                token,
+                max_in_flight=max_in_flight,
+                requests_per_second=self.requests_per_second,
+            )
+        return ClientProcesses(
             base_url,
             token,
+            processes=processes,
             max_in_flight=max_in_flight,
             requests_per_second=self.requests_per_second,
         )
