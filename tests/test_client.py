@@ -162,3 +162,17 @@ def test_decoders_keep_unknown_fields_and_type_known_ones():
     nested = catalogue.get("order_detail")
     page = dict_decoder(nested)(b'{"orderId": 1, "items": [{"lineNumber": 1}]}')
     assert page.records == [{"orderId": 1, "items": [{"lineNumber": 1}]}]
+
+
+def test_paths_go_below_the_base_url_and_absolute_links_as_they_are():
+    transport, seen = scripted([ok])
+    client = IncomakerClient("https://api.test/v1/", TOKEN, transport=transport)
+    client.get("segments", "/segments", {"offset": "0", "limit": "2"}, lambda body: body)
+    client.get("segments", "https://other.test/v1/segments", {"page": "3"}, lambda body: body)
+    assert [str(r.url) for r in seen] == [
+        "https://api.test/v1/segments?offset=0&limit=2",
+        "https://other.test/v1/segments?page=3",
+    ]
+    assert seen[0].headers["Accept"] == "application/json"
+    assert "secret-token-123" not in repr(seen[0].headers)
+    assert client.base_path == "/v1"
