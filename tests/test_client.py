@@ -176,3 +176,68 @@ def test_paths_go_below_the_base_url_and_absolute_links_as_they_are():
     assert seen[0].headers["Accept"] == "application/json"
     assert "secret-token-123" not in repr(seen[0].headers)
     assert client.base_path == "/v1"
+
+
+CONVERSIONS = default_catalogue().get("conversions")
+
+
+def conversion(n: int, amount: object = "12.30") -> dict[str, Any]:
+    return {
+        "conversionId": n,
+        "date": "2026-06-30",
+        "createdAt": "2026-06-30T12:00:00+02:00",
+        "conversionAmountWTax": amount,
+    }
+
+
+def pages_of(bodies: list[bytes]):
+    """A transport answering the n-th page of 2 records with bodies[n]; the requests seen."""
+    seen: list[httpx.Request] = []
+    by_query = {
+        tuple(sorted(CONVERSIONS.paging.params(n, 2).items())): body
+        for n, body in enumerate(bodies)
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=by_query[tuple(sorted(request.url.params.items()))])
+
+    return httpx.MockTransport(handler), seen
+
+
+def test_pages_of_a_listing_are_decoded_together_as_each_alone_would_be():
+    bodies = [
+        page_body(CONVERSIONS, [conversion(2 * n), conversion(2 * n + 1)], 8, 2) for n in range(4)
+    ]
+    transport, _ = pages_of(bodies)
+    client = IncomakerClient("http://api.test/v1", TOKEN, transport=transport)
+    params = [CONVERSIONS.paging.params(n, 2) for n in range(1, 4)]
+    decode = arrow_decoder(CONVERSIONS)
+    [together] = client.get_many(CONVERSIONS.name, "/conversions", params, decode)
+    alone = [decode(body) for body in bodies[1:]]
+    assert together.pages == 3 and together.rows == 6
+    assert together.records.to_pylist() == [r for page in alone for r in page.records.to_pylist()]
+    assert client.requests == 3 and client.retries == 0
+
+
+def test_a_group_with_an_odd_value_or_a_cut_body_is_decoded_page_by_page():
+    odd = page_body(CONVERSIONS, [conversion(3, "1e400")], 8, 2)  # no decimal(38, 9) holds it
+    good = page_body(CONVERSIONS, [conversion(5)], 8, 2)
+    answers = iter([good, odd, good[:40], good])  # the cut body's page is fetched again
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=next(answers))
+
+    client = IncomakerClient(
+        "http://api.test/v1", TOKEN, transport=httpx.MockTransport(handler), max_in_flight=1
+    )
+    params = [CONVERSIONS.paging.params(n, 2) for n in range(1, 4)]
+    pages = client.get_many(CONVERSIONS.name, "/conversions", params, arrow_decoder(CONVERSIONS))
+    assert [page.pages for page in pages] == [1, 1, 1] and len(seen) == 4
+    assert [page.rows for page in pages] == [1, 1, 1]
+    assert pages[1].notes and pages[1].notes[0].field == "conversionAmountWTax"
+    assert pages[1].records.column("conversion_amount_w_tax__raw").to_pylist() == ["1e400"]
+    assert seen[3].url.params == seen[2].url.params, "the cut page was asked for again"
+    assert client.requests == 4 and client.retries == 1

@@ -22,10 +22,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -37,6 +38,9 @@ from incomaker_elt.ingestion.errors import (
     RequestRejected,
     TokenRejected,
 )
+
+if TYPE_CHECKING:
+    from incomaker_elt.ingestion.records import Page
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +166,29 @@ class ApiClient(Protocol):
         self, operation: str, path: str, params: Mapping[str, str], decode: Callable[[bytes], T]
     ) -> T: ...
 
+    def get_many(
+        self,
+        operation: str,
+        path: str,
+        params: Sequence[Mapping[str, str]],
+        decoder: PageDecoder,
+    ) -> list[Page]: ...
+
     def close(self) -> None: ...
+
+
+class PageDecoder(Protocol):
+    """A decoder of one body (records.ArrowDecoder, records.Decoder), which may also read
+    several pages of a listing together."""
+
+    def __call__(self, body: bytes) -> Page: ...
+
+    def together(self, bodies: list[bytes]) -> Page | None: ...
+
+
+def whole_body(body: bytes) -> bytes:
+    """The body as it came: decoded later, with others (`IncomakerClient.get_many`)."""
+    return body
 
 
 NO_TOKEN = (
@@ -223,6 +249,9 @@ class IncomakerClient:
         self.requests_by_operation: dict[str, int] = {}
         """HTTP requests sent per operation (retries included)."""
         self._count_lock = threading.Lock()
+        self._max_in_flight = max_in_flight
+        self._side_by_side: ThreadPoolExecutor | None = None
+        self._side_by_side_lock = threading.Lock()
 
     @property
     def base_path(self) -> str:
@@ -230,7 +259,46 @@ class IncomakerClient:
         return base_path(self._base_url)
 
     def close(self) -> None:
+        if self._side_by_side is not None:
+            self._side_by_side.shutdown(wait=True, cancel_futures=True)
         self._http.close()
+
+    def get_many(
+        self,
+        operation: str,
+        path: str,
+        params: Sequence[Mapping[str, str]],
+        decoder: PageDecoder,
+    ) -> list[Page]:
+        """The pages of several requests of one listing (in their order), fetched side by side
+        within the in-flight bound and, where they can be, decoded together as one page
+        (`decoder.together`). A body that does not decode alone either is fetched again, as
+        `get` retries a broken body."""
+        with self._side_by_side_lock:
+            if self._side_by_side is None:
+                self._side_by_side = ThreadPoolExecutor(self._max_in_flight, "incomaker-pages")
+            pool = self._side_by_side
+        futures = [pool.submit(self.get, operation, path, one, whole_body) for one in params]
+        try:
+            bodies = [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()
+        together = decoder.together(bodies) if len(bodies) > 1 else None
+        if together is not None:
+            return [together]
+        pages = []
+        for one, body in zip(params, bodies, strict=True):
+            try:
+                pages.append(decoder(body))
+            except BrokenBody as exc:
+                log.info(
+                    "%s: broken response body (%s); fetched again", describe(operation, one), exc
+                )
+                with self._count_lock:
+                    self.retries += 1
+                pages.append(self.get(operation, path, one, decoder))
+        return pages
 
     def __enter__(self) -> IncomakerClient:
         return self

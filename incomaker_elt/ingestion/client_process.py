@@ -36,12 +36,12 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -49,10 +49,14 @@ from incomaker_elt.ingestion.client import (
     DEFAULT_TIMEOUT,
     NO_TOKEN,
     IncomakerClient,
+    PageDecoder,
     RetryPolicy,
     base_path,
 )
 from incomaker_elt.ingestion.errors import IngestionError
+
+if TYPE_CHECKING:
+    from incomaker_elt.ingestion.records import Page
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +155,25 @@ class ClientProcesses:
     ) -> T:
         """`IncomakerClient.get`, run in the child with the fewest calls under way; `decode`
         must pickle (a records.Decoder, a method of records.OneRecordBodies...)."""
+        return self._on_child(lambda child: child.get(operation, path, params, decode))
+
+    def get_many(
+        self,
+        operation: str,
+        path: str,
+        params: Sequence[Mapping[str, str]],
+        decoder: PageDecoder,
+    ) -> list[Page]:
+        """`IncomakerClient.get_many`, in one child: the pages fetched and decoded there."""
+        return self._on_child(lambda child: child.get_many(operation, path, params, decoder))
+
+    def _on_child(self, call: Callable[[_Child], T]) -> T:
+        """`call` on the child with the fewest calls under way."""
         with self._lock:
             index = min(range(len(self._children)), key=self._under_way.__getitem__)
             self._under_way[index] += 1
         try:
-            return self._children[index].get(operation, path, params, decode)
+            return call(self._children[index])
         finally:
             with self._lock:
                 self._under_way[index] -= 1
@@ -229,6 +247,16 @@ class _Child:
         self, operation: str, path: str, params: Mapping[str, str], decode: Callable[[bytes], T]
     ) -> T:
         return self._call(lambda call: ("get", call, operation, path, dict(params)), decode)
+
+    def get_many(
+        self,
+        operation: str,
+        path: str,
+        params: Sequence[Mapping[str, str]],
+        decoder: PageDecoder,
+    ) -> list[Page]:
+        many = [dict(one) for one in params]
+        return self._call(lambda call: ("many", call, operation, path, many), decoder)
 
     def counts(self) -> Counts:
         if not self._closed and self._ended is None:
@@ -414,15 +442,15 @@ def _serve(connection: Connection) -> None:
                 kind, *rest = pickle.loads(connection.recv_bytes())
             except (EOFError, OSError):
                 break
-            if kind == "get":
+            if kind in ("get", "many"):
                 call, operation, path, params, key, recipe = rest
                 if recipe is not None:
                     decoders[key] = recipe
-                decode = decoders[key]
+                get = client.get if kind == "get" else client.get_many
                 pool.submit(
                     answer,
                     call,
-                    lambda o=operation, p=path, q=params, d=decode: client.get(o, p, q, d),
+                    lambda g=get, o=operation, p=path, q=params, d=decoders[key]: g(o, p, q, d),
                 )
             elif kind == "counts":
                 call = rest[0]

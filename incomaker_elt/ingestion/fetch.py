@@ -2,9 +2,9 @@
 
 How a page is asked for and what its body says about the rest come from the operation's paging
 dialect (incomaker_elt/contract/paging.py). When the first page says how many pages there are (a
-total of
-items or pages), the rest are fetched a few at a time ahead of the consumer, so dlt writes one
-chunk while the next pages are on the wire. When it does not, the `next` links are followed one
+total of items or pages), the rest are fetched ahead of the consumer, `PAGES_TOGETHER` to a call
+of the client's `get_many` (fetched side by side, decoded together), so dlt writes one chunk
+while the next pages are on the wire. When it does not, the `next` links are followed one
 after the other, and without those a short page ends the listing. Per-id operations
 (one listing per campaign, order, contact batch...) run their listings side by side. The client's
 in-flight bound caps the requests of the whole run, whatever the number of resources.
@@ -26,9 +26,12 @@ import pyarrow as pa
 
 from incomaker_elt.contract.catalogue import Operation
 from incomaker_elt.contract.paging import PageTotals, pages_without_totals, walk
-from incomaker_elt.ingestion.client import ApiClient
+from incomaker_elt.ingestion.client import ApiClient, PageDecoder
 from incomaker_elt.ingestion.records import OneRecordBodies, Page, one_record_bodies
 from incomaker_elt.ingestion.values import KeyDoesNotFit, ValueNote, ValueNotes
+
+PAGES_TOGETHER = 4
+"""Pages of a listing fetched side by side and decoded together (ArrowDecoder.together)."""
 
 ONE_RECORD_BATCH = 2_000
 """Bodies of a one-record operation read together (~0.5 MB of JSON): one Arrow read instead of
@@ -68,10 +71,10 @@ class Progress:
             with self._report_lock:
                 self._report(line)
 
-    def page(self, operation: str, rows: int) -> None:
+    def page(self, operation: str, rows: int, pages: int = 1) -> None:
         with self._lock:
             op = self.operations.setdefault(operation, OperationProgress())
-            op.pages += 1
+            op.pages += pages
             op.rows += rows
             pages, total_rows = op.pages, op.rows
             now = time.monotonic()
@@ -145,9 +148,15 @@ class Fetcher:
     ) -> Page:
         return self._noted(op, self.client.get(op.name, path, params, decode))
 
+    def _get_many(
+        self, op: Operation, path: str, group: list[dict[str, str]], decoder: PageDecoder
+    ) -> list[Page]:
+        pages = self.client.get_many(op.name, path, group, decoder)
+        return [self._noted(op, page) for page in pages]
+
     def _noted(self, op: Operation, page: Page) -> Page:
         """The page counted, its values' notes collected; a key that did not fit stops the run."""
-        self.progress.page(op.name, page.rows)
+        self.progress.page(op.name, page.rows, page.pages)
         return self._notes_of(page)
 
     def _notes_of(self, page: Page) -> Page:
@@ -174,7 +183,7 @@ class Fetcher:
         return fetch
 
     def listing(
-        self, op: Operation, path: str, params: Mapping[str, str], decode: Callable[[bytes], Page]
+        self, op: Operation, path: str, params: Mapping[str, str], decode: PageDecoder
     ) -> Iterator[Page]:
         """Every page of one listing, the later ones fetched ahead while earlier ones are used."""
         if not op.is_paged:
@@ -195,18 +204,18 @@ class Fetcher:
                 self.client.base_path,
             )
             return
-        pending: deque[Future[Page]] = deque()
+        # The following pages, PAGES_TOGETHER to a call: fetched side by side, decoded together.
+        together = min(PAGES_TOGETHER, self.concurrency)
+        pending: deque[Future[list[Page]]] = deque()
         following = 1
         try:
             while following < total_pages or pending:
-                while following < total_pages and len(pending) < self.concurrency:
-                    pending.append(
-                        self.pool.submit(
-                            self._get, op, path, self._page_params(op, params, following), decode
-                        )
-                    )
-                    following += 1
-                yield pending.popleft().result()
+                while following < total_pages and len(pending) * together < self.concurrency:
+                    upto = min(total_pages, following + together)
+                    group = [self._page_params(op, params, i) for i in range(following, upto)]
+                    pending.append(self.pool.submit(self._get_many, op, path, group, decode))
+                    following = upto
+                yield from pending.popleft().result()
         finally:
             for future in pending:
                 future.cancel()

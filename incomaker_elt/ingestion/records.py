@@ -116,6 +116,8 @@ class Page:
     totals: PageTotals = PageTotals()
     notes: tuple[ValueNote, ...] = ()
     """Values that came in a form other than their field's type, and what was done with them."""
+    pages: int = 1
+    """The responses it holds: several pages of a listing read together (ArrowDecoder.together)."""
 
 
 def _flatten(table: pa.Table, op: Operation) -> pa.Table:
@@ -207,27 +209,38 @@ class Decoder:
     def __call__(self, body: bytes) -> Page:
         return self._decode(body)
 
+    def together(self, bodies: list[bytes]) -> Page | None:
+        """Several bodies of one listing as one page; None: decode each alone."""
+        return None
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (Decoder, (self.make, self.op))
 
 
-def arrow_decoder(op: Operation) -> Decoder:
+def arrow_decoder(op: Operation) -> ArrowDecoder:
     """Decoder of one response body into an Arrow table with the contract's columns."""
-    return Decoder(_arrow_decode, op)
+    return ArrowDecoder(op)
 
 
-def _arrow_decode(op: Operation) -> Callable[[bytes], Page]:
-    records_path = op.records_path
-    whole_body = records_path == WHOLE_BODY
-    path = records_path.split(".")
-    options = _parse_options(op)
-    multiline = _parse_options(op, newlines_in_values=True)
+class ArrowDecoder:
+    """Response bodies into Arrow tables with the contract's columns: one body (`__call__`), or
+    several pages of one listing read together (`together`)."""
 
-    def read(body: bytes) -> pa.Table | None:
+    def __init__(self, op: Operation) -> None:
+        self.op = op
+        self.whole_body = op.records_path == WHOLE_BODY
+        self.path = op.records_path.split(".")
+        self.options = _parse_options(op)
+        self.multiline = _parse_options(op, newlines_in_values=True)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # to another process as its operation
+        return (ArrowDecoder, (self.op,))
+
+    def _read(self, body: bytes) -> pa.Table | None:
         """The body as a one-row table; None when the reader refuses its values."""
         read_options = pa_json.ReadOptions(use_threads=False, block_size=max(len(body) + 1, 1024))
         # The reader takes one JSON document per line; a pretty-printed body needs the slower mode.
-        parse = multiline if b"\n" in body else options
+        parse = self.multiline if b"\n" in body else self.options
         try:
             table = pa_json.read_json(io.BytesIO(body), read_options, parse)
         except pa.ArrowInvalid:
@@ -236,7 +249,8 @@ def _arrow_decode(op: Operation) -> Callable[[bytes], Page]:
             raise BrokenBody(f"expected one JSON object, got {table.num_rows}")
         return table
 
-    def _records(doc: pa.Table) -> pa.Array | None:
+    def _records(self, doc: pa.Table) -> pa.Array | None:
+        path = self.path
         if path[0] not in doc.column_names:
             return None
         records = doc.column(path[0]).combine_chunks()
@@ -246,30 +260,31 @@ def _arrow_decode(op: Operation) -> Callable[[bytes], Page]:
             records = records.field(part)
         return records
 
-    def decode(body: bytes) -> Page:
+    def __call__(self, body: bytes) -> Page:
+        op = self.op
         stripped = _stripped(body)
         if not stripped.startswith(b"{"):
             raise BrokenBody(f"expected a JSON object, got {stripped[:40]!r}")
-        doc = read(stripped)
+        doc = self._read(stripped)
         if doc is None:
             # Valid JSON whose values do not all fit the catalogue's types (or not JSON at all,
             # which the careful path reports as a broken body).
             return careful_page(op, stripped)
-        if whole_body:
+        if self.whole_body:
             table = doc
             totals = PageTotals()
         else:
-            records = _records(doc)
+            records = self._records(doc)
             if records is None:
                 raise missing_records(op, stripped)
             if pa.types.is_null(records.type) or records.null_count:
                 # The reader makes a null column of a key the body does not have at all.
-                if not _has_path(orjson.loads(stripped), records_path):
+                if not _has_path(orjson.loads(stripped), op.records_path):
                     raise missing_records(op, stripped)
                 table = pa.table({})
             else:
                 table = pa.Table.from_struct_array(records.flatten())
-            totals = op.paging.totals(_envelope(doc, path)) if op.is_paged else PageTotals()
+            totals = op.paging.totals(_envelope(doc, self.path)) if op.is_paged else PageTotals()
         if table.num_columns:
             try:
                 table = _flatten(table, op)
@@ -277,7 +292,35 @@ def _arrow_decode(op: Operation) -> Callable[[bytes], Page]:
                 return careful_page(op, stripped)
         return Page(table, table.num_rows, totals)
 
-    return decode
+    def together(self, bodies: list[bytes]) -> Page | None:
+        """Pages of one listing (after its first) as one page: their records in one read.
+
+        pyarrow's reader costs ~0.3 ms a call before it reads a byte: four 100 kB pages read as
+        four JSON lines take a third less CPU than each alone. Their totals are not read (the
+        first page's told how many there are). None, so that each is decoded alone as
+        `__call__` does, for anything out of the ordinary: a body on several lines, values the
+        reader refuses, a page without its records."""
+        lines = [_stripped(body) for body in bodies]
+        if self.whole_body or not all(
+            line.startswith(b"{") and b"\n" not in line for line in lines
+        ):
+            return None
+        joined = b"\n".join(lines)
+        read_options = pa_json.ReadOptions(use_threads=False, block_size=len(joined) + 1)
+        try:
+            doc = pa_json.read_json(io.BytesIO(joined), read_options, self.options)
+        except pa.ArrowInvalid:
+            return None
+        records = self._records(doc) if doc.num_rows == len(bodies) else None
+        if records is None or pa.types.is_null(records.type) or records.null_count:
+            return None
+        table = pa.Table.from_struct_array(records.flatten())
+        if table.num_columns:
+            try:
+                table = _flatten(table, self.op)
+            except pa.ArrowInvalid:
+                return None
+        return Page(table, table.num_rows, pages=len(bodies))
 
 
 class OneRecordBodies:
@@ -670,5 +713,5 @@ def _has_path(doc: Any, dotted: str) -> bool:
     return isinstance(node, dict) and last in node
 
 
-def decoder(op: Operation) -> Decoder:
+def decoder(op: Operation) -> Decoder | ArrowDecoder:
     return dict_decoder(op) if has_nested_lists(op) else arrow_decoder(op)
