@@ -44,7 +44,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,14 @@ class Recorder:
         with self._lock:
             self.urls.append(httpx.URL(self._base_url + path, params=params))
         return answer
+
+    def get_many(
+        self, operation: str, path: str, params: Sequence[Mapping[str, str]], decoder: Any
+    ) -> Any:
+        pages = self.client.get_many(operation, path, params, decoder)
+        with self._lock:
+            self.urls += [httpx.URL(self._base_url + path, params=one) for one in params]
+        return pages
 
     requests = property(lambda self: self.client.requests)
     retries = property(lambda self: self.client.retries)
