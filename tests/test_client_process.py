@@ -180,16 +180,20 @@ def test_a_failure_in_the_child_names_where_it_happened_and_a_bad_decoder_is_ref
         assert client.get("things", "/ok", {}, keep_body) == b'{"a": 1}'
 
 
+def all_at_once(client: ClientProcesses, path: str, n: int) -> None:
+    """`n` calls of `path`, each from a thread of its own, all started before any is waited for."""
+    threads = [
+        threading.Thread(target=client.get, args=("calls", path, {}, keep_body)) for _ in range(n)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_the_bound_on_requests_in_flight_holds_across_the_processes(scripted):
     with ClientProcesses(scripted, TOKEN, processes=2, max_in_flight=3) as client:
-        threads = [
-            threading.Thread(target=client.get, args=("slow", "/slow", {}, keep_body))
-            for _ in range(12)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        all_at_once(client, "/slow", 12)
         assert client.requests == 12
     assert Scripted.most == 3, "three at once: the bound split 2 + 1, and both used"
 
@@ -198,14 +202,7 @@ def test_the_rate_limit_holds_across_the_processes(scripted):
     with ClientProcesses(
         scripted, TOKEN, processes=2, max_in_flight=4, requests_per_second=20
     ) as client:
-        threads = [
-            threading.Thread(target=client.get, args=("fast", "/ok", {}, keep_body))
-            for _ in range(21)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        all_at_once(client, "/ok", 21)
     span = max(Scripted.started) - min(Scripted.started)
     # 20 per second together (10 in each process): 21 requests need about a second.
     assert span >= 0.85, f"21 requests in {span:.2f} s: faster than 20 per second"
