@@ -55,19 +55,21 @@ class Scripted(BaseHTTPRequestHandler):
         try:
             if self.path.startswith("/slow"):
                 time.sleep(cls.delay)
-            status, body = 200, b'{"a": 1}'
-            if self.path.startswith("/unavailable"):
-                status, body = 503, b"{}"
-            elif self.path.startswith("/gone"):
-                status, body = 404, b'{"error": "no such thing", "parameter": "id"}'
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
         finally:
+            # Before the answer leaves: a call the client has back is no longer counted, even
+            # while this thread has not yet been scheduled again.
             with cls.lock:
                 cls.under_way -= 1
+        status, body = 200, b'{"a": 1}'
+        if self.path.startswith("/unavailable"):
+            status, body = 503, b"{}"
+        elif self.path.startswith("/gone"):
+            status, body = 404, b'{"error": "no such thing", "parameter": "id"}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
