@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import httpx
 import orjson
 
+from incomaker_elt.contract.settings import NO_API_TOKEN
 from incomaker_elt.ingestion.errors import (
     ApiUnavailable,
     BrokenBody,
@@ -187,14 +188,9 @@ class PageDecoder(Protocol):
 
 
 def whole_body(body: bytes) -> bytes:
-    """The body as it came: decoded later, with others (`IncomakerClient.get_many`)."""
+    """The body as it came: decoded later, with others (`IncomakerClient.get_many`), or not at
+    all (an answer whose status is all that counts)."""
     return body
-
-
-NO_TOKEN = (
-    "no API token: set INCOMAKER_API_TOKEN (or api_token under [sources.incomaker] in "
-    ".dlt/secrets.toml)"
-)
 
 
 def base_path(base_url: str) -> str:
@@ -220,7 +216,7 @@ class IncomakerClient:
         rate_limit: RateLimit | None = None,
     ) -> None:
         if not token:
-            raise IngestionError(NO_TOKEN)
+            raise IngestionError(NO_API_TOKEN)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(max_in_flight)

@@ -45,9 +45,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from incomaker_elt.contract.settings import NO_API_TOKEN
 from incomaker_elt.ingestion.client import (
     DEFAULT_TIMEOUT,
-    NO_TOKEN,
+    ApiClient,
     IncomakerClient,
     PageDecoder,
     RetryPolicy,
@@ -108,6 +109,37 @@ class ProcessEnded(IngestionError):
     """The client's process is gone: what it was fetching failed, nothing else was touched."""
 
 
+def api_client(
+    base_url: str,
+    token: str,
+    *,
+    processes: int | None,
+    max_in_flight: int,
+    requests_per_second: float | None,
+    retry: RetryPolicy | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> ApiClient:
+    """A client of the API: in `processes` processes of its own, else (None, or a transport
+    given in code, which cannot cross to another process) in this one."""
+    if processes is None or transport is not None:
+        return IncomakerClient(
+            base_url,
+            token,
+            transport=transport,
+            retry=retry,
+            max_in_flight=max_in_flight,
+            requests_per_second=requests_per_second,
+        )
+    return ClientProcesses(
+        base_url,
+        token,
+        processes=processes,
+        retry=retry,
+        max_in_flight=max_in_flight,
+        requests_per_second=requests_per_second,
+    )
+
+
 class ClientProcesses:
     """`IncomakerClient` in `processes` child processes; thread-safe, and closed like it."""
 
@@ -123,7 +155,7 @@ class ClientProcesses:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
         if not token:
-            raise IngestionError(NO_TOKEN)
+            raise IngestionError(NO_API_TOKEN)
         self.base_path = base_path(base_url)
         n = max(1, min(processes, max_in_flight))
         shares = [max_in_flight // n + (i < max_in_flight % n) for i in range(n)]

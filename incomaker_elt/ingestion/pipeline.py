@@ -34,8 +34,8 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from incomaker_elt.contract.catalogue import Catalogue, Operation, default_catalogue
 from incomaker_elt.contract.settings import NO_API_ADDRESS, NO_API_TOKEN, RAW_DATASET, Settings
-from incomaker_elt.ingestion.client import ApiClient, IncomakerClient, RetryPolicy
-from incomaker_elt.ingestion.client_process import ClientProcesses
+from incomaker_elt.ingestion.client import ApiClient, RetryPolicy, whole_body
+from incomaker_elt.ingestion.client_process import api_client
 from incomaker_elt.ingestion.errors import IngestionError, RequestRejected
 from incomaker_elt.ingestion.fetch import Fetcher, OperationProgress, Progress
 from incomaker_elt.ingestion.recovery import (
@@ -308,10 +308,6 @@ def credentials(
     return base_url, settings.api_token
 
 
-def ignore_body(body: bytes) -> None:
-    """The decoder of an answer whose status is all that counts."""
-
-
 def _check_token(client: ApiClient, catalogue: Catalogue) -> None:
     """One one-record request, so a bad token or address fails in seconds with nothing written.
 
@@ -320,7 +316,7 @@ def _check_token(client: ApiClient, catalogue: Catalogue) -> None:
     fails it alone."""
     probe = next(op for op in catalogue if op.parent is None and op.is_paged and not op.params)
     with contextlib.suppress(RequestRejected):
-        client.get(probe.name, probe.url_path(), probe.paging.params(0, 1), ignore_body)
+        client.get(probe.name, probe.url_path(), probe.paging.params(0, 1), whole_body)
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -545,15 +541,15 @@ def run_ingestion(
     operations = with_ancestors(catalogue, operations)
     if client is None:
         base_url, token = credentials(settings, transport)
-        options = {
-            "retry": retry,
-            "max_in_flight": settings.ingest_concurrency,
-            "requests_per_second": settings.requests_per_second,
-        }
-        if transport is None:
-            client = ClientProcesses(base_url, token, processes=settings.fetch_processes, **options)
-        else:
-            client = IncomakerClient(base_url, token, transport=transport, **options)
+        client = api_client(
+            base_url,
+            token,
+            processes=settings.fetch_processes,
+            max_in_flight=settings.ingest_concurrency,
+            requests_per_second=settings.requests_per_second,
+            retry=retry,
+            transport=transport,
+        )
     progress = Progress(report)
     fetcher = Fetcher(
         client,

@@ -73,18 +73,10 @@ class IncomakerApi(dg.ConfigurableResource):
 
         `processes`: the client runs in that many processes of its own, beside the step's dlt
         (the ingestion's: incomaker_elt/ingestion/client_process.py); None: in this one."""
-        from incomaker_elt.ingestion.client import IncomakerClient
-        from incomaker_elt.ingestion.client_process import ClientProcesses
+        from incomaker_elt.ingestion.client_process import api_client
 
         base_url, token = self.credentials()
-        if processes is None:
-            return IncomakerClient(
-                base_url,
-                token,
-                max_in_flight=max_in_flight,
-                requests_per_second=self.requests_per_second,
-            )
-        return ClientProcesses(
+        return api_client(
             base_url,
             token,
             processes=processes,
